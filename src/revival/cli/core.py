@@ -1,0 +1,5 @@
+"""CLI verbs (placeholder until implemented)."""
+
+
+def register(sub) -> None:
+    pass
