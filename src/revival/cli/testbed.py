@@ -1,5 +1,117 @@
-"""CLI verbs (placeholder until implemented)."""
+"""CLI verbs of the testbed and the evaluation harness: `testbed train|classifier`, `generate`, `evaluate`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import RevivalError
 
 
 def register(sub) -> None:
-    pass
+    t = sub.add_parser("testbed", help="train the embedded testbed model or its classifier")
+    tsub = t.add_subparsers(dest="testbed_verb", required=True, metavar="ACTION")
+    tr = tsub.add_parser("train", help="train the testbed UNet from a seed (about an hour on 2 CPU cores)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the committed run's)")
+    tr.add_argument("--batch", type=int, default=None)
+    tr.add_argument("--out", default="testbed-weights", help="output folder (default: ./testbed-weights)")
+    tr.set_defaults(func=_train)
+    tc = tsub.add_parser("classifier", help="train the testbed's Fashion-MNIST classifier")
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--epochs", type=int, default=4)
+    tc.add_argument("--out", default="testbed-weights/classifier.safetensors")
+    tc.set_defaults(func=_train_classifier)
+
+    def common(p):
+        p.add_argument("--model", default="testbed",
+                       help="'testbed' (default) or a local diffusers StableDiffusionPipeline folder")
+        p.add_argument("--unet", default=None, help="UNet weights to swap in (folder or file)")
+        p.add_argument("--prompts", default=None, help="CSV with columns prompt, class, seed "
+                       "(default for the testbed: 'an image of a {class}' x --seeds per class)")
+        p.add_argument("--seeds", type=int, default=10, help="seeds per class for the default prompts")
+        p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+        p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
+        p.add_argument("--batch-size", type=int, default=100)
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--quiet", action="store_true")
+
+    g = sub.add_parser("generate", help="prompts x seeds -> PNG images (resumable)")
+    common(g)
+    g.add_argument("--out", required=True, help="image folder")
+    g.set_defaults(func=_generate)
+    e = sub.add_parser("evaluate", help="erased / preserved accuracy of a concept")
+    common(e)
+    e.add_argument("--concept", required=True, help="the erased class, e.g. 'sneaker'")
+    e.add_argument("--classifier", default=None, choices=["testbed", "imagenet"],
+                   help="default: testbed for the testbed, imagenet otherwise")
+    e.add_argument("--out", default=None, help="output folder (default: ./evaluation-<concept>)")
+    e.set_defaults(func=_evaluate)
+
+
+def _train(args) -> int:
+    from ..testbed import train as T
+
+    s = T.train_unet(args.out, seed=args.seed, steps=args.steps or T.DEFAULT_STEPS,
+                     batch=args.batch or T.DEFAULT_BATCH)
+    print(f"trained {s['trained_steps']} steps in {s['training_seconds']:.0f}s -> {Path(args.out) / 'unet'}")
+    return 0
+
+
+def _train_classifier(args) -> int:
+    from ..testbed.classifier import save_classifier, train_classifier
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model, acc = train_classifier(epochs=args.epochs, seed=args.seed)
+    save_classifier(model, out, {"test_accuracy": f"{acc:.4f}", "epochs": str(args.epochs),
+                                 "seed": str(args.seed), "resolution": "16"})
+    print(f"test accuracy {acc:.4f} -> {out}")
+    return 0
+
+
+def _rows(args, model):
+    from ..evaluate import default_prompts, read_prompts
+
+    if args.prompts:
+        return read_prompts(args.prompts)
+    if not hasattr(model, "classes"):
+        raise RevivalError("--prompts is required for a Stable Diffusion model.")
+    return default_prompts(model.classes, args.seeds)
+
+
+def _load(args):
+    from ..evaluate import load_model
+
+    return load_model(args.model, args.unet, args.device)
+
+
+def _settings(args) -> dict:
+    return {"model": str(args.model), "unet": None if args.unet is None else str(Path(args.unet).resolve())}
+
+
+def _generate(args) -> int:
+    from ..evaluate import generate
+
+    model = _load(args)
+    rows = _rows(args, model)
+    paths = generate(model, rows, args.out, steps=args.steps, guidance=args.guidance,
+                     batch_size=args.batch_size, progress=not args.quiet, settings=_settings(args))
+    print(f"{len(paths)} images in {args.out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from ..evaluate import evaluate_concept, get_classifier
+
+    model = _load(args)
+    rows = _rows(args, model)
+    name = args.classifier or ("testbed" if str(args.model) == "testbed" else "imagenet")
+    clf = get_classifier(name, args.device)
+    slug = "-".join(args.concept.lower().split())
+    out = Path(args.out or f"evaluation-{slug}")
+    res = evaluate_concept(model, rows, clf, args.concept, out_dir=out, steps=args.steps,
+                           guidance=args.guidance, batch_size=args.batch_size,
+                           progress=not args.quiet, settings=_settings(args))
+    print(res.table())
+    print(f"report: {out / 'evaluation.json'}, {out / 'evaluation.md'}, {out / 'evaluation_grid.png'}")
+    return 0

@@ -1,0 +1,235 @@
+"""Speed and memory of the whole `revival attack` on an SD-v1.5-shaped checkpoint.
+
+Builds the 16 ff.net.2 weights of SD v1.5 (PAPER.md: 320x1280 x5, 640x2560 x5, 1280x5120 x6;
+49.6M weights) as synthetic low-rank-plus-heavy-tail fp16 matrices, prunes about 2% of each with
+ConceptPrune-like (WANDA-score, column-clustered) masks, writes them as one .safetensors in a
+temp dir, then:
+
+1. runs `revival attack IN -o OUT --quiet` in a child process: wall time (in-process, and the
+   whole process with Python start-up) and peak memory (VmHWM of the child, /proc), against the
+   checkpoint's size; memory is reported absolute and above the child's baseline after imports
+   (torch alone is a few hundred MB, so the target "peak <= 1.5x checkpoint" is read on the
+   increment);
+2. times the attack's default solver per layer shape side by side with the paper's `svt` recipe
+   (full SVD per iteration, float64): svt's cost is (time of a few iterations / iterations) x
+   the iterations it needs (measured to convergence on the smallest shape within a time budget,
+   else the reference cap of 500).
+
+Targets (issue #2): whole attack <= 60 s on the 2-core machine incl. load and write; peak memory
+<= 1.5x the checkpoint's size.
+
+    python benchmarks/attack_speed.py                # the brief's checkpoint
+    python benchmarks/attack_speed.py --with-proj    # also ff.net.0.proj (side information)
+    python benchmarks/attack_speed.py --threads 2 --skip-svt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SD15_FF2 = ([(f"down_blocks.0.attentions.{j}", 320, 1280) for j in range(2)]
+            + [(f"down_blocks.1.attentions.{j}", 640, 2560) for j in range(2)]
+            + [(f"down_blocks.2.attentions.{j}", 1280, 5120) for j in range(2)]
+            + [("mid_block.attentions.0", 1280, 5120)]
+            + [(f"up_blocks.1.attentions.{j}", 1280, 5120) for j in range(3)]
+            + [(f"up_blocks.2.attentions.{j}", 640, 2560) for j in range(3)]
+            + [(f"up_blocks.3.attentions.{j}", 320, 1280) for j in range(3)])
+FF2 = ".transformer_blocks.0.ff.net.2.weight"
+PROJ = ".transformer_blocks.0.ff.net.0.proj.weight"
+
+
+def synthetic_weight(out: int, inp: int, g: torch.Generator, rank: int = 64) -> torch.Tensor:
+    """Low-rank plus heavy-tailed noise (a Gaussian scale mixture), std about 0.02."""
+    lr = torch.randn(out, rank, generator=g) @ torch.randn(rank, inp, generator=g) / math.sqrt(rank)
+    noise = torch.randn(out, inp, generator=g) * torch.exp(0.7 * torch.randn(out, inp, generator=g))
+    w = 0.6 * lr + noise
+    return w * (0.02 / w.std())
+
+
+def build_checkpoint(path: Path, *, ratio: float, with_proj: bool, seed: int = 0) -> dict:
+    from safetensors.torch import save_file
+
+    from revival.masks import synthetic_prune_mask
+
+    g = torch.Generator().manual_seed(seed)
+    tensors, pruned, total = {}, 0, 0
+    for i, (block, out, inp) in enumerate(SD15_FF2):
+        w = synthetic_weight(out, inp, g)
+        mask = synthetic_prune_mask(w, ratio, seed=seed + i, concept_columns=0.3)
+        tensors[block + FF2] = w.masked_fill(mask, 0).half()
+        pruned += int(mask.sum())
+        total += w.numel()
+        if with_proj:  # GEGLU input projection [2 * inner, dim]
+            tensors[block + PROJ] = (0.02 * torch.randn(2 * inp, out, generator=g)).half()
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return {"weights": total, "pruned": pruned, "fraction": pruned / total, "bytes": path.stat().st_size,
+            "tensors": len(tensors)}
+
+
+_CHILD = r"""
+import json, sys, time
+def status(key):
+    for line in open('/proc/self/status'):
+        if line.startswith(key + ':'):
+            return int(line.split()[1]) * 1024
+import os, torch, revival.checkpoint, revival.cli, revival.cli.core, revival.attack.revive
+R = sys.modules['revival.attack.revive']  # (the package re-exports a function of the same name)
+if os.environ.get('REVIVAL_BENCH_IO_ONLY'):  # measure load/check/write alone: a no-op 'attack'
+    def revive(tensors, layers, config, side=None, progress=True):
+        out = {n: tensors[n].masked_fill(tensors[n] == 0, 1e-3) for n in layers}
+        res = R.AttackResult(config, 'cpu', [R.LayerResult(n, list(out[n].shape), 0, 0, 0, 0.0) for n in layers])
+        return out, res
+    R.revive = revive
+base = status('VmRSS')
+t = time.perf_counter()
+rc = revival.cli.main(sys.argv[1:])
+wall = time.perf_counter() - t
+print('@@' + json.dumps({'rc': rc, 'wall': wall, 'peak': status('VmHWM'), 'base': base}))
+"""
+
+
+def run_attack(inp: Path, out: Path, threads: int, extra: list[str], io_only: bool = False) -> dict:
+    env = dict(os.environ, REVIVAL_BENCH_IO_ONLY="1") if io_only else dict(os.environ)
+    argv = [sys.executable, "-c", _CHILD, "--threads", str(threads), "attack", str(inp), "-o", str(out), "--quiet",
+            *extra]
+    t = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    process_wall = time.perf_counter() - t
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("@@")), None)
+    if proc.returncode != 0 or line is None:
+        sys.exit(f"the attack failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    res = json.loads(line[2:])
+    res["process_wall"] = process_wall
+    res["report"] = json.loads(Path(str(out) + ".report.json").read_text())
+    return res
+
+
+def solver_table(path: Path, *, svt_iters: int, svt_budget: float, skip_svt: bool) -> list[dict]:
+    from revival.attack.completion import complete
+    from revival.attack.revive import AttackConfig, revive
+    from revival.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    cfg = AttackConfig()
+    rows, seen = [], {}
+    for block, out, inp in SD15_FF2:
+        seen.setdefault((out, inp), []).append(block)
+    needed = None
+    for (out, inp), blocks in sorted(seen.items()):
+        name = blocks[0] + FF2
+        tensors = {name: ckpt.tensors[name]}
+        if blocks[0] + PROJ in ckpt.tensors:
+            tensors[blocks[0] + PROJ] = ckpt.tensors[blocks[0] + PROJ]
+        t = time.perf_counter()
+        _, res = revive(tensors, [name], cfg, progress=False)
+        fast = time.perf_counter() - t
+        row = {"shape": f"{out}x{inp}", "layers": len(blocks), "fast_s": fast,
+               "fast_iters": res.layers[0].iterations, "svt_s_per_iter": math.nan, "svt_iters": math.nan}
+        if not skip_svt:
+            w = ckpt.tensors[name].float()
+            missing = w == 0
+            t = time.perf_counter()
+            complete(w, missing, solver="svt", max_iters=svt_iters, tol=0.0)
+            row["svt_s_per_iter"] = (time.perf_counter() - t) / svt_iters
+            if needed is None:  # iterations svt needs: run the smallest shape to convergence
+                budget_iters = max(svt_iters, int(svt_budget / row["svt_s_per_iter"]))
+                c = complete(w, missing, solver="svt", max_iters=min(500, budget_iters))
+                needed = c.iterations if c.iterations < min(500, budget_iters) else 500
+                row["svt_iters_measured"] = c.iterations
+            row["svt_iters"] = needed
+        rows.append(row)
+        ckpt.tensors.release()
+    return rows
+
+
+def fmt_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ratio", type=float, default=0.025, help="synthetic skill ratio (about 2%% pruned)")
+    ap.add_argument("--with-proj", action="store_true", help="also write ff.net.0.proj (side information)")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("REVIVAL_THREADS", "1")),
+                    help="torch threads of the attack and of this script (default: REVIVAL_THREADS or 1)")
+    ap.add_argument("--svt-iters", type=int, default=2, help="svt iterations timed per shape")
+    ap.add_argument("--svt-budget", type=float, default=60.0, help="seconds for measuring svt's iteration count")
+    ap.add_argument("--skip-svt", action="store_true", help="only the whole attack and the fast solver")
+    ap.add_argument("--attack-args", default="", help="extra `revival attack` arguments, e.g. '--solver softimpute'")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory(prefix="revival-bench-") as tmp:
+        inp, out = Path(tmp) / "sd15_ff2_pruned.safetensors", Path(tmp) / "revived.safetensors"
+        t = time.perf_counter()
+        info = build_checkpoint(inp, ratio=args.ratio, with_proj=args.with_proj)
+        print(f"checkpoint: {info['tensors']} tensors, {info['weights'] / 1e6:.1f}M ff.net.2 weights, fp16, "
+              f"{info['bytes'] / 2**20:.1f} MiB, {100 * info['fraction']:.2f}% pruned "
+              f"(built in {time.perf_counter() - t:.1f} s); torch threads {args.threads}\n")
+        res = run_attack(inp, out, args.threads, args.attack_args.split())
+        size = info["bytes"]
+        sec = res["report"]["seconds"]
+        inc = res["peak"] - res["base"]
+        rows = [["whole `revival attack`", "value", "target"],
+                ["load + checks (s)", f"{sec['load_and_check']:.2f}", ""],
+                ["attack (s)", f"{sec['attack']:.2f}", ""],
+                ["write (s)", f"{sec['write']:.2f}", ""],
+                ["total in-process (s)", f"{res['wall']:.2f}", "<= 60"],
+                ["process incl. start-up (s)", f"{res['process_wall']:.2f}", ""],
+                ["checkpoint size (MiB)", f"{size / 2**20:.1f}", ""],
+                ["peak RSS (MiB)", f"{res['peak'] / 2**20:.1f}", ""],
+                ["baseline RSS after imports (MiB)", f"{res['base'] / 2**20:.1f}", ""],
+                ["peak - baseline (MiB)", f"{inc / 2**20:.1f}", ""],
+                ["(peak - baseline) / size", f"{inc / size:.2f}", "<= 1.5"],
+                ["peak / size (absolute)", f"{res['peak'] / size:.2f}", ""],
+                ["kept / pruned", f"{res['report']['attack']['totals']['kept']} / "
+                                  f"{res['report']['mask']['totals']['pruned']}", ""]]
+        print(fmt_table(rows))
+        ok_t, ok_m = res["wall"] <= 60, inc <= 1.5 * size
+        print(f"\ntime target {'met' if ok_t else 'MISSED'}; memory target {'met' if ok_m else 'MISSED'}"
+              f" (solver: {res['report']['attack']['config'].get('solver')})")
+        io = run_attack(inp, out, args.threads, [], io_only=True)
+        io_inc = io["peak"] - io["base"]
+        print(f"I/O alone (the same command with a no-op attack): {io['wall']:.2f} s in-process, "
+              f"peak - baseline {io_inc / 2**20:.1f} MiB = {io_inc / size:.2f}x the checkpoint; the rest of the "
+              f"peak is the solver's working memory.\n")
+
+        srows = solver_table(inp, svt_iters=args.svt_iters, svt_budget=args.svt_budget, skip_svt=args.skip_svt)
+        table = [["shape", "layers", "fast s/layer", "fast iters", "svt s/iter", "svt iters", "svt s/layer (est)",
+                  "speed-up"]]
+        fast_total = svt_total = 0.0
+        for r in srows:
+            svt_layer = r["svt_s_per_iter"] * r["svt_iters"]
+            fast_total += r["fast_s"] * r["layers"]
+            svt_total += svt_layer * r["layers"]
+            it = "-" if math.isnan(r["svt_iters"]) else str(r["svt_iters"])
+            table.append([r["shape"], str(r["layers"]), f"{r['fast_s']:.2f}", str(r["fast_iters"]),
+                          "-" if math.isnan(r["svt_s_per_iter"]) else f"{r['svt_s_per_iter']:.2f}", it,
+                          "-" if math.isnan(svt_layer) else f"{svt_layer:.0f}",
+                          "-" if math.isnan(svt_layer) else f"{svt_layer / r['fast_s']:.0f}x"])
+        table.append(["all 16", "16", f"{fast_total:.1f}", "", "", "",
+                      "-" if math.isnan(svt_total) else f"{svt_total:.0f}",
+                      "-" if math.isnan(svt_total) else f"{svt_total / fast_total:.0f}x"])
+        print(fmt_table(table))
+        measured = [r for r in srows if "svt_iters_measured" in r]
+        if measured:
+            m = measured[0]
+            print(f"\nsvt iterations: {m['svt_iters_measured']} run on {m['shape']} within the {args.svt_budget:.0f} s budget"
+                  + (" (converged)" if m["svt_iters"] == m["svt_iters_measured"] else "; not converged, so the "
+                     "reference cap of 500 is used") + "; the same count is assumed for the other shapes.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Top-K Sign Retention (Zhang et al., CVPR 2026).
+
+Of a matrix's pruned positions, keep the sign of the estimate only where the attack is most
+confident -- the top `keep` fraction by |estimate| in the paper, or by any confidence score a
+solver supplies -- and leave the rest at zero.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import RevivalError
+
+
+def top_k_signs(
+    estimate: torch.Tensor,
+    missing: torch.Tensor,
+    keep: float = 0.6,
+    confidence: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Signs to retain at the most confident pruned positions.
+
+    Args:
+        estimate: [out, in] completed matrix (its sign is the guess).
+        missing: [out, in] bool, True at pruned positions.
+        keep: fraction of pruned positions to keep, in (0, 1]; round(keep * n_pruned) are kept.
+        confidence: [out, in] score to rank by (default |estimate|); ties broken by position.
+    Returns:
+        (kept, signs): kept [out, in] bool (a subset of `missing`), signs [out, in] float in
+        {-1, 0, +1} (0 outside `kept`; an exactly-zero estimate counts as +1).
+    """
+    if not 0.0 < keep <= 1.0:
+        raise RevivalError(f"keep must be in (0, 1], got {keep}.")
+    missing = missing.bool()
+    score = (estimate.abs() if confidence is None else confidence).float()
+    flat_idx = missing.flatten().nonzero().squeeze(1)
+    n_keep = int(math.floor(keep * flat_idx.numel() + 0.5))
+    kept = torch.zeros_like(missing)
+    if n_keep > 0:
+        order = torch.argsort(score.flatten()[flat_idx], descending=True, stable=True)
+        kept.view(-1)[flat_idx[order[:n_keep]]] = True
+    signs = torch.where(estimate >= 0, 1.0, -1.0).to(torch.float32)
+    return kept, signs * kept

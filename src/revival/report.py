@@ -1,0 +1,219 @@
+"""Report writers: the demo's JSON, Markdown table, bar plot and image grid.
+
+The demo report has exactly this shape (accuracies and sign recovery are floats in [0, 1])::
+
+    {"concept": str,
+     "accuracy": {"erased": {stage: float for stage in STAGES},
+                  "preserved": {stage: float for stage in STAGES}},
+     "sign_recovery": {"all": float, "kept": float},
+     "timings": {stage: seconds}}
+
+Every writer is atomic (temporary file, then rename): no partial output file is left behind.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .errors import RevivalError
+
+STAGES = ("original", "unlearned", "revived", "obfuscated", "obfuscated_revived")
+STAGE_LABELS = {
+    "original": "original",
+    "unlearned": "unlearned (ConceptPrune)",
+    "revived": "revived (attack)",
+    "obfuscated": "obfuscated (defense)",
+    "obfuscated_revived": "obfuscated + attack",
+}
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def validate_report(report: dict) -> dict:
+    """Check the demo report's documented shape; returns it unchanged or raises RevivalError."""
+    if set(report) != {"concept", "accuracy", "sign_recovery", "timings"}:
+        raise RevivalError(f"report keys are {sorted(report)}, not the documented four.")
+    if not isinstance(report["concept"], str):
+        raise RevivalError("report concept must be a string.")
+    if set(report["accuracy"]) != {"erased", "preserved"}:
+        raise RevivalError("report accuracy must hold exactly 'erased' and 'preserved'.")
+    for side in ("erased", "preserved"):
+        acc = report["accuracy"][side]
+        if set(acc) != set(STAGES):
+            raise RevivalError(f"report accuracy.{side} must hold exactly the stages {', '.join(STAGES)}.")
+        for stage, v in acc.items():
+            if not (isinstance(v, float) and 0.0 <= v <= 1.0):
+                raise RevivalError(f"report accuracy.{side}.{stage} = {v!r} is not a float in [0, 1].")
+    if set(report["sign_recovery"]) != {"all", "kept"}:
+        raise RevivalError("report sign_recovery must hold exactly 'all' and 'kept'.")
+    for k, v in report["sign_recovery"].items():
+        if not (isinstance(v, float) and 0.0 <= v <= 1.0):
+            raise RevivalError(f"report sign_recovery.{k} = {v!r} is not a float in [0, 1].")
+    for k, v in report["timings"].items():
+        if not (isinstance(k, str) and isinstance(v, float) and math.isfinite(v) and v >= 0):
+            raise RevivalError(f"report timing {k!r} = {v!r} is not a non-negative number of seconds.")
+    return report
+
+
+def write_json(obj: dict, path) -> Path:
+    """Write `obj` as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def markdown_table(report: dict) -> str:
+    """The demo report as Markdown: stage x (erased, preserved) accuracy, signs, timings."""
+    acc = report["accuracy"]
+    lines = [
+        f"# Concept revival on the testbed: erase `{report['concept']}`, revive, defend",
+        "",
+        "| stage | erased accuracy | preserved accuracy |",
+        "|---|---:|---:|",
+    ]
+    for s in STAGES:
+        lines.append(f"| {STAGE_LABELS[s]} | {acc['erased'][s]:.3f} | {acc['preserved'][s]:.3f} |")
+    sr = report["sign_recovery"]
+    lines += [
+        "",
+        f"Sign recovery of the pruned weights (attack on the unlearned model vs. the original): "
+        f"{sr['all']:.3f} over all pruned positions, {sr['kept']:.3f} over the kept top-K.",
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+    ]
+    for k, v in report["timings"].items():
+        lines.append(f"| {k} | {v:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(text: str, path) -> Path:
+    return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_plot(report: dict, path) -> Path:
+    """Grouped bars: erased and preserved accuracy at each stage."""
+    plt = _mpl()
+    acc = report["accuracy"]
+    x = range(len(STAGES))
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    w = 0.38
+    e = [acc["erased"][s] for s in STAGES]
+    p = [acc["preserved"][s] for s in STAGES]
+    ax.bar([i - w / 2 for i in x], e, w, label=f"erased ({report['concept']})", color="#c0392b")
+    ax.bar([i + w / 2 for i in x], p, w, label="preserved (other classes)", color="#2c7fb8")
+    for i, (a, b) in enumerate(zip(e, p)):
+        ax.text(i - w / 2, a + 0.01, f"{a:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i + w / 2, b + 0.01, f"{b:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([STAGE_LABELS[s].replace(" (", "\n(") for s in STAGES], fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("classifier accuracy")
+    ax.set_title(f"Erase '{report['concept']}' -> revive -> defend")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+
+    def write(tmp):
+        fig.savefig(tmp, format="png")
+
+    try:
+        return _atomic_write(Path(path), write)
+    finally:
+        plt.close(fig)
+
+
+def image_grid(rows: Sequence[tuple[str, torch.Tensor]], columns: Sequence[str], path,
+               tile: int = 64) -> Path:
+    """A labelled PNG grid: one row per (label, images [N, C, H, W] in [0, 1]); `columns`
+    labels the N columns (runs of equal labels share one header). Tiles are upscaled to about
+    `tile` pixels."""
+    from PIL import Image, ImageDraw
+
+    if not rows:
+        raise RevivalError("image_grid needs at least one row.")
+    n = rows[0][1].shape[0]
+    if len(columns) != n:
+        raise RevivalError("image_grid needs one column label per image.")
+    h, w = rows[0][1].shape[-2:]
+    scale = max(1, round(tile / max(h, w)))
+    ch, cw = h * scale, w * scale
+    pad, left, top = 3, 170, 24
+    W = left + n * (cw + pad) + 4
+    H = top + len(rows) * (ch + pad) + 4
+    img = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(img)
+    j = 0
+    while j < n:  # one header per run of equal column labels
+        k = j
+        while k + 1 < n and columns[k + 1] == columns[j]:
+            k += 1
+        x0, x1 = left + j * (cw + pad), left + (k + 1) * (cw + pad) - pad
+        draw.text((x0 + 2, 6), str(columns[j]), fill="black")
+        draw.line([(x0, top - 4), (x1, top - 4)], fill="gray")
+        j = k + 1
+    for i, (label, images) in enumerate(rows):
+        if images.shape[0] != n:
+            raise RevivalError("every grid row needs the same number of images.")
+        y = top + i * (ch + pad)
+        draw.text((4, y + ch // 2 - 6), label, fill="black")
+        arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        for j in range(n):
+            a = arr[j]
+            if a.shape[0] == 1:
+                a = a.expand(3, -1, -1)
+            tile_img = Image.fromarray(a[:3].permute(1, 2, 0).contiguous().numpy(), "RGB")
+            img.paste(tile_img.resize((cw, ch), Image.NEAREST), (left + j * (cw + pad), y))
+
+    def write(tmp):
+        img.save(tmp, format="PNG")
+
+    return _atomic_write(Path(path), write)
+
+
+def concept_table(reports: Sequence[dict]) -> str:
+    """Markdown table over many demo reports (one concept a row) plus the mean row."""
+    head = ("| concept | " + " | ".join(f"erased {s}" for s in STAGES) + " | "
+            + " | ".join(f"preserved {s}" for s in STAGES) + " | signs all | signs kept |")
+    lines = [head, "|---|" + "---:|" * (2 * len(STAGES) + 2)]
+
+    def row(name, vals):
+        return f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + " |"
+
+    all_vals = []
+    for r in reports:
+        vals = ([r["accuracy"]["erased"][s] for s in STAGES]
+                + [r["accuracy"]["preserved"][s] for s in STAGES]
+                + [r["sign_recovery"]["all"], r["sign_recovery"]["kept"]])
+        all_vals.append(vals)
+        lines.append(row(r["concept"], vals))
+    if all_vals:
+        mean = [sum(c) / len(c) for c in zip(*all_vals)]
+        lines.append(row("**mean**", mean))
+    return "\n".join(lines) + "\n"

