@@ -46,7 +46,7 @@ def attack_cases():
 
 def unet_case():
     try:
-        from revival.testbed import TESTBED_UNET_DIR, load_pipeline  # noqa: F401
+        from revival.testbed import load_pipeline
 
         pipe = load_pipeline()
         unet = pipe.unet

@@ -163,9 +163,8 @@ def test_bad_input_one_sentence_exit_2_no_output(bad_inputs, tmp_path, capsys, c
 
 
 def test_bad_input_in_a_real_process_has_no_traceback(bad_inputs, tmp_path):
-    code = "import sys; from revival.cli import main; sys.exit(main())"
     for argv in (["attack", str(bad_inputs / "trunc.safetensors"), "-o", str(tmp_path / "x.safetensors")],):
-        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([sys.executable, "-m", "revival.cli", *argv], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2
         assert proc.stderr.startswith("revival: error: ") and "Traceback" not in proc.stderr
         assert not (tmp_path / "x.safetensors").exists()

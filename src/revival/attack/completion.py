@@ -173,7 +173,7 @@ def softimpute(
 
 
 def _left_basis(x: torch.Tensor, k: int, seed: int, power: int = 4, oversample: int = 8) -> torch.Tensor:
-    """Top-k left singular vectors of x by seeded randomized subspace iteration; [m, k]."""
+    """Top-k left singular vectors [m, k] and values [k] of x (seeded randomized subspace iteration)."""
     m, n = x.shape
     q = min(k + oversample, m, n)
     v = _init_basis(n, q, seed, x.device, x.dtype)
@@ -181,8 +181,8 @@ def _left_basis(x: torch.Tensor, k: int, seed: int, power: int = 4, oversample: 
         u = torch.linalg.qr(x @ v).Q
         v = torch.linalg.qr(x.T @ u).Q
     u = torch.linalg.qr(x @ v).Q
-    ub, _, _ = torch.linalg.svd(u.T @ x, full_matrices=False)
-    return (u @ ub)[:, :k]
+    ub, sv, _ = torch.linalg.svd(u.T @ x, full_matrices=False)
+    return (u @ ub)[:, :k], sv[:k]
 
 
 def regress(
@@ -193,6 +193,7 @@ def regress(
     side: torch.Tensor | None = None,
     ridge: float = 1e-3,
     shrink: float = 0.0,
+    shrink_mode: str = "flat",
     max_iters: int = 1,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
@@ -244,7 +245,10 @@ def regress(
     eye = torch.eye(p, dtype=torch.float64, device=w.device)
     it = 0
     for it in range(1, max_iters + 1):
-        u = _left_basis(x, k, seed) if k > 0 else torch.zeros(m, 0, dtype=dtype, device=w.device)
+        if k > 0:
+            u, sv = _left_basis(x, k, seed)
+        else:
+            u, sv = torch.zeros(m, 0, dtype=dtype, device=w.device), torch.zeros(0, dtype=dtype, device=w.device)
         g = torch.empty(nc, p, p, dtype=torch.float64, device=w.device)
         g[:, :d, :d] = g_dd
         uf = torch.matmul(u.T, fc).double()                             # [c, k, d]
@@ -261,7 +265,11 @@ def regress(
         scale = g.diagonal(dim1=1, dim2=2).mean(1).clamp(min=1e-30)
         g = g + ridge * scale[:, None, None] * eye
         if shrink and k:
-            g[:, d:, d:] += shrink * torch.eye(k, dtype=g.dtype, device=g.device)
+            lam_i = torch.full((k,), float(shrink), dtype=g.dtype, device=g.device)
+            if shrink_mode == "spectral":
+                s64 = sv.double()
+                lam_i = lam_i * (s64.median() / s64.clamp(min=1e-30)) ** 2
+            g[:, d:, d:] += torch.diag(lam_i)
         coef = torch.linalg.solve(g, b)                                 # [c, p]
         est = (a * coef[col_pos[c_idx]]).sum(1)
         x[r_idx, c_idx] = est.to(dtype)

@@ -204,7 +204,7 @@ def _inspect(args) -> int:
     print(f"checkpoint  {info['path']}")
     print(f"format      {info['format']} ({info['naming']} naming)")
     print(f"tensors     {info['tensors']} ({info['parameters']:,} parameters)")
-    print(f"dtypes      " + ", ".join(f"{k} x{v}" for k, v in info["dtypes"].items()))
+    print("dtypes      " + ", ".join(f"{k} x{v}" for k, v in info["dtypes"].items()))
     if info["metadata"]:
         print("metadata    " + ", ".join(f"{k}={v}" for k, v in info["metadata"].items()))
     print(f"layers      {len(info['layers'])} matching {info['layer_pattern']!r}\n")

@@ -1,0 +1,198 @@
+"""Generation and evaluation: prompt files, the accuracy arithmetic, resumable generation, the
+report, the ImageNet classifier on a real photo, and a tiny random-init Stable Diffusion pipeline
+run end to end (generate + evaluate, UNet swapped from a checkpoint) offline."""
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+from revival.cli import main
+from revival.errors import RevivalError
+from revival.evaluate import (ImageNetEfficientNet, PromptRow, default_prompts, evaluate_concept, generate, get_classifier,
+                              load_images, read_prompts, score, write_prompts)
+
+
+def test_score_arithmetic_by_hand():
+    rows = [PromptRow(i, f"an image of a {c}", c, i) for i, c in
+            enumerate(["bag"] * 4 + ["coat"] * 3 + ["dress"] * 3)]
+    preds = ["bag", "coat", "coat", "coat",   # 1/4 bag images still bags
+             "coat", "coat", "shirt",          # 2/3
+             "dress", "bag", "dress"]          # 2/3
+    r = score(rows, preds, "Bag", classifier="x")
+    assert r.erased_accuracy == 0.25 and r.erased_images == 4
+    assert r.preserved_accuracy == pytest.approx(4 / 6) and r.preserved_images == 6
+    assert {c: (s.images, s.hits) for c, s in r.per_class.items()} == {"bag": (4, 1), "coat": (3, 2), "dress": (3, 2)}
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["per_class"]["coat"]["accuracy"] == pytest.approx(2 / 3)
+    assert "| bag (erased concept) | 4 | 1 | 0.250 |" in r.table()
+    with pytest.raises(RevivalError, match="not a class"):
+        score(rows, preds, "sneaker")
+    with pytest.raises(RevivalError):
+        score(rows, preds[:-1], "bag")
+    # ImageNet rule: the class is one of the predicted label's synonyms
+    rule = ImageNetEfficientNet.is_hit
+    assert rule(None, "chain saw, chainsaw", "Chain saw") and not rule(None, "chain mail", "chain saw")
+
+
+def test_prompt_files(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("case_number,prompt,class,evaluation_seed\n0,an image of a church,church,42\n"
+                 "1,an image of a golf ball,golf ball,7\n")
+    rows = read_prompts(p)
+    assert rows == [PromptRow(0, "an image of a church", "church", 42), PromptRow(1, "an image of a golf ball", "golf ball", 7)]
+    write_prompts(rows, tmp_path / "q.csv")
+    assert read_prompts(tmp_path / "q.csv") == rows
+    bad = {"cols.csv": "text,label\na,b\n", "seed.csv": "prompt,class,seed\na,b,x\n",
+           "empty.csv": "prompt,class,seed\n", "bin.csv": b"\xff\xfe\x00junk"}
+    for name, text in bad.items():
+        f = tmp_path / name
+        f.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(RevivalError):
+            read_prompts(f)
+    with pytest.raises(RevivalError, match="not found"):
+        read_prompts(tmp_path / "missing.csv")
+    rows = default_prompts(["bag", "coat"], 3, first_seed=5)
+    assert [(r.prompt, r.seed) for r in rows[:3]] == [("an image of a bag", s) for s in (5, 6, 7)]
+    assert [r.case for r in rows] == list(range(6))
+
+
+class CountingModel:
+    """Wraps a generator and records how many images it was asked for."""
+
+    def __init__(self, model):
+        self.model, self.asked = model, 0
+
+    def __call__(self, prompts, seeds, steps=None, guidance=None):
+        self.asked += len(prompts)
+        return self.model(prompts, seeds, steps=steps, guidance=guidance)
+
+
+@pytest.fixture(scope="module")
+def testbed():
+    from revival.testbed import load_pipeline
+
+    return load_pipeline()
+
+
+def test_generation_is_resumable(testbed, tmp_path):
+    rows = default_prompts(["bag", "sneaker"], 2)
+    m = CountingModel(testbed)
+    paths = generate(m, rows, tmp_path, steps=3, progress=False, settings={"model": "testbed"})
+    assert m.asked == 4 and all(p.is_file() for p in paths)
+    before = {p.name: p.read_bytes() for p in paths}
+    paths[1].unlink()
+    generate(m, rows, tmp_path, steps=3, progress=False, settings={"model": "testbed"})
+    assert m.asked == 5  # only the missing image was made again ...
+    assert {p.name: p.read_bytes() for p in paths} == before  # ... identical to the first time
+    with pytest.raises(RevivalError, match="other settings"):
+        generate(m, rows, tmp_path, steps=4, progress=False, settings={"model": "testbed"})
+    imgs = load_images(paths)
+    direct = testbed([r.prompt for r in rows], [r.seed for r in rows], steps=3)
+    assert imgs.shape == direct.shape and (imgs - direct).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_evaluate_concept_report(testbed, tmp_path):
+    clf = get_classifier("testbed")
+    rows = default_prompts(["trouser", "bag", "ankle boot"], 2)
+    res = evaluate_concept(testbed, rows, clf, "trouser", out_dir=tmp_path, steps=10)
+    for name in ("evaluation.json", "evaluation.md", "evaluation_grid.png"):
+        assert (tmp_path / name).is_file()
+    d = json.loads((tmp_path / "evaluation.json").read_text())
+    assert d["erased_images"] == 2 and d["preserved_images"] == 4 and len(d["predictions"]) == 6
+    mem = evaluate_concept(testbed, rows, clf, "trouser", steps=10)
+    assert mem.per_class.keys() == res.per_class.keys() and mem.images.shape == (6, 1, 16, 16)
+    with pytest.raises(RevivalError, match="not a class"):
+        evaluate_concept(testbed, rows, clf, "church")
+
+
+def test_imagenet_classifier_on_a_real_photo():
+    import matplotlib
+    from PIL import Image
+
+    from revival.evaluate.generate import from_pil
+
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    clf = get_classifier("imagenet")
+    x = from_pil(Image.open(photo).convert("RGB")).unsqueeze(0)
+    assert clf(x)[0] == "military uniform"
+    assert len(clf.labels) == 1000 and clf.labels[491] == "chain saw, chainsaw"
+
+
+def make_tiny_sd(root: Path) -> Path:
+    """A tiny random-init SD-style pipeline (CLIP tokenizer from a tiny vocab, CLIP text model,
+    UNet2DConditionModel, AutoencoderKL, DDIM), saved as a diffusers pipeline folder."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    root.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in string.ascii_lowercase + string.digits:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=16)
+    torch.manual_seed(0)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=1, num_attention_heads=2,
+                                        max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                                        pad_token_id=1))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(8, 16), cross_attention_dim=16, attention_head_dim=2,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=4)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4,
+                        layers_per_block=1, sample_size=16)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(root / "sd")
+    return root / "sd"
+
+
+def test_tiny_stable_diffusion_end_to_end(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    sd = make_tiny_sd(tmp_path / "model")
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("case_number,prompt,class,evaluation_seed\n0,an image of a chain saw,chain saw,1\n"
+                       "1,an image of a chain saw,chain saw,2\n2,an image of a church,church,3\n")
+    out = tmp_path / "gen"
+    assert main(["generate", "--model", str(sd), "--prompts", str(prompts), "--steps", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    pngs = sorted(out.glob("*.png"))
+    assert [p.name for p in pngs] == ["00000_chain-saw_s1.png", "00001_chain-saw_s2.png", "00002_church_s3.png"]
+    ev = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(sd), "--prompts", str(prompts), "--steps", "2",
+                 "--concept", "chain saw", "--out", str(ev), "--quiet"]) == 0
+    d = json.loads((ev / "evaluation.json").read_text())
+    assert d["classifier"] == "imagenet" and d["erased_images"] == 2 and d["preserved_images"] == 1
+    assert 0 <= d["erased_accuracy"] <= 1 and (ev / "evaluation_grid.png").is_file()
+    # a pruned UNet (ff.net.2 zeroed) swapped in by checkpoint path changes the images
+    w = load_file(str(sd / "unet" / "diffusion_pytorch_model.safetensors"))
+    w = {k: torch.zeros_like(v) if k.endswith("ff.net.2.weight") else v for k, v in w.items()}
+    save_file(w, str(tmp_path / "pruned.safetensors"))
+    out2 = tmp_path / "gen_pruned"
+    assert main(["generate", "--model", str(sd), "--unet", str(tmp_path / "pruned.safetensors"),
+                 "--prompts", str(prompts), "--steps", "2", "--out", str(out2), "--quiet"]) == 0
+    assert (out2 / pngs[0].name).read_bytes() != pngs[0].read_bytes()
+
+
+def test_cli_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text\nhello\n")
+    assert main(["evaluate", "--concept", "bag", "--prompts", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "revival: error:" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert main(["generate", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "g")]) == 2
+    assert "model not found" in capsys.readouterr().err
+    assert main(["evaluate", "--unet", str(tmp_path / "nope.safetensors"), "--concept", "bag",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["evaluate", "--concept", "church", "--seeds", "1", "--out", str(tmp_path / "o")]) == 2
+    assert "not a class" in capsys.readouterr().err
