@@ -8,7 +8,7 @@ from conftest import FF2, file_bytes
 
 from revival.checkpoint import (
     DEFAULT_LAYERS, TensorStore, check_finite, check_output_path, diffusers_to_ldm, ldm_to_diffusers,
-    load_checkpoint, save_checkpoint, select_layers, write_json,
+    load_checkpoint, save_checkpoint, select_layers, write_report,
 )
 from revival.errors import RevivalError
 
@@ -294,10 +294,10 @@ def test_check_finite_and_write_json(tmp_path):
     check_finite(t, ["a"])
     with pytest.raises(RevivalError, match="NaN/inf"):
         check_finite(t, ["a", "b"])
-    out = write_json(tmp_path / "r.json", {"x": float("nan"), "y": (1, 2)})
+    out = write_report(tmp_path / "r.json", {"x": float("nan"), "y": (1, 2)})
     assert json.loads(out.read_text()) == {"x": None, "y": [1, 2]}
     with pytest.raises(RevivalError):
-        write_json(tmp_path / "r.json", {}, inputs=[tmp_path / "r.json"])
+        write_report(tmp_path / "r.json", {}, inputs=[tmp_path / "r.json"])
     with pytest.raises(RevivalError):
         check_output_path(tmp_path, [tmp_path / "r.json"])
 

@@ -875,7 +875,7 @@ def _swap_folder(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json(path: str | os.PathLike, data, inputs: list[str | os.PathLike] = ()) -> Path:
+def write_report(path: str | os.PathLike, data, inputs: list[str | os.PathLike] = ()) -> Path:
     """Write a JSON report atomically (never over an input)."""
     out = check_output_path(path, list(inputs))
     if out.is_dir():

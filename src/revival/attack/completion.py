@@ -185,6 +185,28 @@ def _left_basis(x: torch.Tensor, k: int, seed: int, power: int = 4, oversample: 
     return (u @ ub)[:, :k], sv[:k]
 
 
+def _column_buckets(pos: torch.Tensor, nc: int) -> list[tuple]:
+    """Group missing entries by column into power-of-two padded buckets for batched Gram updates.
+
+    pos: [nnz] column slot of each missing entry. Returns, per bucket, (column slots [cb],
+    the bucket-local column index of each entry, the padded length L, (entry ids, row-in-column)).
+    """
+    counts = torch.bincount(pos, minlength=nc)
+    order = torch.argsort(pos, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    within = torch.empty_like(pos)
+    within[order] = torch.arange(pos.numel(), device=pos.device) - starts[pos[order]]
+    length = torch.where(counts > 0, 2 ** torch.ceil(torch.log2(counts.clamp(min=1).double())).long(), 0)
+    out = []
+    for L in torch.unique(length[counts > 0]).tolist():
+        cols_b = (length == L).nonzero().squeeze(1)
+        local = torch.full((nc,), -1, dtype=torch.long, device=pos.device)
+        local[cols_b] = torch.arange(cols_b.numel(), device=pos.device)
+        ent = (length[pos] == L).nonzero().squeeze(1)
+        out.append((cols_b, local[pos[ent]], int(L), (ent, within[ent])))
+    return out
+
+
 def regress(
     w: torch.Tensor,
     missing: torch.Tensor,
@@ -237,11 +259,18 @@ def regress(
         return Completion(x, 0, x.abs())
     col_pos = torch.full((n,), -1, dtype=torch.long, device=w.device)
     col_pos[cols] = torch.arange(nc, device=w.device)
-    fc = feats[:, :, cols].permute(2, 1, 0).contiguous()               # [c, m, d]
+    fcd = feats[:, :, cols]                                             # [d, m, c]
     xo = x_obs[:, cols].masked_fill(missing[:, cols], 0)               # observed part, 0 at missing
-    g_dd = (fc.transpose(1, 2) @ fc).double()                           # [c, d, d]
-    b_d = (fc.transpose(1, 2) @ xo.T.unsqueeze(2)).squeeze(2).double()  # [c, d]
+    ones = torch.ones(m, dtype=dtype, device=w.device)
+    g_dd = torch.empty(nc, d, d, dtype=torch.float64, device=w.device)
+    for i in range(d):
+        for j in range(i, d):
+            g_dd[:, i, j] = g_dd[:, j, i] = (ones @ (fcd[i] * fcd[j])).double()
+    b_d = torch.stack([(ones @ (fcd[i] * xo)).double() for i in range(d)], 1) if d else \
+        torch.zeros(nc, 0, dtype=torch.float64, device=w.device)
     f_miss = feats[:, r_idx, c_idx].T                                   # [nnz, d]
+    pos = col_pos[c_idx]
+    buckets = _column_buckets(pos, nc)
     eye = torch.eye(p, dtype=torch.float64, device=w.device)
     it = 0
     for it in range(1, max_iters + 1):
@@ -251,17 +280,17 @@ def regress(
             u, sv = torch.zeros(m, 0, dtype=dtype, device=w.device), torch.zeros(0, dtype=dtype, device=w.device)
         g = torch.empty(nc, p, p, dtype=torch.float64, device=w.device)
         g[:, :d, :d] = g_dd
-        uf = torch.matmul(u.T, fc).double()                             # [c, k, d]
-        g[:, d:, :d] = uf
-        g[:, :d, d:] = uf.transpose(1, 2)
+        if d:
+            uf = torch.stack([(u.T @ fcd[i]).T for i in range(d)], 2).double()   # [c, k, d]
+            g[:, d:, :d] = uf
+            g[:, :d, d:] = uf.transpose(1, 2)
         g[:, d:, d:] = (u.T @ u).double()
         b = torch.cat([b_d, (u.T @ xo).T.double()], 1)
-        a = torch.cat([f_miss, u[r_idx]], 1).double()                  # regressors at missing
-        gv, pos = g.view(nc, p * p), col_pos[c_idx]
-        step = max(1, (1 << 22) // (p * p))                            # bound the outer-product buffer
-        for i in range(0, a.shape[0], step):
-            ai = a[i:i + step]
-            gv.index_add_(0, pos[i:i + step], (ai[:, :, None] * ai[:, None, :]).reshape(-1, p * p), alpha=-1)
+        a = torch.cat([f_miss, u[r_idx]], 1)                            # regressors at missing [nnz, p]
+        for cols_b, slot_col, slot_row, entries in buckets:            # minus the missing rows' outer products
+            pad = torch.zeros(cols_b.numel(), slot_row, p, dtype=dtype, device=w.device)
+            pad[slot_col, entries[1]] = a[entries[0]]
+            g[cols_b] -= (pad.transpose(1, 2) @ pad).double()
         scale = g.diagonal(dim1=1, dim2=2).mean(1).clamp(min=1e-30)
         g = g + ridge * scale[:, None, None] * eye
         if shrink and k:
@@ -271,7 +300,7 @@ def regress(
                 lam_i = lam_i * (s64.median() / s64.clamp(min=1e-30)) ** 2
             g[:, d:, d:] += torch.diag(lam_i)
         coef = torch.linalg.solve(g, b)                                 # [c, p]
-        est = (a * coef[col_pos[c_idx]]).sum(1)
+        est = (a.double() * coef[pos]).sum(1)
         x[r_idx, c_idx] = est.to(dtype)
     return Completion(x, it, x.abs())
 

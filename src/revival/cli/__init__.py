@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("revival: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `revival score --json | head`: the reader went away; that is not an error of ours.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

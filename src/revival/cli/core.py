@@ -127,7 +127,7 @@ def attack_checkpoint(path, output, config=None, *, layers: str | None = None, r
     RevivalError for bad input (nothing pruned, NaN/inf, output == input, ...), before writing.
     """
     from ..checkpoint import (DEFAULT_LAYERS, CheckpointWriter, TensorStore, check_finite, check_output_path,
-                              load_checkpoint, select_layers, write_json)
+                              load_checkpoint, select_layers, write_report)
     from ..masks import MaskReport, mask_stats
 
     try:
@@ -188,7 +188,7 @@ def attack_checkpoint(path, output, config=None, *, layers: str | None = None, r
         "seconds": {"load_and_check": round(t1 - t0, 4), "attack": round(seconds_attack, 4),
                     "write": round(t_write, 4), "total": round(t3 - t0, 4)},
     }
-    data["report"] = str(write_json(report_path, data, ckpt.input_paths()))
+    data["report"] = str(write_report(report_path, data, ckpt.input_paths()))
     return data
 
 
@@ -232,7 +232,7 @@ def _attack(args) -> int:
 
 
 def _defend(args) -> int:
-    from ..checkpoint import check_output_path, load_checkpoint, write_json
+    from ..checkpoint import check_output_path, load_checkpoint, write_report
     from ..defense.obfuscate import defend
 
     # refuse bad output/report paths before the work
@@ -246,7 +246,7 @@ def _defend(args) -> int:
     data = {"input": str(ckpt.path), "output": str(written), "format": ckpt.format, "naming": ckpt.naming,
             "mask": masks.to_dict(), "obfuscate": result.to_dict(),
             "seconds": round(time.perf_counter() - t0, 4)}
-    write_json(report, data, ckpt.input_paths())
+    write_report(report, data, ckpt.input_paths())
     if not args.quiet:
         print(f"filled {result.pruned} pruned positions in {sum(l.pruned > 0 for l in result.layers)} layers "
               f"with N(mean, std) of each {args.stats} (seed {args.seed}) -> {written}")
@@ -257,7 +257,7 @@ def _defend(args) -> int:
 
 
 def _score(args) -> int:
-    from ..checkpoint import write_json
+    from ..checkpoint import write_report
     from ..metrics import score_checkpoints
 
     inputs = [args.original, args.pruned, args.revived]
@@ -268,7 +268,7 @@ def _score(args) -> int:
     result = score_checkpoints(args.original, args.pruned, args.revived, args.layers)
     data = result.to_dict()
     if args.report is not None:
-        write_json(args.report, data, inputs)
+        write_report(args.report, data, inputs)
     if args.json:
         print(json.dumps(data, indent=2))
     else:

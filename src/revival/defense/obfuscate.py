@@ -21,9 +21,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..errors import RevivalError
+
+if TYPE_CHECKING:
+    from ..masks import MaskReport
 
 STATS = ("row", "layer")
 _MAX_REDRAWS = 8
@@ -179,7 +185,7 @@ def strip_pruning_metadata(metadata: Mapping[str, str]) -> tuple[dict[str, str],
 
 
 def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: int = 0,
-           progress: bool = False) -> tuple["object", ObfuscateResult, "object"]:
+           progress: bool = False) -> tuple[Path, ObfuscateResult, "MaskReport"]:
     """Load a pruned checkpoint, obfuscate its target layers, strip telltale metadata, write `out`
     in the same format. Returns (output path, ObfuscateResult, MaskReport of the input).
 
