@@ -86,11 +86,12 @@ SETTINGS = {
     "svt (paper recipe)": ("svt", {}, False, True),
     "softimpute r64": ("softimpute", {"rank": 64}, False, False),
     "softimpute r128 (lam=s129)": ("softimpute", {"rank": 128}, False, True),
-    "regress r32, no side": ("regress", {"rank": 32}, False, False),
+    "regress, no side (default r32)": ("regress", {}, False, False),
+    "regress, no side r64": ("regress", {"rank": 64}, False, False),
     "regress side only (r0)": ("regress", {"rank": 0}, True, False),
-    "regress side + r8 (default)": ("regress", {"rank": 8}, True, False),
-    "regress side + r16": ("regress", {"rank": 16}, True, False),
-    "regress side + r32": ("regress", {"rank": 32}, True, False),
+    "regress side + r8, no shrink": ("regress", {"rank": 8, "shrink": 0.0}, True, False),
+    "regress side + r32 (default)": ("regress", {}, True, False),
+    "regress side + r64": ("regress", {"rank": 64}, True, False),
 }
 
 

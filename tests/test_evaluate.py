@@ -150,7 +150,7 @@ def make_tiny_sd(root: Path) -> Path:
                         up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4,
                         layers_per_block=1, sample_size=16)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
-                                   scheduler=DDIMScheduler(), safety_checker=None,
+                                   scheduler=DDIMScheduler(steps_offset=1, clip_sample=False), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(root / "sd")
     return root / "sd"

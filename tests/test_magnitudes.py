@@ -56,3 +56,9 @@ def test_unknown_rule_lists_valid_names():
         get_magnitude("huge")
     for name in MAGNITUDES:
         assert name in str(e.value)
+
+
+def test_fully_pruned_row_uses_layer_stats():
+    w = torch.tensor([[0.0, 0.0], [1.0, -3.0]])
+    st = row_stats(w, w != 0)
+    assert st["max"].tolist() == [3.0, 3.0] and st["absmean"].tolist() == [2.0, 2.0]

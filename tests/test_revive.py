@@ -50,7 +50,8 @@ def test_unpruned_entries_bit_identical_and_dtype_kept():
 def test_side_information_recovers_signs():
     state, w, missing = make_state(torch.float32, frac=0.08)
     def agree(cfg):
-        updates, _ = revive(state, [FF2], cfg, progress=False)
+        updates, result = revive(state, [FF2], cfg, progress=False)
+        assert result.layers[0].side is cfg.side
         return (torch.sign(updates[FF2][missing]) == torch.sign(w[missing])).float().mean()
 
     assert agree(AttackConfig(keep=1.0)) > 0.9
@@ -138,3 +139,15 @@ def test_tiny_unet_end_to_end(tiny_unet):
         pruned = tiny_unet.pruned[name]
         assert torch.equal(updates[name][pruned != 0], pruned[pruned != 0])
     assert all(l.side for l in result.layers)
+
+
+def test_fully_pruned_row_and_column_stay_finite_and_nonzero():
+    state, _, missing = make_state(torch.float32)
+    w = state[FF2].clone()
+    w[3, :] = 0
+    w[:, 5] = 0
+    state[FF2] = w
+    updates, result = revive(state, [FF2], AttackConfig(keep=1.0), progress=False)
+    out = updates[FF2]
+    assert torch.isfinite(out).all()
+    assert (out[w == 0] != 0).all()       # neuron-max: every kept position gets a real magnitude

@@ -164,8 +164,8 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
             e, p, table, images = evaluator(pipeline, classes, config.concept, config.seeds_per_class, config)
         acc["erased"][stage], acc["preserved"][stage] = float(e), float(p)
         per_class[stage] = table
-        grid[stage] = torch.cat([images[config.concept][:config.grid_seeds],
-                                 images[preserved][:config.grid_seeds]])
+        n = min(config.grid_seeds, len(images[config.concept]), len(images[preserved]))
+        grid[stage] = torch.cat([images[config.concept][:n], images[preserved][:n]])
         _log(progress, f"  {STAGE_LABELS[stage]:<26} erased {e:.3f}  preserved {p:.3f}")
 
     try:
@@ -223,7 +223,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     }
     validate_report(report)
     details["per_class"] = per_class
-    write_outputs(report, details, grid, out_dir, config.concept, preserved, config.grid_seeds)
+    write_outputs(report, details, grid, out_dir, config.concept, preserved)
     table = markdown_table(report)
     if progress:
         print(table)
@@ -232,16 +232,29 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
 
 def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], out_dir: Path,
-                  concept: str, preserved: str, n: int) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(report, out_dir / "report.json")
-    write_markdown(markdown_table(report), out_dir / "report.md")
+                  concept: str, preserved: str) -> None:
+    """Write every output file into a temporary folder first, then move them into `out_dir`:
+    a failure leaves no partial set behind."""
+    import os
+    import shutil
+    import tempfile
+
     from .checkpoint import jsonable
 
-    write_json(jsonable(details), out_dir / "details.json")
-    cols = [f"erased: {concept}"] * n + [f"preserved: {preserved}"] * n
-    image_grid([(STAGE_LABELS[s], grid[s]) for s in STAGES], cols, out_dir / "grid.png")
-    bar_plot(report, out_dir / "bars.png")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".demo-", suffix=".tmp"))
+    try:
+        n = grid[STAGES[0]].shape[0] // 2
+        cols = [f"erased: {concept}"] * n + [f"preserved: {preserved}"] * n
+        image_grid([(STAGE_LABELS[s], grid[s]) for s in STAGES], cols, tmp / "grid.png")
+        bar_plot(report, tmp / "bars.png")
+        write_json(jsonable(details), tmp / "details.json")
+        write_markdown(markdown_table(report), tmp / "report.md")
+        write_json(report, tmp / "report.json")
+        for name in ("grid.png", "bars.png", "details.json", "report.md", "report.json"):
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 _CLASSIFIER = {}

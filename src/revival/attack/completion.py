@@ -8,9 +8,10 @@ Solvers (all share one signature, see `SOLVERS`):
 
 - ``regress`` (default): per-column least squares of each column's observed entries on
   the same hidden unit's intact input-projection rows (side information, see
-  `revive.side_features`) plus a small low-rank basis; predicts the missing rows. Fast
+  `revive.side_features`) plus a damped low-rank basis; predicts the missing rows. Fast
   (a thin randomized SVD plus tiny per-column solves) and, on real pretrained FFN weights,
-  far more sign-accurate than low-rank completion alone.
+  far more sign-accurate than low-rank completion alone: a hidden unit's output column is
+  strongly aligned (with a per-unit sign and scale) with its own input row.
 
 - ``svt``: the paper's reference recipe, for parity. float64; missing entries start at the
   column mean of the observed ones; every iteration a FULL SVD, singular values shrunk by
@@ -18,8 +19,8 @@ Solvers (all share one signature, see `SOLVERS`):
   (500) iterations or relative change < `tol` (1e-5); no rank cap.
 - ``softimpute``: SoftImpute (Mazumder, Hastie & Tibshirani 2010) restricted to a rank
   `rank` subspace found by warm-started block power iteration, so each iteration costs two
-  thin matmuls instead of a full SVD. lam (the soft threshold) defaults to the singular value
-  of index `rank` of the column-mean-filled matrix.
+  thin matmuls instead of a full SVD. lam (the soft threshold) defaults to the (rank+1)-th
+  singular value of the column-mean-filled matrix.
 
 Every solver returns a :class:`Completion`: the completed matrix (observed entries equal to
 the input), the iterations it ran and a per-entry confidence (larger = surer of the sign).
@@ -172,7 +173,8 @@ def softimpute(
     return Completion(x, it, x.abs())
 
 
-def _left_basis(x: torch.Tensor, k: int, seed: int, power: int = 4, oversample: int = 8) -> torch.Tensor:
+def _left_basis(x: torch.Tensor, k: int, seed: int, power: int = 4,
+                oversample: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k left singular vectors [m, k] and values [k] of x (seeded randomized subspace iteration)."""
     m, n = x.shape
     q = min(k + oversample, m, n)
@@ -214,8 +216,9 @@ def regress(
     rank: int | None = None,
     side: torch.Tensor | None = None,
     ridge: float = 1e-3,
-    shrink: float = 0.0,
-    shrink_mode: str = "flat",
+    shrink: float = 3.0,
+    shrink_mode: str = "spectral",
+    lam: float | None = None,
     max_iters: int = 1,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
@@ -232,13 +235,21 @@ def regress(
     SVD plus O(pruned * p^2).
 
     Args:
-        rank: size of the low-rank basis; None -> 8 with side features, 32 without.
+        rank: size of the low-rank basis; None -> 32.
         side: [d, out, in] side vectors aligned with W (side[:, :, j] for column j), or None.
         ridge: Tikhonov weight relative to the mean diagonal of each Gram matrix.
+        shrink: ridge on the basis coefficients (the basis is orthonormal, so this is
+            scale-free); with shrink_mode "spectral" component i gets
+            shrink * (median singular value / s_i)^2, so weak directions are damped most
+            (a SoftImpute-like prior); "flat" gives every component `shrink`. Tuned on real
+            pretrained FFN weights (which are far from low rank); use 0 for a truly low-rank matrix.
+        lam: alias of `shrink` (what `AttackConfig.lam` sets).
         max_iters: refits, each with the basis recomputed from the previous completion.
         seed: seeds the randomized basis.
     Confidence: |estimate|.
     """
+    if lam is not None:
+        shrink = float(lam)
     m, n = w.shape
     x_obs = w.to(dtype)
     x = column_mean_fill(x_obs, missing)
@@ -247,7 +258,9 @@ def regress(
     feats = side.to(device=w.device, dtype=dtype) if side is not None else torch.zeros(0, m, n, dtype=dtype, device=w.device)
     d = feats.shape[0]
     if rank is None:
-        rank = 8 if d else 32
+        rank = 32
+    if shrink_mode not in ("spectral", "flat"):
+        raise RevivalError(f"shrink_mode must be 'spectral' or 'flat', got {shrink_mode!r}.")
     k = int(min(rank, m, n))
     p = d + k
     if p == 0:
@@ -291,7 +304,8 @@ def regress(
             pad = torch.zeros(cols_b.numel(), slot_row, p, dtype=dtype, device=w.device)
             pad[slot_col, entries[1]] = a[entries[0]]
             g[cols_b] -= (pad.transpose(1, 2) @ pad).double()
-        scale = g.diagonal(dim1=1, dim2=2).mean(1).clamp(min=1e-30)
+        scale = g.diagonal(dim1=1, dim2=2).mean(1)
+        scale = scale.clamp(min=1e-6 * float(scale.abs().max().clamp(min=1e-30)))  # fully pruned columns
         g = g + ridge * scale[:, None, None] * eye
         if shrink and k:
             lam_i = torch.full((k,), float(shrink), dtype=g.dtype, device=g.device)
@@ -300,7 +314,7 @@ def regress(
                 lam_i = lam_i * (s64.median() / s64.clamp(min=1e-30)) ** 2
             g[:, d:, d:] += torch.diag(lam_i)
         coef = torch.linalg.solve(g, b)                                 # [c, p]
-        est = (a.double() * coef[pos]).sum(1)
+        est = torch.nan_to_num((a.double() * coef[pos]).sum(1), nan=0.0, posinf=0.0, neginf=0.0)
         x[r_idx, c_idx] = est.to(dtype)
     return Completion(x, it, x.abs())
 

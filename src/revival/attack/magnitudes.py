@@ -1,7 +1,8 @@
 """Magnitude rules: how large a revived weight is, given its retained sign.
 
 Row statistics come from each row's (output neuron's) surviving non-zero weights:
-mu_r, sigma_r = mean and std of those weights, rowmax_r = max |w| of them.
+mu_r, sigma_r = mean and std of those weights, rowmax_r = max |w| of them (a fully pruned
+row uses the statistics of the whole layer's surviving weights).
 
 - ``neuron-max`` (the paper's Neuron-Max Scaling): sign * max(|N(mu_r, sigma_r)|,
   rowmax_r * (1 + 1e-6)) -- in effect just above the row's largest surviving magnitude.
@@ -26,20 +27,24 @@ from ..errors import RevivalError
 
 def row_stats(w: torch.Tensor, surviving: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-row stats of the surviving entries: mean, std (unbiased), max |w|, mean |w|; [out] each (float64)."""
-    s = surviving.to(w.dtype)
-    ws = w * s
+    ws = w.float() * surviving
     n = surviving.sum(1).to(torch.float64)
-    total = ws.sum(1, dtype=torch.float64)
-    sq = (ws * ws).sum(1, dtype=torch.float64)
-    mu = total / n.clamp(min=1)
-    var = ((sq - n * mu * mu) / (n - 1).clamp(min=1)).clamp(min=0)
+    mu = ws.sum(1).double() / n.clamp(min=1)
+    dev = (w.float() - mu.float()[:, None]) * surviving                # two-pass: no cancellation
+    var = (dev * dev).sum(1).double() / (n - 1).clamp(min=1)
     wabs = ws.abs()
-    return {
+    st = {
         "mean": mu,
         "std": var.sqrt(),
-        "max": wabs.amax(1).to(torch.float64),
-        "absmean": wabs.sum(1, dtype=torch.float64) / n.clamp(min=1),
+        "max": wabs.amax(1).double(),
+        "absmean": wabs.sum(1).double() / n.clamp(min=1),
     }
+    empty = n == 0
+    if bool(empty.any()) and not bool(empty.all()):   # a fully pruned row borrows the layer's stats
+        layer = row_stats(w[~empty].reshape(1, -1), surviving[~empty].reshape(1, -1))
+        for key in st:
+            st[key] = torch.where(empty, layer[key], st[key])
+    return st
 
 
 def _gauss(stats, rows, generator):

@@ -30,8 +30,10 @@ class AttackConfig:
 
     solver: completion solver name (see `completion.SOLVERS`); "svt" is the paper's recipe.
     rank: low-rank basis size / rank cap (ignored by "svt"); None = the solver's default
-        (regress: 8 with side information, 32 without; softimpute: 96).
-    lam: soft threshold; None = chosen from the matrix (see the solver).
+        (regress: 32; softimpute: 96).
+    lam: regularization; None = the solver's default. softimpute: the soft threshold (default
+        the (rank+1)-th singular value); regress: the ridge on the low-rank basis coefficients
+        (default 3, spectral); ignored by svt.
     keep: fraction of pruned positions whose sign is retained, in (0, 1] (paper: 0.6).
     magnitude: magnitude rule name (see `magnitudes.MAGNITUDES`); paper: "neuron-max".
     seed: seeds every random choice.

@@ -32,6 +32,8 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise RevivalError(f"{path} is not an unsigned-byte idx file.")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise RevivalError(f"{path} is truncated.")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):

@@ -112,7 +112,7 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
             for pe, p in zip(ema.parameters(), unet.parameters()):
                 pe.lerp_(p, 1 - d)
         ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
-        if (step + 1) % 25 == 0 or step == 0:
+        if (step + 1) % 25 == 0 or step == 0 or step + 1 == steps:
             log(f"step {step + 1}/{steps} loss {ema_loss:.4f} lr {lr_at(step):.2e} "
                 f"{time.time() - t_start:.0f}s")
         if (step + 1) % save_every == 0 or step + 1 == steps:
