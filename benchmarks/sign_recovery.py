@@ -18,11 +18,13 @@ and seconds (one thread).
 
     python benchmarks/sign_recovery.py                 # all settings, 6 layers x 3 seeds
     python benchmarks/sign_recovery.py --quick         # no svt / slow softimpute, 2 layers x 1 seed
+    python benchmarks/sign_recovery.py --testbed       # the committed testbed UNet instead (GEGLU side info)
 """
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import statistics
 import time
 
@@ -50,6 +52,18 @@ def load_layers(path: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
+def load_testbed_layers() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The committed testbed UNet's ff.net.2 weights with their GEGLU ff.net.0.proj side vectors."""
+    from safetensors.torch import load_file
+
+    from revival.attack.revive import side_features
+    from revival.testbed import TESTBED_UNET_DIR
+
+    sd = load_file(str(Path(TESTBED_UNET_DIR) / "diffusion_pytorch_model.safetensors"))
+    names = sorted(k for k in sd if k.endswith("ff.net.2.weight"))
+    return [(sd[k].float(), side_features(sd, k, tuple(sd[k].shape)).float().contiguous()) for k in names]
+
+
 def conceptprune_like_mask(w: torch.Tensor, seed: int, skill_ratio: float = 0.02, steps: int = 10,
                            concept_frac: float = 0.03, boost: float = 4.0, sigma: float = 0.5,
                            spread: float = 0.2, drift: float = 0.1) -> torch.Tensor:
@@ -70,7 +84,7 @@ def conceptprune_like_mask(w: torch.Tensor, seed: int, skill_ratio: float = 0.02
     return mask
 
 
-def sign_scores(orig: torch.Tensor, estimate: torch.Tensor, confidence: torch.Tensor,
+def sign_scores(orig: torch.Tensor, estimate: torch.Tensor, confidence: torch.Tensor | None,
                 missing: torch.Tensor, keep: float = 0.6) -> tuple[float, float, float]:
     truth = torch.sign(orig)
     guess = torch.where(estimate >= 0, 1.0, -1.0)
@@ -90,6 +104,7 @@ SETTINGS = {
     "regress, no side r64": ("regress", {"rank": 64}, False, False),
     "regress side only (r0)": ("regress", {"rank": 0}, True, False),
     "regress side + r8, no shrink": ("regress", {"rank": 8, "shrink": 0.0}, True, False),
+    "regress side + r32, no validation": ("regress", {"validate": False}, True, False),
     "regress side + r32 (default)": ("regress", {}, True, False),
     "regress side + r64": ("regress", {"rank": 64}, True, False),
 }
@@ -102,6 +117,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip slow settings; layers 0 3, seed 0")
     ap.add_argument("--only", nargs="*", help="setting names (substring match)")
     ap.add_argument("--per-layer", action="store_true")
+    ap.add_argument("--testbed", action="store_true",
+                    help="the committed testbed UNet's ff.net.2 layers (GEGLU side info) instead of MiniLM")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.quick:
@@ -109,7 +126,9 @@ def main() -> None:
     settings = {k: v for k, v in SETTINGS.items() if not (args.quick and v[3])}
     if args.only:
         settings = {k: v for k, v in settings.items() if any(o in k for o in args.only)}
-    layers = load_layers(minilm_path())
+    layers = load_testbed_layers() if args.testbed else load_layers(minilm_path())
+    if args.testbed and not args.quick:
+        args.layers = [i for i in args.layers if i < len(layers)] if args.layers != list(range(6)) else list(range(len(layers)))
     rows: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in settings}
     fracs = []
     for li in args.layers:
@@ -122,11 +141,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 c = complete(wp, missing, solver=solver, seed=seed, side=side if uses_side else None, **kw)
                 secs = time.perf_counter() - t0
-                s = sign_scores(w, c.matrix.float(), c.confidence.float(), missing)
+                s = sign_scores(w, c.matrix.float(), c.confidence, missing)
                 rows[name].append((*s, secs))
                 if args.per_layer:
                     print(f"layer {li} seed {seed} {name:28s} all {s[0]:.3f} kept {s[1]:.3f} top10 {s[2]:.3f} {secs:6.2f}s", flush=True)
-    print(f"\nMiniLM-L6 FFN output layers {args.layers}, mask seeds {args.seeds}: "
+    source = "testbed UNet ff.net.2 layers" if args.testbed else "MiniLM-L6 FFN output layers"
+    print(f"\n{source} {args.layers}, mask seeds {args.seeds}: "
           f"pruned {100 * statistics.mean(fracs):.2f}% on average (ConceptPrune-like, column-clustered)\n")
     print("| setting | sign acc. all pruned | kept (keep 0.6) | min kept | top 10% | seconds/layer |")
     print("|---|---|---|---|---|---|")

@@ -63,6 +63,16 @@ class TinyPipeline:
         return x.clamp(0, 1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread (the toolkit's default): oversubscribed threads on a busy 2-core box
+    make these tiny forwards 50x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def unet():
     return make_unet()
@@ -70,7 +80,7 @@ def unet():
 
 def test_config_validation():
     for kwargs in ({"skill_ratio": 0}, {"skill_ratio": 1.5}, {"steps": 0}, {"seed": -1},
-                   {"batch_size": 0}, {"modules": "("}, {"steps": 5, "inference_steps": 3}):
+                   {"batch_size": 0}, {"modules": "("}, {"halves": "uncond"}, {"steps": 5, "inference_steps": 3}):
         with pytest.raises(RevivalError):
             ConceptPruneConfig(**kwargs)
     assert ConceptPruneConfig().skill_ratio == 0.02 and ConceptPruneConfig().steps == 10
@@ -127,6 +137,10 @@ def test_collect_counts_steps_and_stops_early(unet):
         assert s.tokens[0] == s.tokens[1] > 0
     with pytest.raises(RevivalError):
         collect_activations(TinyPipeline(unet, steps=1), unet, ["a"], steps=2)
+    # only the conditional half of the CFG batch: half the tokens
+    cond = collect_activations(pipe, unet, ["a", "b", "c"], steps=2, batch_size=2, halves="cond")
+    for name, s in stats.items():
+        assert torch.equal(cond[name].tokens * 2, s.tokens)
 
 
 def test_unlearn_tiny_unet_changes_only_ff_net2_to_zero(unet):

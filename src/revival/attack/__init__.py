@@ -1,10 +1,16 @@
-"""The revival attack: matrix completion -> Top-K sign retention -> magnitude rule."""
-from .completion import SOLVERS, Completion, complete
+"""The revival attack: matrix completion -> Top-K sign retention -> magnitude rule.
+
+One idea a file: `completion` (solvers: the fast default `regress`, the paper's `svt`,
+`softimpute`), `signs` (Top-K Sign Retention), `magnitudes` (Neuron-Max and the other rules),
+`revive` (the attack over a state dict, its config and typed result).
+"""
+from .completion import DEFAULT_SOLVER, SOLVERS, Completion, complete, holdout_mask
 from .magnitudes import MAGNITUDES, get_magnitude
-from .revive import AttackConfig, AttackResult, LayerResult, revive, revive_matrix
+from .revive import AttackConfig, AttackResult, LayerResult, revive, revive_matrix, side_features
 from .signs import top_k_signs
 
 __all__ = [
-    "AttackConfig", "AttackResult", "LayerResult", "Completion", "MAGNITUDES", "SOLVERS",
-    "complete", "get_magnitude", "revive", "revive_matrix", "top_k_signs",
+    "AttackConfig", "AttackResult", "Completion", "DEFAULT_SOLVER", "LayerResult", "MAGNITUDES",
+    "SOLVERS", "complete", "get_magnitude", "holdout_mask", "revive", "revive_matrix",
+    "side_features", "top_k_signs",
 ]

@@ -35,7 +35,7 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -49,21 +49,26 @@ class Completion:
 
     matrix: the completion, [out, in], float (fp32 or fp64), observed entries = input.
     iterations: outer iterations run.
-    confidence: [out, in] non-negative score per entry; larger = surer of the estimate's sign
-        (only its values at missing positions mean anything).
+    confidence: [out, in] non-negative score per entry, larger = surer of the estimate's sign
+        (only its values at missing positions mean anything); None = |matrix|.
+    info: solver-specific facts worth reporting (e.g. whether side information was used).
     """
 
     matrix: torch.Tensor
     iterations: int
-    confidence: torch.Tensor
+    confidence: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
 
 
-def column_mean_fill(w: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
-    """Copy of `w` with every missing entry set to its column's mean over observed entries."""
-    obs = (~missing).to(w.dtype)
-    counts = obs.sum(0)
-    means = (w * obs).sum(0) / counts.clamp(min=1)
-    return torch.where(missing, means.expand_as(w), w)
+def column_mean_fill(w: torch.Tensor, missing: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Copy of `w` (as `dtype`, default w's) with every missing entry set to its column's mean
+    over the observed entries."""
+    out = w.to(dtype or w.dtype, copy=True)
+    r_idx, c_idx = missing.nonzero(as_tuple=True)
+    sums = out.sum(0).index_add(0, c_idx, out[r_idx, c_idx], alpha=-1)
+    counts = (w.shape[0] - torch.bincount(c_idx, minlength=w.shape[1])).clamp(min=1)
+    out[r_idx, c_idx] = (sums / counts.to(sums.dtype))[c_idx]
+    return out
 
 
 # --------------------------------------------------------------------------- reference recipe
@@ -96,7 +101,7 @@ def svt(
         x = x_new
         if change < tol:
             break
-    return Completion(x, it, x.abs())
+    return Completion(x, it, None)
 
 
 # --------------------------------------------------------------------------- fast default
@@ -170,7 +175,7 @@ def softimpute(
         prev = est
         if change < tol:
             break
-    return Completion(x, it, x.abs())
+    return Completion(x, it, None)
 
 
 def _left_basis(x: torch.Tensor, k: int, seed: int, power: int = 4,
@@ -188,25 +193,52 @@ def _left_basis(x: torch.Tensor, k: int, seed: int, power: int = 4,
 
 
 def _column_buckets(pos: torch.Tensor, nc: int) -> list[tuple]:
-    """Group missing entries by column into power-of-two padded buckets for batched Gram updates.
+    """Group entries (sorted by column slot `pos`) into power-of-two padded buckets.
 
-    pos: [nnz] column slot of each missing entry. Returns, per bucket, (column slots [cb],
-    the bucket-local column index of each entry, the padded length L, (entry ids, row-in-column)).
+    Returns, per bucket: (column slots [cb], padded length L, (bucket-local slot, entry id) of
+    each entry, the entry's index within its column). Lets the Gram updates run as a few bmm.
     """
     counts = torch.bincount(pos, minlength=nc)
-    order = torch.argsort(pos, stable=True)
     starts = torch.cumsum(counts, 0) - counts
-    within = torch.empty_like(pos)
-    within[order] = torch.arange(pos.numel(), device=pos.device) - starts[pos[order]]
+    within = torch.arange(pos.numel(), device=pos.device) - starts[pos]
     length = torch.where(counts > 0, 2 ** torch.ceil(torch.log2(counts.clamp(min=1).double())).long(), 0)
     out = []
     for L in torch.unique(length[counts > 0]).tolist():
-        cols_b = (length == L).nonzero().squeeze(1)
+        slots = (length == L).nonzero().squeeze(1)
         local = torch.full((nc,), -1, dtype=torch.long, device=pos.device)
-        local[cols_b] = torch.arange(cols_b.numel(), device=pos.device)
+        local[slots] = torch.arange(slots.numel(), device=pos.device)
         ent = (length[pos] == L).nonzero().squeeze(1)
-        out.append((cols_b, local[pos[ent]], int(L), (ent, within[ent])))
+        out.append((slots, int(L), (local[pos[ent]], ent), within[ent]))
     return out
+
+
+def holdout_mask(w: torch.Tensor, missing: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Observed entries that look like pruned ones, for validation.
+
+    ConceptPrune prunes, per row, the entries with the largest |W| * activation, clustered in
+    the columns whose activation rose. So hold out, per row, as many entries as a row has pruned
+    on average: the largest observed |w| (jittered by a seeded log-normal factor) among the
+    columns that have pruned entries.
+    """
+    cols = missing.any(0)
+    g = torch.Generator(device="cpu").manual_seed(seed + 7919)
+    jitter = torch.exp(0.3 * torch.randn(w.shape, generator=g)).to(w.device)
+    score = (w.abs().float() * jitter).masked_fill(missing | ~cols[None], -1.0)
+    k = max(1, int(round(float(missing.sum(1).float().mean()))))
+    k = min(k, w.shape[1])
+    top = score.topk(k, dim=1)
+    held = torch.zeros_like(missing)
+    held.scatter_(1, top.indices, top.values > 0)
+    return held
+
+
+def kept_sign_accuracy(truth: torch.Tensor, estimate: torch.Tensor, positions: torch.Tensor,
+                       keep: float = 0.6) -> float:
+    """Sign accuracy of `estimate` on the top `keep` fraction (by |estimate|) of `positions`."""
+    t, e = truth[positions].float(), estimate[positions].float()
+    n = max(1, int(round(keep * e.numel())))
+    top = torch.argsort(e.abs(), descending=True, stable=True)[:n]
+    return float(((t[top] >= 0) == (e[top] >= 0)).float().mean()) if e.numel() else 0.0
 
 
 def regress(
@@ -221,22 +253,26 @@ def regress(
     lam: float | None = None,
     max_iters: int = 1,
     seed: int = 0,
+    validate: bool = True,
+    max_val_cols: int = 1024,
+    chunk: int = 512,
     dtype: torch.dtype = torch.float32,
     **_: object,
 ) -> Completion:
-    """Per-column regression on side features and a low-rank basis (the fast default).
+    """Per-column regression on side features and a damped low-rank basis (the fast default).
 
     Each column j of W (one hidden unit's output weights) is fitted, on its observed rows
     only, by least squares on p = d + rank regressors: the d side vectors of the same hidden
     unit (its intact ff.net.0.proj rows, which live in the same space as W's columns) and the
-    top-`rank` left singular vectors of the current filled matrix; the fit then predicts the
-    column's missing rows. Missing entries are few, so each column's normal equations are the
-    full Gram matrix minus the missing rows' outer products: the cost is a thin randomized
-    SVD plus O(pruned * p^2).
+    top-`rank` left singular vectors of the column-mean-filled matrix; the fit then predicts
+    the column's missing rows. Missing entries are few, so each column's normal equations are
+    the full Gram matrix minus the missing rows' outer products: the cost is a thin randomized
+    SVD plus O(pruned * p^2), done in chunks of `chunk` columns to bound memory.
 
     Args:
         rank: size of the low-rank basis; None -> 32.
-        side: [d, out, in] side vectors aligned with W (side[:, :, j] for column j), or None.
+        side: [d, out, in] side vectors aligned with W (side[:, :, j] for column j; any dtype,
+            may be a strided view), or None.
         ridge: Tikhonov weight relative to the mean diagonal of each Gram matrix.
         shrink: ridge on the basis coefficients (the basis is orthonormal, so this is
             scale-free); with shrink_mode "spectral" component i gets
@@ -245,78 +281,122 @@ def regress(
             pretrained FFN weights (which are far from low rank); use 0 for a truly low-rank matrix.
         lam: alias of `shrink` (what `AttackConfig.lam` sets).
         max_iters: refits, each with the basis recomputed from the previous completion.
-        seed: seeds the randomized basis.
+        seed: seeds the randomized basis and the validation hold-out.
+        validate: with side features, first hold out observed entries that look like pruned
+            ones (`holdout_mask`), fit with and without the side features, and keep them only
+            if they predict the held-out signs strictly better (side information is strong
+            on real transformer FFNs and useless on some small models). info reports the
+            choice and both validation accuracies. On a matrix with more than `max_val_cols`
+            pruned columns the validation runs on a seeded sample of that many of them.
     Confidence: |estimate|.
     """
     if lam is not None:
         shrink = float(lam)
-    m, n = w.shape
-    x_obs = w.to(dtype)
-    x = column_mean_fill(x_obs, missing)
-    if side is not None and (side.ndim != 3 or side.shape[1:] != w.shape):
-        raise RevivalError(f"side features must have shape [d, {m}, {n}], got {tuple(side.shape)}.")
-    feats = side.to(device=w.device, dtype=dtype) if side is not None else torch.zeros(0, m, n, dtype=dtype, device=w.device)
-    d = feats.shape[0]
-    if rank is None:
-        rank = 32
     if shrink_mode not in ("spectral", "flat"):
         raise RevivalError(f"shrink_mode must be 'spectral' or 'flat', got {shrink_mode!r}.")
-    k = int(min(rank, m, n))
+    m, n = w.shape
+    if side is not None and (side.ndim != 3 or tuple(side.shape[1:]) != (m, n)):
+        raise RevivalError(f"side features must have shape [d, {m}, {n}], got {tuple(side.shape)}.")
+    dev = w.device
+    info: dict = {"side": side is not None}
+    if side is not None and validate and (rank is None or rank > 0):
+        kw = dict(rank=rank, ridge=ridge, shrink=shrink, shrink_mode=shrink_mode, max_iters=max_iters,
+                  validate=False, chunk=chunk, dtype=dtype)
+        vw, vm, vs = w, missing, side
+        cand = missing.any(0).nonzero().squeeze(1)
+        if cand.numel() > max_val_cols:                        # big matrix: validate on a column sample
+            g = torch.Generator(device="cpu").manual_seed(seed + 104729)
+            pick = cand[torch.randperm(cand.numel(), generator=g)[:max_val_cols].to(cand.device)].sort().values
+            vw, vm, vs = w[:, pick], missing[:, pick], side[:, :, pick]
+        hits = {"side": 0.0, "no_side": 0.0}
+        total, rep, n_all = 0, 0, 0
+        while rep < 4 and (rep == 0 or total < 2000):       # small matrices: pool a few hold-outs
+            held = holdout_mask(vw, vm, seed + rep) & ~vm
+            rep += 1
+            n_held = int(held.sum())
+            if n_held == 0:
+                break
+            n_all += n_held
+            both = vm | held
+            n_top = max(1, int(round(0.6 * n_held)))
+            hits["side"] += n_top * kept_sign_accuracy(vw, regress(vw, both, side=vs, seed=seed, **kw).matrix, held)
+            hits["no_side"] += n_top * kept_sign_accuracy(vw, regress(vw, both, side=None, seed=seed, **kw).matrix, held)
+            total += n_top
+        if total:
+            acc = {key: v / total for key, v in hits.items()}
+            info = {"side": acc["side"] > acc["no_side"],
+                    "validation": {"side": round(acc["side"], 4), "no_side": round(acc["no_side"], 4),
+                                   "held_out": n_all, "rounds": rep}}
+            if not info["side"]:
+                side = None
+    x = column_mean_fill(w, missing, dtype=dtype)
+    feats = side if side is not None else torch.zeros(0, m, n, dtype=dtype, device=dev)
+    d = feats.shape[0]
+    k = int(min(32 if rank is None else rank, m, n))
     p = d + k
     if p == 0:
         raise RevivalError("the regress solver needs side features or rank >= 1.")
-    r_idx, c_idx = missing.nonzero(as_tuple=True)
-    cols = torch.unique(c_idx)
-    nc = cols.numel()
-    if nc == 0:
-        return Completion(x, 0, x.abs())
-    col_pos = torch.full((n,), -1, dtype=torch.long, device=w.device)
-    col_pos[cols] = torch.arange(nc, device=w.device)
-    fcd = feats[:, :, cols]                                             # [d, m, c]
-    xo = x_obs[:, cols].masked_fill(missing[:, cols], 0)               # observed part, 0 at missing
-    ones = torch.ones(m, dtype=dtype, device=w.device)
-    g_dd = torch.empty(nc, d, d, dtype=torch.float64, device=w.device)
-    for i in range(d):
-        for j in range(i, d):
-            g_dd[:, i, j] = g_dd[:, j, i] = (ones @ (fcd[i] * fcd[j])).double()
-    b_d = torch.stack([(ones @ (fcd[i] * xo)).double() for i in range(d)], 1) if d else \
-        torch.zeros(nc, 0, dtype=torch.float64, device=w.device)
-    f_miss = feats[:, r_idx, c_idx].T                                   # [nnz, d]
-    pos = col_pos[c_idx]
-    buckets = _column_buckets(pos, nc)
-    eye = torch.eye(p, dtype=torch.float64, device=w.device)
+    r_idx, c_idx = missing.nonzero(as_tuple=True)          # row-major
+    if r_idx.numel() == 0:
+        return Completion(x, 0, None, info)
+    order = torch.argsort(c_idx, stable=True)              # entries grouped by column
+    r_s, c_s = r_idx[order], c_idx[order]
+    cols = torch.unique(c_s)
+    bounds = torch.searchsorted(c_s, cols)                  # first entry of each column
+    ones = torch.ones(m, dtype=dtype, device=dev)
+    eye = torch.eye(p, dtype=torch.float64, device=dev)
+    est_s = torch.empty(r_s.numel(), dtype=dtype, device=dev)
     it = 0
     for it in range(1, max_iters + 1):
         if k > 0:
             u, sv = _left_basis(x, k, seed)
         else:
-            u, sv = torch.zeros(m, 0, dtype=dtype, device=w.device), torch.zeros(0, dtype=dtype, device=w.device)
-        g = torch.empty(nc, p, p, dtype=torch.float64, device=w.device)
-        g[:, :d, :d] = g_dd
-        if d:
-            uf = torch.stack([(u.T @ fcd[i]).T for i in range(d)], 2).double()   # [c, k, d]
-            g[:, d:, :d] = uf
-            g[:, :d, d:] = uf.transpose(1, 2)
-        g[:, d:, d:] = (u.T @ u).double()
-        b = torch.cat([b_d, (u.T @ xo).T.double()], 1)
-        a = torch.cat([f_miss, u[r_idx]], 1)                            # regressors at missing [nnz, p]
-        for cols_b, slot_col, slot_row, entries in buckets:            # minus the missing rows' outer products
-            pad = torch.zeros(cols_b.numel(), slot_row, p, dtype=dtype, device=w.device)
-            pad[slot_col, entries[1]] = a[entries[0]]
-            g[cols_b] -= (pad.transpose(1, 2) @ pad).double()
-        scale = g.diagonal(dim1=1, dim2=2).mean(1)
-        scale = scale.clamp(min=1e-6 * float(scale.abs().max().clamp(min=1e-30)))  # fully pruned columns
-        g = g + ridge * scale[:, None, None] * eye
+            u, sv = torch.zeros(m, 0, dtype=dtype, device=dev), torch.zeros(0, dtype=dtype, device=dev)
+        lam_u = torch.zeros(k, dtype=torch.float64, device=dev)
         if shrink and k:
-            lam_i = torch.full((k,), float(shrink), dtype=g.dtype, device=g.device)
+            lam_u += float(shrink)
             if shrink_mode == "spectral":
                 s64 = sv.double()
-                lam_i = lam_i * (s64.median() / s64.clamp(min=1e-30)) ** 2
-            g[:, d:, d:] += torch.diag(lam_i)
-        coef = torch.linalg.solve(g, b)                                 # [c, p]
-        est = torch.nan_to_num((a.double() * coef[pos]).sum(1), nan=0.0, posinf=0.0, neginf=0.0)
-        x[r_idx, c_idx] = est.to(dtype)
-    return Completion(x, it, x.abs())
+                lam_u *= (s64.median() / s64.clamp(min=1e-30)) ** 2
+        uu = (u.T @ u).double()
+        x_new = x.clone() if max_iters > it else x
+        for c0 in range(0, cols.numel(), chunk):
+            cb = cols[c0:c0 + chunk]
+            nc = cb.numel()
+            e0 = int(bounds[c0])
+            e1 = int(bounds[c0 + chunk]) if c0 + chunk < cols.numel() else r_s.numel()
+            rr, cc = r_s[e0:e1], c_s[e0:e1]
+            pos = torch.searchsorted(cb, cc)                      # column slot of each entry
+            fcd = feats[:, :, cb].to(dtype)                      # [d, m, nc]
+            xo = w[:, cb].to(dtype)
+            xo[rr, pos] = 0                                       # observed part only
+            g = torch.empty(nc, p, p, dtype=torch.float64, device=dev)
+            for i in range(d):
+                for j in range(i, d):
+                    g[:, i, j] = g[:, j, i] = (ones @ (fcd[i] * fcd[j])).double()
+            if d:
+                uf = torch.stack([(u.T @ fcd[i]).T for i in range(d)], 2).double()   # [nc, k, d]
+                g[:, d:, :d] = uf
+                g[:, :d, d:] = uf.transpose(1, 2)
+            g[:, d:, d:] = uu
+            b = torch.cat([torch.stack([ones @ (fcd[i] * xo) for i in range(d)], 1).double() if d
+                           else torch.zeros(nc, 0, dtype=torch.float64, device=dev),
+                           (u.T @ xo).T.double()], 1)
+            a = torch.cat([feats[:, rr, cb[pos]].T.to(dtype), u[rr]], 1)   # regressors at missing [e, p]
+            for slots, length, ent, within in _column_buckets(pos, nc):     # minus the missing rows
+                pad = torch.zeros(slots.numel(), length, p, dtype=dtype, device=dev)
+                pad[ent[0], within] = a[ent[1]]
+                g[slots] -= (pad.transpose(1, 2) @ pad).double()
+            scale = g.diagonal(dim1=1, dim2=2).mean(1)
+            scale = scale.clamp(min=1e-6 * float(scale.abs().max().clamp(min=1e-30)))  # fully pruned columns
+            g += ridge * scale[:, None, None] * eye
+            g[:, d:, d:] += torch.diag(lam_u)
+            coef = torch.linalg.solve(g, b)                                 # [nc, p]
+            est = (a.double() * coef[pos]).sum(1)
+            est_s[e0:e1] = torch.nan_to_num(est, nan=0.0, posinf=0.0, neginf=0.0).to(dtype)
+        x_new[r_s, c_s] = est_s
+        x = x_new
+    return Completion(x, it, None, info)
 
 
 Solver = Callable[..., Completion]

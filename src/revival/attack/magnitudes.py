@@ -25,21 +25,27 @@ import torch
 from ..errors import RevivalError
 
 
-def row_stats(w: torch.Tensor, surviving: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-row stats of the surviving entries: mean, std (unbiased), max |w|, mean |w|; [out] each (float64)."""
-    ws = w.float() * surviving
-    n = surviving.sum(1).to(torch.float64)
-    mu = ws.sum(1).double() / n.clamp(min=1)
-    dev = (w.float() - mu.float()[:, None]) * surviving                # two-pass: no cancellation
-    var = (dev * dev).sum(1).double() / (n - 1).clamp(min=1)
-    wabs = ws.abs()
-    st = {
-        "mean": mu,
-        "std": var.sqrt(),
-        "max": wabs.amax(1).double(),
-        "absmean": wabs.sum(1).double() / n.clamp(min=1),
-    }
-    empty = n == 0
+def row_stats(w: torch.Tensor, surviving: torch.Tensor, chunk: int = 128) -> dict[str, torch.Tensor]:
+    """Per-row stats of the surviving entries: mean, std (unbiased), max |w|, mean |w|; [out] each (float64).
+
+    Computed `chunk` rows at a time (two passes per chunk), so the extra memory stays small.
+    """
+    parts: dict[str, list[torch.Tensor]] = {"mean": [], "std": [], "max": [], "absmean": []}
+    for r0 in range(0, w.shape[0], chunk):
+        wc = w[r0:r0 + chunk].float()
+        sc = surviving[r0:r0 + chunk]
+        ws = torch.where(sc, wc, 0.0)
+        n = sc.sum(1).double()
+        mu = ws.sum(1).double() / n.clamp(min=1)
+        dev = torch.where(sc, wc - mu.float()[:, None], 0.0)
+        parts["mean"].append(mu)
+        parts["std"].append(((dev * dev).sum(1).double() / (n - 1).clamp(min=1)).sqrt())
+        wabs = ws.abs_()
+        parts["max"].append(wabs.amax(1).double() if wabs.shape[1] else torch.zeros_like(mu))
+        parts["absmean"].append(wabs.sum(1).double() / n.clamp(min=1))
+    st = {key: torch.cat(v) for key, v in parts.items()}
+    n_rows = surviving.sum(1)
+    empty = n_rows == 0
     if bool(empty.any()) and not bool(empty.all()):   # a fully pruned row borrows the layer's stats
         layer = row_stats(w[~empty].reshape(1, -1), surviving[~empty].reshape(1, -1))
         for key in st:

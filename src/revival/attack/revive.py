@@ -39,8 +39,8 @@ class AttackConfig:
     seed: seeds every random choice.
     device: "cpu", "cuda", ...; None = CUDA when available, else CPU.
     max_iters, tol: solver iteration cap and tolerance; None = the solver's default.
-    side: use side information (the intact ff.net.0.proj rows of the same hidden units) when
-        the solver can and it is present.
+    side: offer side information (the intact ff.net.0.proj rows of the same hidden units) to
+        solvers that take it, when present; regress then keeps it only where it validates.
     """
 
     solver: str = "regress"
@@ -91,7 +91,8 @@ class LayerResult:
     iterations: int
     seconds: float
     skipped: bool = False
-    side: bool = False
+    side: bool = False                 # side information was used (found, and chosen by validation)
+    validation: dict | None = None     # regress: held-out sign accuracy with / without side info
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,7 +136,8 @@ def side_features(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int,
     columns. A GEGLU projection [2*in, out] gives each unit two vectors (value row j and gate
     row in + j), a plain one [in, out] gives one. Taken from `side[name]` when given (a
     projection matrix of either shape), else looked up in `tensors` next to an
-    `...ff.net.2.weight` name. None when absent or of a non-matching shape.
+    `...ff.net.2.weight` name. None when absent, non-finite or of a non-matching shape.
+    The result is a strided view of the projection (its dtype; no copy).
     """
     out_dim, n_in = shape
     p = None
@@ -145,14 +147,10 @@ def side_features(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int,
         p = tensors.get(name[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight")
     if p is None or p.ndim != 2 or p.shape[1] != out_dim or not p.is_floating_point():
         return None
-    p = p.float()
-    if not bool(torch.isfinite(p).all()):
+    if p.shape[0] not in (n_in, 2 * n_in) or not bool(torch.isfinite(p).all()):
         return None
-    if p.shape[0] == n_in:
-        return p.T.unsqueeze(0).contiguous()
-    if p.shape[0] == 2 * n_in:
-        return torch.stack([p[:n_in].T, p[n_in:].T]).contiguous()
-    return None
+    # strided views, no copy: [d, in, out] -> [d, out, in]
+    return p.reshape(p.shape[0] // n_in, n_in, out_dim).permute(0, 2, 1)
 
 
 def _layer_seed(seed: int, name: str) -> int:
@@ -161,13 +159,13 @@ def _layer_seed(seed: int, name: str) -> int:
 
 def revive_matrix(w: torch.Tensor, config: AttackConfig, *, name: str = "",
                   features: torch.Tensor | None = None, device: torch.device | None = None
-                  ) -> tuple[torch.Tensor, int, int, int]:
-    """Revive one matrix: returns (new matrix in w's dtype, pruned, kept, iterations)."""
+                  ) -> tuple[torch.Tensor, int, int, int, dict]:
+    """Revive one matrix: returns (new matrix in w's dtype, pruned, kept, iterations, solver info)."""
     device = device or torch.device("cpu")
     missing = w == 0
     n_pruned = int(missing.sum())
     if n_pruned == 0:
-        return w, 0, 0, 0
+        return w, 0, 0, 0, {}
     seed = _layer_seed(config.seed, name)
     wd = w.to(device)
     md = missing.to(device)
@@ -182,16 +180,15 @@ def revive_matrix(w: torch.Tensor, config: AttackConfig, *, name: str = "",
         kwargs["tol"] = config.tol
     if features is not None:
         kwargs["side"] = features.to(device)
-    wf = wd.float()
-    comp = complete(wf, md, solver=config.solver, **kwargs)
+    comp = complete(wd, md, solver=config.solver, **kwargs)
     kept, signs = top_k_signs(comp.matrix, md, config.keep, comp.confidence)
     rows, cols = kept.nonzero(as_tuple=True)          # row-major order
     gen = torch.Generator(device="cpu").manual_seed(seed)
     values = get_magnitude(config.magnitude)(
-        wf, ~md, rows, cols, signs[rows, cols].double(), comp.matrix[rows, cols].double(), gen)
+        wd, ~md, rows, cols, signs[rows, cols].double(), comp.matrix[rows, cols].double(), gen)
     out = w.clone()
     out[rows.cpu(), cols.cpu()] = values.cpu().to(w.dtype)
-    return out, n_pruned, int(rows.numel()), comp.iterations
+    return out, n_pruned, int(rows.numel()), comp.iterations, comp.info
 
 
 def revive(
@@ -247,14 +244,15 @@ def revive(
         w = tensors[name]
         t0 = time.perf_counter()
         feats = side_features(tensors, name, tuple(w.shape), side) if config.solver in SOLVERS_TAKE_SIDE and config.side else None
-        out, n_pruned, n_kept, iters = revive_matrix(w, config, name=name, features=feats, device=device)
+        out, n_pruned, n_kept, iters, info = revive_matrix(w, config, name=name, features=feats, device=device)
         secs = time.perf_counter() - t0
         if n_pruned == 0:
             result.layers.append(LayerResult(name, list(w.shape), 0, 0, 0, round(secs, 4), skipped=True))
             continue
         updates[name] = out
         result.layers.append(LayerResult(name, list(w.shape), n_pruned, n_kept, iters, round(secs, 4),
-                                         side=feats is not None))
+                                         side=bool(info.get("side", False)),
+                                         validation=info.get("validation")))
     result.seconds = time.perf_counter() - start
     return updates, result
 

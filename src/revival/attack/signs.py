@@ -33,12 +33,14 @@ def top_k_signs(
     if not 0.0 < keep <= 1.0:
         raise RevivalError(f"keep must be in (0, 1], got {keep}.")
     missing = missing.bool()
-    score = (estimate.abs() if confidence is None else confidence).float()
     flat_idx = missing.flatten().nonzero().squeeze(1)
+    est = estimate.flatten()
+    score = est[flat_idx].abs() if confidence is None else confidence.flatten()[flat_idx]
     n_keep = int(math.floor(keep * flat_idx.numel() + 0.5))
+    order = torch.argsort(score.float(), descending=True, stable=True)
+    sel = flat_idx[order[:n_keep]]
     kept = torch.zeros_like(missing)
-    if n_keep > 0:
-        order = torch.argsort(score.flatten()[flat_idx], descending=True, stable=True)
-        kept.view(-1)[flat_idx[order[:n_keep]]] = True
-    signs = torch.where(estimate >= 0, 1.0, -1.0).to(torch.float32)
-    return kept, signs * kept
+    kept.view(-1)[sel] = True
+    signs = torch.zeros(missing.shape, dtype=torch.float32, device=missing.device)
+    signs.view(-1)[sel] = torch.where(est[sel] >= 0, 1.0, -1.0).to(torch.float32)
+    return kept, signs

@@ -41,7 +41,10 @@ def register(sub) -> None:
     a.add_argument("--solver", default=None, help="completion solver (default: the attack's fast default; "
                                                     "'svt' = the paper's reference recipe)")
     a.add_argument("--rank", type=int, default=None, help="rank cap of rank-restricted solvers")
-    a.add_argument("--lambda", dest="lam", type=float, default=None, help="soft threshold (default: chosen per matrix)")
+    a.add_argument("--lambda", dest="lam", type=float, default=None, help="regularization: regress = damping of the low-rank basis "
+                   "(default 3); softimpute = soft threshold")
+    a.add_argument("--no-side", action="store_true",
+                   help="do not use the intact ff.net.0.proj rows as side information")
     a.add_argument("--keep", type=float, default=None, help="Top-K sign retention: fraction of pruned positions "
                                                            "whose sign is kept (default 0.6, as in the paper)")
     a.add_argument("--magnitude", default=None, help="magnitude rule, e.g. neuron-max (the paper's), sample, mean, completed")
@@ -219,7 +222,8 @@ def _attack(args) -> int:
     except ImportError as exc:  # pragma: no cover
         raise RevivalError(f"the attack module is not available ({exc}).") from None
     opts = {"solver": args.solver, "rank": args.rank, "lam": args.lam, "keep": args.keep,
-            "magnitude": args.magnitude, "seed": args.seed, "device": args.device, "max_iters": args.max_iters}
+            "magnitude": args.magnitude, "seed": args.seed, "device": args.device, "max_iters": args.max_iters,
+            "side": False if args.no_side else None}
     config = AttackConfig(**{k: v for k, v in opts.items() if v is not None})
     data = attack_checkpoint(args.checkpoint, args.output, config, layers=args.layers, report=args.report,
                              progress=not args.quiet)

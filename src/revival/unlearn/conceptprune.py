@@ -82,6 +82,9 @@ class ConceptPruneConfig:
         the schedule, hence the first tau timesteps, depends on it).
     guidance: classifier-free guidance scale (None: the pipeline's default).
     modules: regular expression over UNet module names selecting the pruned Linear layers.
+    halves: which classifier-free-guidance halves feed the statistics: "both" (the paper's
+        released code) or "cond" (only the prompt-conditioned half; SD and the testbed batch
+        [uncond, cond]).
     """
 
     skill_ratio: float = 0.02
@@ -91,8 +94,11 @@ class ConceptPruneConfig:
     inference_steps: int | None = None
     guidance: float | None = None
     modules: str = DEFAULT_MODULES
+    halves: str = "both"
 
     def __post_init__(self) -> None:
+        if self.halves not in ("both", "cond"):
+            raise RevivalError(f"halves must be 'both' or 'cond', got {self.halves!r}.")
         if not (isinstance(self.skill_ratio, (int, float)) and 0.0 < self.skill_ratio <= 1.0):
             raise RevivalError(f"--skill-ratio must be in (0, 1], got {self.skill_ratio!r}.")
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -190,20 +196,22 @@ def find_layers(unet: torch.nn.Module, pattern: str = DEFAULT_MODULES) -> dict[s
 def collect_activations(pipeline_call: Callable[[list[str], list[int]], object],
                         unet: torch.nn.Module, prompts: Sequence[str], *, steps: int,
                         seed: int = 0, batch_size: int = 16, modules: str = DEFAULT_MODULES,
-                        progress: Callable[[int], None] | None = None) -> dict[str, LayerStats]:
+                        progress: Callable[[int], None] | None = None,
+                        halves: str = "both") -> dict[str, LayerStats]:
     """Run `pipeline_call(prompts, seeds)` over `prompts` and accumulate ff.net.2 input statistics.
 
     The pipeline must make ONE UNet forward per denoising step (cond and uncond batched, as
     diffusers' pipelines and the testbed do): a UNet forward pre-hook counts steps and ends the
     call after `steps` of them. Prompt i runs with seed `seed + i`. `progress(n)` is called
-    after each batch with the number of prompts done.
+    after each batch with the number of prompts done. `halves="cond"` keeps only the second
+    half of a CFG-doubled batch (the conditional one).
     """
     prompts = list(prompts)
     if not prompts:
         raise RevivalError("The prompt list is empty.")
     layers = find_layers(unet, modules)
     stats = {name: LayerStats(m.in_features, steps) for name, m in layers.items()}
-    state = {"step": -1}
+    state = {"step": -1, "n": 0}
 
     def on_unet(_module, _args):
         state["step"] += 1
@@ -212,7 +220,10 @@ def collect_activations(pipeline_call: Callable[[list[str], list[int]], object],
 
     def make_hook(name):
         def on_layer(_module, args):
-            stats[name].add_batch(state["step"], args[0])
+            x = args[0]
+            if halves == "cond" and x.shape[0] == 2 * state["n"]:
+                x = x[state["n"]:]
+            stats[name].add_batch(state["step"], x)
         return on_layer
 
     handles = [unet.register_forward_pre_hook(on_unet)]
@@ -222,7 +233,7 @@ def collect_activations(pipeline_call: Callable[[list[str], list[int]], object],
             for start in range(0, len(prompts), batch_size):
                 batch = prompts[start:start + batch_size]
                 seeds = [seed + start + i for i in range(len(batch))]
-                state["step"] = -1
+                state["step"], state["n"] = -1, len(batch)
                 try:
                     pipeline_call(batch, seeds)
                 except _StopCollection:
@@ -396,7 +407,7 @@ def conceptprune(pipeline, target_prompts: Sequence[str], base_prompts: Sequence
         t0 = time.perf_counter()
         stats = collect_activations(
             call, unet, prompts, steps=config.steps, seed=config.seed,
-            batch_size=config.batch_size, modules=config.modules,
+            batch_size=config.batch_size, modules=config.modules, halves=config.halves,
             progress=(lambda n: bar.update(n - bar.n)) if bar is not None else None)
         seconds[f"collect_{label}"] = time.perf_counter() - t0
         if bar is not None:
@@ -477,9 +488,9 @@ def load_model(model: str = "testbed", device: str | None = None):
     try:
         from diffusers import StableDiffusionPipeline
 
+        kwargs = {} if device == "cpu" else {"torch_dtype": torch.float16}
         pipe = StableDiffusionPipeline.from_pretrained(
-            path, local_files_only=True, safety_checker=None, requires_safety_checker=False,
-            torch_dtype=torch.float16 if device != "cpu" else torch.float32)
+            path, local_files_only=True, safety_checker=None, requires_safety_checker=False, **kwargs)
     except Exception as exc:  # diffusers raises many types for broken folders
         raise RevivalError(f"Could not load the Stable Diffusion pipeline in {path} ({type(exc).__name__}).") from None
     pipe = pipe.to(device)
