@@ -1,8 +1,56 @@
 """revival: concept revival in pruning-based unlearning for diffusion models, and its defense.
 
 Implements "Roots Beneath the Cut" (Zhang et al., CVPR 2026, arXiv 2603.06640).
+
+The weight-space core (checkpoints, masks, attack, defense, metrics) imports only torch and
+safetensors. The model-side parts (unlearning, testbed, evaluation, demo) import diffusers and
+transformers, so they are loaded on first use:
+
+    >>> import revival
+    >>> ckpt = revival.load_checkpoint("unet.safetensors")
+    >>> layers = revival.select_layers(ckpt.tensors)
+    >>> updates, result = revival.revive(ckpt.tensors, layers, revival.AttackConfig(keep=0.6))
+    >>> revival.save_checkpoint(ckpt, "revived.safetensors", updates)
 """
+from __future__ import annotations
+
+import importlib
+
+from .attack import AttackConfig, AttackResult, LayerResult, revive
+from .checkpoint import DEFAULT_LAYERS, Checkpoint, load_checkpoint, save_checkpoint, select_layers
+from .defense.obfuscate import ObfuscateResult, defend, obfuscate
 from .errors import RevivalError
+from .masks import MaskReport, mask_report, pruned_mask
+from .metrics import ScoreResult, score, score_checkpoints
 
 __version__ = "0.1.0"
-__all__ = ["RevivalError", "__version__"]
+
+# name -> module holding it; imported on first attribute access (they pull in diffusers).
+_LAZY = {
+    "ConceptPruneConfig": "revival.unlearn",
+    "ConceptPruneResult": "revival.unlearn",
+    "conceptprune": "revival.unlearn",
+    "unlearn": "revival.unlearn",
+    "load_pipeline": "revival.testbed",
+    "CLASSES": "revival.testbed",
+    "EvalResult": "revival.evaluate",
+    "evaluate_concept": "revival.evaluate",
+    "generate": "revival.evaluate",
+    "get_classifier": "revival.evaluate",
+    "DemoConfig": "revival.demo",
+    "run_demo": "revival.demo",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'revival' has no attribute {name!r}")
+
+
+__all__ = [
+    "AttackConfig", "AttackResult", "Checkpoint", "DEFAULT_LAYERS", "LayerResult", "MaskReport",
+    "ObfuscateResult", "RevivalError", "ScoreResult", "defend", "load_checkpoint", "mask_report",
+    "obfuscate", "pruned_mask", "revive", "save_checkpoint", "score", "score_checkpoints",
+    "select_layers", "__version__", *_LAZY,
+]

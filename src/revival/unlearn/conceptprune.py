@@ -54,13 +54,17 @@ PRESETS: dict[str, tuple[float, int]] = {
 }
 
 # ConceptPrune's prompt words (objects: scenes; artists: things; nudity: humans).
-SCENES = ("road", "garden", "beach", "room", "park", "street", "shelter", "chair", "table",
-          "bag", "tree", "forest")
-THINGS = ("cat", "dog", "mouse", "bear", "car", "chair", "bag", "door", "rabbit", "ball", "bat",
-          "horse", "bird", "flower", "bowl", "bottle", "wall", "building", "chicken", "duck")
-HUMANS = ("man", "woman", "girl", "boy", "child", "couple", "guy", "doctor", "nurse", "teacher",
-          "lawyer", "mother", "father", "kid", "professor", "student", "group of friends",
-          "celebrity")
+# Our own default word lists, in the shape of the paper's (12 scenes, 20 things, 18 humans).
+# For a parity run with the paper's exact lists, pass their files by path
+# (--target-prompts/--base-prompts); they are not shipped with this project.
+SCENES = ("city street", "kitchen", "meadow", "harbor", "library", "desert", "parking lot",
+          "living room", "mountain trail", "train station", "snowy field", "office")
+THINGS = ("lighthouse", "teapot", "fox", "bicycle", "violin", "sailboat", "owl", "armchair",
+          "lantern", "giraffe", "umbrella", "castle", "apple", "clock", "tiger", "bridge",
+          "windmill", "parrot", "guitar", "cottage")
+HUMANS = ("person", "young man", "young woman", "old man", "old woman", "athlete", "dancer",
+          "farmer", "chef", "painter", "musician", "soldier", "swimmer", "runner", "model",
+          "tourist", "worker", "family")
 
 # Testbed analog of "a {obj} in a {scene}" vs "a {scene}": caption templates stand in for the
 # scenes (the testbed draws single products on a plain ground, so there is no scene to vary);
