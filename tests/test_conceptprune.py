@@ -186,7 +186,10 @@ def test_prompt_sets():
     with pytest.raises(RevivalError):
         concept_prompts("zebra", ["bag"])
     t, b = object_prompts("church")
-    assert len(t) == len(b) == 12 and t[0] == "a church in a road" and b[0] == "a road"
+    from revival.unlearn.conceptprune import SCENES
+
+    assert len(t) == len(b) == len(SCENES) == 12
+    assert t[0] == f"a church in a {SCENES[0]}" and b[0] == f"a {SCENES[0]}"
 
 
 # --------------------------------------------------------------------------- a tiny SD folder + CLI

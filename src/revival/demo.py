@@ -41,6 +41,8 @@ class DemoConfig:
     the attack (None: the attack's own defaults). obfuscate_stats: "row" | "layer".
     inference_steps / guidance: sampler settings (None: the testbed's defaults).
     classes: restrict evaluation to these classes (None: all; the test suite uses a few).
+    modules: regex over UNet module names that ConceptPrune prunes (None: the paper's ff.net.2);
+        the attack, the defense and the scoring then work on exactly the pruned layers.
     """
 
     concept: str = "sneaker"
@@ -57,6 +59,7 @@ class DemoConfig:
     inference_steps: int | None = None
     guidance: float | None = None
     classes: tuple[str, ...] | None = None
+    modules: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.seeds_per_class, int) or self.seeds_per_class < 1:
@@ -147,13 +150,14 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
     unet = pipeline.unet
     original = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    layers = select_layers(original)
+    layers = select_layers(original)  # ff.net.2; replaced by the pruned layers below
     attack_kwargs = {k: v for k, v in (("keep", config.keep), ("magnitude", config.magnitude),
                                        ("solver", config.solver)) if v is not None}
     attack_cfg = AttackConfig(seed=config.seed, **attack_kwargs)
+    cp_kwargs = {"modules": config.modules} if config.modules else {}
     cp_cfg = ConceptPruneConfig(skill_ratio=config.skill_ratio, steps=config.unlearn_steps,
                                 seed=config.seed, inference_steps=config.inference_steps,
-                                guidance=config.guidance)
+                                guidance=config.guidance, **cp_kwargs)
     acc = {"erased": {}, "preserved": {}}
     per_class, grid = {}, {}
     details: dict = {"config": asdict(config), "attack_config": asdict(attack_cfg)}
@@ -178,8 +182,9 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         with tm("unlearn"):
             masks, cp_result = conceptprune(pipeline, target, base, cp_cfg, progress=progress)
             unlearned = {**original, **apply_masks(original, masks)}
+            layers = sorted(masks)
         details["unlearn"] = cp_result.to_dict()
-        _log(progress, f"  pruned {cp_result.pruned} of {cp_result.total} ff.net.2 weights "
+        _log(progress, f"  pruned {cp_result.pruned} of {cp_result.total} weights in {len(layers)} layers "
                        f"({100 * cp_result.pruned / cp_result.total:.2f}%)")
         evaluate("unlearned", unlearned)
 

@@ -37,6 +37,8 @@ def register(sub) -> None:
     d.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer images)")
     d.add_argument("--skill-ratio", type=float, default=None, help="ConceptPrune skill ratio (default: the demo's)")
     d.add_argument("--unlearn-steps", type=int, default=None, help="ConceptPrune tau (default: the demo's)")
+    d.add_argument("--modules", default=None,
+                   help="regex of the UNet modules ConceptPrune prunes (default: the paper's ff.net.2 layers)")
     d.add_argument("--keep", type=float, default=None, help="attack Top-K keep ratio (default: the attack's)")
     d.add_argument("--magnitude", default=None, help="attack magnitude rule (default: the demo's)")
     d.add_argument("--solver", default=None, help="attack completion solver (default: the attack's)")
@@ -82,7 +84,7 @@ def _demo(args) -> int:
 
     overrides = {k: v for k, v in {
         "skill_ratio": args.skill_ratio, "unlearn_steps": args.unlearn_steps, "keep": args.keep,
-        "magnitude": args.magnitude, "seeds_per_class": args.seeds_per_class, "solver": args.solver,
+        "magnitude": args.magnitude, "seeds_per_class": args.seeds_per_class, "solver": args.solver, "modules": args.modules,
         "obfuscate_stats": args.obfuscate_stats, "inference_steps": args.inference_steps,
         "classes": tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
     }.items() if v is not None}

@@ -12,7 +12,10 @@ def register(sub) -> None:
     tsub = t.add_subparsers(dest="testbed_verb", required=True, metavar="ACTION")
     tr = tsub.add_parser("train", help="train the testbed UNet from a seed (about an hour on 2 CPU cores)")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the committed run's)")
+    tr.add_argument("--steps", type=int, default=None,
+                    help="stage-1 optimizer steps (default: the committed run's)")
+    tr.add_argument("--ff-steps", type=int, default=None,
+                    help="stage-2 steps with the feed-forward dependence loss (0: skip stage 2)")
     tr.add_argument("--batch", type=int, default=None)
     tr.add_argument("--out", default="testbed-weights", help="output folder (default: ./testbed-weights)")
     tr.set_defaults(func=_train)
@@ -51,8 +54,9 @@ def register(sub) -> None:
 def _train(args) -> int:
     from ..testbed import train as T
 
-    s = T.train_unet(args.out, seed=args.seed, steps=args.steps or T.DEFAULT_STEPS,
-                     batch=args.batch or T.DEFAULT_BATCH)
+    s = T.train_testbed(args.out, seed=args.seed, steps=args.steps or T.DEFAULT_STEPS,
+                        ff_steps=T.DEFAULT_FF_STEPS if args.ff_steps is None else args.ff_steps,
+                        batch=args.batch or T.DEFAULT_BATCH)
     print(f"trained {s['trained_steps']} steps in {s['training_seconds']:.0f}s -> {Path(args.out) / 'unet'}")
     return 0
 

