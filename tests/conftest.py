@@ -10,6 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+# One thread for the whole suite: on this shared 2-core machine multithreaded kernels ran up to
+# 30x slower under load (benchmarks/threads.py); tests do not need the second core.
+torch.set_num_threads(1)
+
 TINY_UNET_CONFIG = dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(16, 32),
     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
