@@ -497,7 +497,7 @@ def _load_torch(p: Path, rel: str) -> _Source:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            obj = _torch_load(p, is_zip)
+            obj = _load_weights_only(p, is_zip)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" in str(exc):
             raise RevivalError(f"{p} holds Python objects that a safe load (torch.load weights_only=True) refuses.") from None
@@ -512,7 +512,7 @@ def _load_torch(p: Path, rel: str) -> _Source:
                    torch_stamp=_stamp(p))
 
 
-def _torch_load(p: Path, is_zip: bool):
+def _load_weights_only(p: Path, is_zip: bool):
     if is_zip:
         try:
             return torch.load(p, map_location="cpu", weights_only=True, mmap=True)

@@ -437,25 +437,14 @@ def conceptprune(pipeline, target_prompts: Sequence[str], base_prompts: Sequence
 
 def save_masks(masks: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None):
     """Write masks as a safetensors file of booleans (atomically; never pickles)."""
-    import os
-    import tempfile
     from pathlib import Path
 
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.to(torch.bool).contiguous().cpu() for k, v in masks.items()}, tmp,
-                  metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    from ..report import _atomic_write
+
+    tensors = {k: v.to(torch.bool).contiguous().cpu() for k, v in masks.items()}
+    return _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_masks(path) -> dict[str, torch.Tensor]:
