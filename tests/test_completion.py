@@ -6,14 +6,6 @@ from revival.attack.completion import SOLVERS, column_mean_fill, complete, holdo
 from revival.errors import RevivalError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread avoids oversubscription on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def planted(seed=0, m=60, n=80, r=3, frac=0.1):
     g = torch.Generator().manual_seed(seed)

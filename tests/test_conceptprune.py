@@ -63,16 +63,6 @@ class TinyPipeline:
         return x.clamp(0, 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread (the toolkit's default): oversubscribed threads on a busy 2-core box
-    make these tiny forwards 50x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def unet():
     return make_unet()

@@ -12,13 +12,6 @@ FF2 = "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2.weight"
 PROJ = "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def make_state(dtype=torch.float16, seed=0, out=24, hidden=48, frac=0.05):
     """A tiny block: ff.net.2 [out, hidden] (pruned) and its GEGLU ff.net.0.proj [2*hidden, out]."""

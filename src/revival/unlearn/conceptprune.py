@@ -324,9 +324,7 @@ def make_pipeline_call(pipeline, config: ConceptPruneConfig) -> Callable[[list[s
                 kwargs["num_inference_steps"] = config.inference_steps
             if config.guidance is not None:
                 kwargs["guidance_scale"] = config.guidance
-            gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-            if device.type != "cpu":
-                gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+            gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
             return pipeline(prompt=list(prompts), generator=gens, output_type="latent", **kwargs)
         return call
 
