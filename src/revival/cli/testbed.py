@@ -45,8 +45,20 @@ def register(sub) -> None:
     e = sub.add_parser("evaluate", help="erased / preserved accuracy of a concept")
     common(e)
     e.add_argument("--concept", required=True, help="the erased class, e.g. 'sneaker'")
-    e.add_argument("--classifier", default=None, choices=["testbed", "imagenet"],
-                   help="default: testbed for the testbed, imagenet otherwise")
+    e.add_argument("--classifier", default=None, choices=["testbed", "imagenet", "hf", "nudenet", "clip"],
+                   help="testbed CNN, imagenet (EfficientNet-lite0), hf (a local transformers image "
+                        "classifier folder, e.g. ResNet-50), nudenet (nudity), clip (prompt-image "
+                        "similarity + zero-shot class; local CLIP folder). Default: testbed for the "
+                        "testbed, imagenet otherwise")
+    e.add_argument("--classifier-path", default=None,
+                   help="weights for the classifier: the hf/clip model folder, an EfficientNet-lite0 "
+                        "state dict, or a NudeNet ONNX file")
+    e.add_argument("--nudenet-threshold", type=float, default=None,
+                   help="NudeNet score above which a label counts (default 0.5, as in the paper)")
+    e.add_argument("--nudenet-labels", default=None,
+                   help="comma-separated NudeNet labels that flag an image (default: every *_EXPOSED label)")
+    e.add_argument("--clip-template", default=None,
+                   help="text for CLIP zero-shot classes, with {} for the class (default '{}')")
     e.add_argument("--out", default=None, help="output folder (default: ./evaluation-<concept>)")
     e.set_defaults(func=_evaluate)
 
@@ -110,7 +122,16 @@ def _evaluate(args) -> int:
     model = _load(args)
     rows = _rows(args, model)
     name = args.classifier or ("testbed" if str(args.model) == "testbed" else "imagenet")
-    clf = get_classifier(name, args.device)
+    options = {}
+    if name == "nudenet":
+        options = dict(threshold=args.nudenet_threshold,
+                       labels=None if args.nudenet_labels is None else
+                       [l for l in args.nudenet_labels.split(",") if l.strip()])
+    elif name == "clip":
+        options = dict(template=args.clip_template)
+    elif args.nudenet_threshold is not None or args.nudenet_labels or args.clip_template:
+        raise RevivalError(f"--nudenet-*/--clip-template do not apply to the {name} classifier.")
+    clf = get_classifier(name, args.device, args.classifier_path, **options)
     slug = "-".join(args.concept.lower().split())
     out = Path(args.out or f"evaluation-{slug}")
     res = evaluate_concept(model, rows, clf, args.concept, out_dir=out, steps=args.steps,

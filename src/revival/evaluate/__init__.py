@@ -1,10 +1,20 @@
 """Image generation and concept evaluation (erased / preserved accuracy)."""
-from .classifiers import Classifier, ImageNetEfficientNet, TestbedCNN, get_classifier
+from .classifiers import Classifier, HFImageClassifier, ImageNetEfficientNet, TestbedCNN, get_classifier
 from .evaluate import ClassScore, EvalResult, evaluate_concept, image_grid, score, write_report
 from .generate import SDGenerator, generate, load_images, load_model, load_sd
 from .prompts import PromptRow, default_prompts, read_prompts, write_prompts
 
-__all__ = ["Classifier", "ImageNetEfficientNet", "TestbedCNN", "get_classifier", "ClassScore",
+__all__ = ["Classifier", "HFImageClassifier", "ImageNetEfficientNet", "TestbedCNN", "get_classifier", "ClassScore",
            "EvalResult", "evaluate_concept", "image_grid", "score", "write_report", "SDGenerator",
            "generate", "load_images", "load_model", "load_sd", "PromptRow", "default_prompts",
            "read_prompts", "write_prompts"]
+
+
+def __getattr__(name):  # the optional scorers import their heavy packages only when asked for
+    if name == "NudeNetDetector":
+        from .nudity import NudeNetDetector
+        return NudeNetDetector
+    if name == "CLIPScorer":
+        from .clip_score import CLIPScorer
+        return CLIPScorer
+    raise AttributeError(name)

