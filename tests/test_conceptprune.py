@@ -20,6 +20,7 @@ from revival.unlearn.conceptprune import (
     step_mask,
     concept_prompts,
 )
+from tiny_models import make_tiny_sd
 
 
 def make_unet():
@@ -185,38 +186,10 @@ def test_prompt_sets():
 # --------------------------------------------------------------------------- a tiny SD folder + CLI
 
 def build_tiny_sd(path):
-    """A random-init StableDiffusionPipeline saved to `path` (offline: a hand-made CLIP vocab)."""
-    import json
-
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
+    """A random-init StableDiffusionPipeline around this file's UNet (4 latent channels)."""
     unet = make_unet()
     unet = type(unet).from_config({**unet.config, "in_channels": 4, "out_channels": 4})
-    vae = AutoencoderKL(block_out_channels=(8,), in_channels=3, out_channels=3,
-                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-                        latent_channels=4, norm_num_groups=8, sample_size=16)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in "abcdefghijklmnopqrstuvwxyz":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    tok_dir = path.parent / "tok"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=40)
-    te = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37,
-                                      num_attention_heads=4, num_hidden_layers=1,
-                                      max_position_embeddings=40, bos_token_id=0, eos_token_id=1,
-                                      pad_token_id=1))
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                          clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=te, tokenizer=tok,
-                                   scheduler=sched, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(path)
-    return path
+    return make_tiny_sd(path, unet=unet, text_dim=32)
 
 
 def test_cli_unlearn_on_a_local_sd_folder(tmp_path, capsys):

@@ -4,7 +4,6 @@ run end to end (generate + evaluate, UNet swapped from a checkpoint) offline."""
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from revival.cli import main
 from revival.errors import RevivalError
 from revival.evaluate import (ImageNetEfficientNet, PromptRow, default_prompts, evaluate_concept, generate, get_classifier,
                               load_images, read_prompts, score, write_prompts)
+from tiny_models import make_tiny_sd
 
 
 def test_score_arithmetic_by_hand():
@@ -120,40 +120,6 @@ def test_imagenet_classifier_on_a_real_photo():
     x = from_pil(Image.open(photo).convert("RGB")).unsqueeze(0)
     assert clf(x)[0] == "military uniform"
     assert len(clf.labels) == 1000 and clf.labels[491] == "chain saw, chainsaw"
-
-
-def make_tiny_sd(root: Path) -> Path:
-    """A tiny random-init SD-style pipeline (CLIP tokenizer from a tiny vocab, CLIP text model,
-    UNet2DConditionModel, AutoencoderKL, DDIM), saved as a diffusers pipeline folder."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    root.mkdir(parents=True, exist_ok=True)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in string.ascii_lowercase + string.digits:
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=16)
-    torch.manual_seed(0)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
-                                        num_hidden_layers=1, num_attention_heads=2,
-                                        max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
-                                        pad_token_id=1))
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(8, 16), cross_attention_dim=16, attention_head_dim=2,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=4)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4,
-                        layers_per_block=1, sample_size=16)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
-                                   scheduler=DDIMScheduler(steps_offset=1, clip_sample=False), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(root / "sd")
-    return root / "sd"
 
 
 def test_tiny_stable_diffusion_end_to_end(tmp_path, capsys):

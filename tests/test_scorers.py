@@ -5,7 +5,6 @@ the erased / preserved report, and the CLI."""
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from PIL import Image
 from revival.cli import main
 from revival.errors import RevivalError
 from revival.evaluate import PromptRow, evaluate_concept, get_classifier, score
+from tiny_models import make_tiny_clip, make_tiny_sd
 
 
 def _photo() -> Path:
@@ -103,34 +103,6 @@ def test_nudenet_bad_options(tmp_path):
 
 
 # ---------------------------------------------------------------- CLIP
-def make_tiny_clip(root: Path, seed: int = 0) -> Path:
-    """A random-init CLIPModel + CLIP tokenizer (hand-made vocab) + image processor, saved offline."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
-    root.mkdir(parents=True, exist_ok=True)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in string.ascii_lowercase + string.digits:
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=24)
-    torch.manual_seed(seed)
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
-                                      num_hidden_layers=1, num_attention_heads=2,
-                                      max_position_embeddings=24, bos_token_id=0, eos_token_id=1,
-                                      pad_token_id=1),
-                     vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                        num_attention_heads=2, image_size=32, patch_size=8),
-                     projection_dim=8)
-    model = CLIPModel(cfg)
-    folder = root / "clip"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     return make_tiny_clip(tmp_path_factory.mktemp("clip"))
@@ -234,8 +206,6 @@ def test_hf_image_classifier_matches_transformers(tmp_path):
 
 # ---------------------------------------------------------------- CLI
 def test_cli_evaluate_with_clip_and_nudenet(tmp_path, tiny_clip, capsys):
-    from test_evaluate import make_tiny_sd
-
     sd = make_tiny_sd(tmp_path / "model")
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("prompt,class,seed\na painting by monet,monet,1\na painting by monet,monet,2\n"
