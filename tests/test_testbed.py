@@ -127,6 +127,12 @@ def test_training_runs_and_loads(tmp_path):
     p = load_pipeline(tmp_path / "unet")
     assert p(["an image of a bag"], [0], steps=2).shape == (1, 1, 16, 16)
     assert any("step 2/2" in line for line in logs) and any("step 1/1" in line for line in logs)
+    # the same seed reproduces the weights bit for bit (both stages); another seed does not
+    weights = lambda d: (d / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    train_testbed(tmp_path / "again", seed=1, steps=2, ff_steps=1, batch=4, log=logs.append)
+    assert weights(tmp_path / "again") == weights(tmp_path)
+    train_testbed(tmp_path / "other", seed=2, steps=2, ff_steps=1, batch=4, log=logs.append)
+    assert weights(tmp_path / "other") != weights(tmp_path)
 
 
 def test_concept_depends_on_the_pruned_layers(pipe, clf):
