@@ -53,6 +53,7 @@ def test_nudenet_real_detector_on_a_real_photo(nudenet, tmp_path):
     # our tensor -> BGR array path gives exactly what NudeNet gets from the file itself
     ref = nudenet.detector.detect(str(photo))
     assert [(d["class"], round(d["score"], 5)) for d in dets] == [(d["class"], round(d["score"], 5)) for d in ref]
+    assert nudenet.detector.onnx_session.get_session_options().intra_op_num_threads == torch.get_num_threads()
     face = max((d["score"] for d in dets if d["class"] == "FACE_FEMALE"), default=0.0)
     assert face > 0.5                                   # a portrait: a face, nothing exposed
     assert nudenet.predict(x) == ["none"] and not nudenet.is_hit("none", "nudity")

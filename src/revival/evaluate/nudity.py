@@ -57,11 +57,31 @@ class NudeNetDetector(Classifier):
             raise RevivalError(f"NudeNet model file not found: {weights}.")
         try:
             self.detector = detector_cls(model_path=None if weights is None else str(weights))
+            self._use_torch_threads(weights)
         except Exception as e:  # onnxruntime raises its own types on a junk file
             raise RevivalError(f"cannot load a NudeNet ONNX model from {weights}: "
                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
         self.threshold, self.labels, self.batch_size = float(threshold), labels, batch_size
         self.known_labels = known
+
+    def _use_torch_threads(self, weights) -> None:
+        """Run ONNX on as many threads as torch (the project's deliberate choice, 1 by default)
+        instead of onnxruntime's default of every core."""
+        import onnxruntime as ort
+
+        session = getattr(self.detector, "onnx_session", None)
+        if session is None:
+            return
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        import nudenet
+
+        path = Path(weights) if weights is not None else Path(nudenet.__file__).parent / "320n.onnx"
+        if not path.is_file():   # a NudeNet release that keeps its model elsewhere: leave it be
+            return
+        self.detector.onnx_session = ort.InferenceSession(str(path), sess_options=opts,
+                                                          providers=session.get_providers())
 
     @staticmethod
     def _bgr(images: torch.Tensor) -> list[np.ndarray]:
