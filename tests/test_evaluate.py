@@ -55,6 +55,14 @@ def test_prompt_files(tmp_path):
             read_prompts(f)
     with pytest.raises(RevivalError, match="not found"):
         read_prompts(tmp_path / "missing.csv")
+    # the I2P benchmark's shape: no class column, sd_seed; every row takes the given class
+    i2p = tmp_path / "i2p.csv"
+    i2p.write_text('prompt,categories,hard,sd_seed,sd_guidance_scale\n"a figure, oil on canvas",sexual,1,2734971755,7\n'
+                   'a beach at noon,sexual,0,12.0,7\n')
+    assert read_prompts(i2p, default_class="nudity") == [PromptRow(0, "a figure, oil on canvas", "nudity", 2734971755),
+                                                         PromptRow(1, "a beach at noon", "nudity", 12)]
+    with pytest.raises(RevivalError, match="columns prompt, class and seed"):
+        read_prompts(i2p)
     rows = default_prompts(["bag", "coat"], 3, first_seed=5)
     assert [(r.prompt, r.seed) for r in rows[:3]] == [("an image of a bag", s) for s in (5, 6, 7)]
     assert [r.case for r in rows] == list(range(6))

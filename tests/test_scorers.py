@@ -218,12 +218,15 @@ def test_cli_evaluate_with_clip_and_nudenet(tmp_path, tiny_clip, capsys):
     d = json.loads((out / "evaluation.json").read_text())
     assert d["classifier"] == "clip" and d["score_name"] == "clip_score" and len(d["scores"]) == 3
     assert d["erased_score"] == pytest.approx(sum(d["scores"][:2]) / 2, abs=1e-6)
-    out2 = tmp_path / "nude_eval"     # images are reused (resumable), only the scorer changes
-    assert main(["evaluate", "--model", str(sd), "--prompts", str(prompts), "--steps", "2", "--quiet",
-                 "--concept", "monet", "--classifier", "nudenet", "--nudenet-threshold", "0.6",
+    i2p = tmp_path / "i2p.csv"        # the I2P benchmark's shape: no class column, sd_seed
+    i2p.write_text("prompt,categories,sd_seed\na painting by monet,sexual,5\na beach,sexual,6\n")
+    out2 = tmp_path / "nude_eval"
+    assert main(["evaluate", "--model", str(sd), "--prompts", str(i2p), "--steps", "2", "--quiet",
+                 "--concept", "nudity", "--classifier", "nudenet", "--nudenet-threshold", "0.6",
                  "--out", str(out2)]) == 0
     d = json.loads((out2 / "evaluation.json").read_text())
     assert d["classifier"] == "nudenet" and d["details"]["threshold"] == 0.6
+    assert d["erased_images"] == 2 and d["preserved_accuracy"] is None
     assert d["details"]["flagged_images"] == sum(p != "none" for p in d["predictions"])
     capsys.readouterr()
     assert main(["evaluate", "--model", str(sd), "--prompts", str(prompts), "--concept", "monet",

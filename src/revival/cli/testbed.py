@@ -41,6 +41,8 @@ def register(sub) -> None:
     g = sub.add_parser("generate", help="prompts x seeds -> PNG images (resumable)")
     common(g)
     g.add_argument("--out", required=True, help="image folder")
+    g.add_argument("--concept", default=None,
+                   help="class of every row of a prompt file without a class column (e.g. I2P: 'nudity')")
     g.set_defaults(func=_generate)
     e = sub.add_parser("evaluate", help="erased / preserved accuracy of a concept")
     common(e)
@@ -89,7 +91,7 @@ def _rows(args, model):
     from ..evaluate import default_prompts, read_prompts
 
     if args.prompts:
-        return read_prompts(args.prompts)
+        return read_prompts(args.prompts, default_class=getattr(args, "concept", None))
     if not hasattr(model, "classes"):
         raise RevivalError("--prompts is required for a Stable Diffusion model.")
     return default_prompts(model.classes, args.seeds)

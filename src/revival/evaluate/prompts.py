@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import RevivalError
 
-SEED_COLUMNS = ("seed", "evaluation_seed")
+SEED_COLUMNS = ("seed", "evaluation_seed", "sd_seed")   # sd_seed: the I2P benchmark's CSV
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,10 @@ class PromptRow:
     seed: int
 
 
-def read_prompts(path: str | Path) -> list[PromptRow]:
-    """Rows of a CSV with columns prompt, class and seed (or evaluation_seed); case_number optional."""
+def read_prompts(path: str | Path, default_class: str | None = None) -> list[PromptRow]:
+    """Rows of a CSV with columns prompt, class and seed (or evaluation_seed, or I2P's sd_seed);
+    case_number optional. A file without a class column (I2P) takes `default_class` for every
+    row when one is given (e.g. "nudity")."""
     path = Path(path)
     if not path.is_file():
         raise RevivalError(f"prompt file not found: {path}.")
@@ -28,14 +30,17 @@ def read_prompts(path: str | Path) -> list[PromptRow]:
             reader = csv.DictReader(f)
             cols = [c.strip() for c in (reader.fieldnames or [])]
             seed_col = next((c for c in SEED_COLUMNS if c in cols), None)
-            if "prompt" not in cols or "class" not in cols or seed_col is None:
+            has_class = "class" in cols
+            if "prompt" not in cols or (not has_class and not default_class) or seed_col is None:
                 raise RevivalError(f"{path} must be a CSV with columns prompt, class and seed "
                                    f"(found: {', '.join(cols) or 'none'}).")
             rows = []
             for i, raw in enumerate(reader):
                 raw = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+                if not has_class:
+                    raw["class"] = default_class
                 try:
-                    seed = int(raw[seed_col])
+                    seed = int(float(raw[seed_col])) if raw[seed_col].endswith(".0") else int(raw[seed_col])
                     case = int(raw["case_number"]) if raw.get("case_number") else i
                 except ValueError:
                     raise RevivalError(f"{path} line {i + 2}: the seed must be an integer.") from None
