@@ -54,6 +54,20 @@ def synonym_hit(predicted: str, cls: str) -> bool:
     return _norm(cls) in {_norm(s) for s in predicted.split(",")}
 
 
+def preprocessor_config(folder: Path) -> dict:
+    """A local HF model folder's preprocessor_config.json ({} when there is none)."""
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        pre = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise RevivalError(f"{path} is not valid JSON.") from None
+    if not isinstance(pre, dict):
+        raise RevivalError(f"{path} is not a JSON object.")
+    return pre
+
+
 def resize_crop_normalize(images: torch.Tensor, short: int, crop: int, mean, std) -> torch.Tensor:
     """[N,C,H,W] in [0,1] -> resize the shortest side to `short` (bicubic, antialiased), centre
     crop `crop`x`crop`, 3 channels, (x - mean) / std."""
@@ -157,12 +171,7 @@ class HFImageClassifier(Classifier):
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise RevivalError(f"cannot load an image classifier from {folder}: {msg}") from None
         self.model.eval().to(device)
-        pre = {}
-        if (folder / "preprocessor_config.json").is_file():
-            try:
-                pre = json.loads((folder / "preprocessor_config.json").read_text())
-            except (ValueError, UnicodeDecodeError):
-                raise RevivalError(f"{folder / 'preprocessor_config.json'} is not valid JSON.") from None
+        pre = preprocessor_config(folder)
         size = pre.get("size", 224)
         # {"height", "width"} (ViT-style): a plain resize; {"shortest_edge"} (ResNet/ConvNeXt-style):
         # shortest side to size / crop_pct, then a centre crop of size.

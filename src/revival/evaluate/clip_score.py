@@ -13,14 +13,13 @@ centre-cropped and normalised as its preprocessor_config.json says.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import RevivalError
-from .classifiers import Classifier, resize_crop_normalize
+from .classifiers import Classifier, preprocessor_config, resize_crop_normalize
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -52,12 +51,7 @@ class CLIPScorer(Classifier):
         except Exception as e:  # transformers raises OSError / ValueError / KeyError by case
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise RevivalError(f"cannot load a CLIP model and tokenizer from {folder}: {msg}") from None
-        pre = {}
-        if (folder / "preprocessor_config.json").is_file():
-            try:
-                pre = json.loads((folder / "preprocessor_config.json").read_text())
-            except (ValueError, UnicodeDecodeError):
-                raise RevivalError(f"{folder / 'preprocessor_config.json'} is not valid JSON.") from None
+        pre = preprocessor_config(folder)
         size = self.model.config.vision_config.image_size
         short = pre.get("size", {}).get("shortest_edge", size) if isinstance(pre.get("size"), dict) else pre.get("size", size)
         crop = pre.get("crop_size", size)
