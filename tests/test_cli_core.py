@@ -26,6 +26,25 @@ def test_inspect_table_and_json(checkpoint_files, capsys):
     assert info["format"] == "diffusers" and len(info["layers"]) == 6
     assert info["pruned"]["totals"]["pruned"] > 0
     assert {"columns_touched", "top1pct_column_share", "max_per_row"} <= set(info["pruned"]["layers"][0])
+    assert info["exposed"] is True and info["verdict"].startswith("exposed:")
+
+
+def test_inspect_verdict_dense_and_obfuscated(tiny_unet, tmp_path, capsys):
+    rc, out, _ = run(capsys, "inspect", tiny_unet.original_dir)
+    assert rc == 0 and "verdict     no exact zeros" in out
+    rc, _, err = run(capsys, "defend", tiny_unet.pruned_dir, "-o", tmp_path / "defended", "--quiet")
+    assert rc == 0, err
+    rc, out, _ = run(capsys, "inspect", tmp_path / "defended", "--json")
+    assert json.loads(out)["exposed"] is False
+    from safetensors.torch import save_file   # one stray zero is not a pruning mask
+
+    sd = dict(tiny_unet.original)
+    w = sd[tiny_unet.layers[0]].clone()
+    w[0, 0] = 0
+    sd[tiny_unet.layers[0]] = w
+    save_file(sd, str(tmp_path / "stray.safetensors"))
+    rc, out, _ = run(capsys, "inspect", tmp_path / "stray.safetensors")
+    assert rc == 0 and "too few to be a pruning mask" in out
 
 
 @pytest.mark.parametrize("kind", ["folder", "safetensors_bf16", "torch_ckpt_ldm"])

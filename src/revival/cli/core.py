@@ -116,8 +116,29 @@ def inspect_checkpoint(path, layers: str | None = None) -> dict:
     check_finite(ckpt.tensors, names, str(ckpt.path))
     info = ckpt.summary(names)
     info["layer_pattern"] = layers or DEFAULT_LAYERS
-    info["pruned"] = mask_report(ckpt.tensors, names).to_dict()
+    report = mask_report(ckpt.tensors, names)
+    info["pruned"] = report.to_dict()
+    info["exposed"], info["verdict"] = exposure(report)
     return info
+
+
+EXPOSED_FRACTION = 1e-3   # trained dense weights hold almost no exact zeros; pruning leaves ~1-7%
+
+
+def exposure(report) -> tuple[bool, str]:
+    """Can the pruned positions be read off this release? (exact zeros in the target layers)"""
+    n, total = report.pruned, report.total
+    layers = sum(s.pruned > 0 for s in report.layers)
+    frac = n / total if total else 0.0
+    if frac >= EXPOSED_FRACTION:
+        return True, (f"exposed: {n:,} exact zeros ({100 * frac:.2f}%) in {layers} of {len(report.layers)} "
+                      "target layers mark the pruned positions; the revival attack reads them "
+                      "(`revival attack`), Gaussian obfuscation hides them (`revival defend`).")
+    if n:
+        return False, (f"{n:,} exact zeros ({100 * frac:.4f}%): too few to be a pruning mask "
+                       "(trained weights hold a few by chance); nothing for the attack to read.")
+    return False, ("no exact zeros in the target layers: no pruned positions to read off "
+                   "(not pruned, or obfuscated).")
 
 
 def attack_checkpoint(path, output, config=None, *, layers: str | None = None, report=None,
@@ -213,6 +234,7 @@ def _inspect(args) -> int:
     print(f"layers      {len(info['layers'])} matching {info['layer_pattern']!r}\n")
     stats = MaskReport(tuple(MaskStats(**{**s, "shape": tuple(s["shape"])}) for s in info["pruned"]["layers"]))
     print(stats.table())
+    print(f"\nverdict     {info['verdict']}")
     return 0
 
 
