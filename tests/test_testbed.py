@@ -3,6 +3,7 @@ scores real Fashion-MNIST; weights swap in from files and in memory; bad input i
 from __future__ import annotations
 
 import gzip
+import json
 
 import pytest
 import torch
@@ -122,7 +123,9 @@ def test_training_runs_and_loads(tmp_path):
 
     logs = []
     s = train_testbed(tmp_path, seed=1, steps=2, ff_steps=1, batch=4, log=logs.append)
-    assert s["stage1_steps"] == 2 and s["trained_steps"] == 1 and s["ff_weight"] > 0
+    assert s["stage1_steps"] == 2 and s["stage2_ff_steps"] == 1 and s["trained_steps"] == 3 and s["ff_weight"] > 0
+    assert s["seed"] == 1 and s["stage2_seed"] == 2 and "init" not in s
+    assert json.loads((tmp_path / "testbed.json").read_text()) == s
     assert (tmp_path / "testbed.json").is_file() and (tmp_path / "stage1" / "unet" / "config.json").is_file()
     p = load_pipeline(tmp_path / "unet")
     assert p(["an image of a bag"], [0], steps=2).shape == (1, 1, 16, 16)

@@ -10,7 +10,7 @@ from ..errors import RevivalError
 def register(sub) -> None:
     t = sub.add_parser("testbed", help="train the embedded testbed model or its classifier")
     tsub = t.add_subparsers(dest="testbed_verb", required=True, metavar="ACTION")
-    tr = tsub.add_parser("train", help="train the testbed UNet from a seed (about an hour on 2 CPU cores)")
+    tr = tsub.add_parser("train", help="train the testbed UNet from a seed (42 min on one CPU thread; bit-identical to the committed weights)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--steps", type=int, default=None,
                     help="stage-1 optimizer steps (default: the committed run's)")

@@ -158,18 +158,33 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
     return settings
 
 
+SAMPLER_NOTE = "DDIM (scheduler/), eta 0, no x0 clipping; CFG with the empty caption as the unconditional prompt"
+
+
 def train_testbed(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
                   ff_steps: int = DEFAULT_FF_STEPS, batch: int = DEFAULT_BATCH, log=print) -> dict:
     """The committed recipe: stage 1, `steps` of plain denoising training from scratch
-    (OUT/stage1); stage 2, `ff_steps` more with the feed-forward dependence loss (OUT)."""
+    (OUT/stage1); stage 2, `ff_steps` more with the feed-forward dependence loss (OUT).
+    OUT/testbed.json records the whole recipe (both stages, their seeds and wall times)."""
+    if ff_steps < 0 or steps < 1:
+        raise RevivalError("--steps must be positive and --ff-steps at least 0.")
     out = Path(out)
-    if ff_steps <= 0:
+    if ff_steps == 0:
         return train_unet(out, seed=seed, steps=steps, batch=batch, log=log)
     t0 = time.time()
-    train_unet(out / "stage1", seed=seed, steps=steps, batch=batch, log=log)
-    s = train_unet(out, seed=seed + 1, steps=ff_steps, batch=batch, lr=FF_LR, init=out / "stage1" / "unet",
-                   ff_weight=FF_WEIGHT, save_every=100, log=log)
-    s["stage1_steps"] = steps
-    s["training_seconds"] = round(time.time() - t0, 1)
+    s1 = train_unet(out / "stage1", seed=seed, steps=steps, batch=batch, log=log)
+    s2 = train_unet(out, seed=seed + 1, steps=ff_steps, batch=batch, lr=FF_LR, init=out / "stage1" / "unet",
+                    ff_weight=FF_WEIGHT, save_every=100, log=log)
+    s = dict(s1)
+    s.pop("init", None)
+    s["ff_weight"] = FF_WEIGHT
+    s.update(trained_steps=steps + ff_steps, training_seconds=round(time.time() - t0, 1),
+             threads=torch.get_num_threads(), sampler=SAMPLER_NOTE,
+             training_note=(f"reproduce with `revival testbed train --seed {seed}` (= --steps {steps} "
+                            f"--ff-steps {ff_steps}): stage 1, {steps} steps of plain denoising from "
+                            f"scratch; stage 2, {ff_steps} steps from the stage-1 EMA weights with the "
+                            f"feed-forward dependence loss (weight {FF_WEIGHT}, lr {FF_LR:g}, seed {seed + 1})."),
+             stage1_steps=steps, stage1_seconds=s1["training_seconds"], stage2_ff_steps=ff_steps,
+             stage2_seconds=s2["training_seconds"], stage2_lr=FF_LR, stage2_seed=seed + 1)
     (out / "testbed.json").write_text(json.dumps(s, indent=2) + "\n")
     return s
