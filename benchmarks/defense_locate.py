@@ -21,6 +21,12 @@ ratio 0.02 for MiniLM and 0.05 for the testbed (the demo's).
 
     python benchmarks/defense_locate.py            # MiniLM and testbed, row and layer statistics
     python benchmarks/defense_locate.py --quick    # two MiniLM layers, row statistics
+    python benchmarks/defense_locate.py --quick --end-to-end   # + the adaptive attack, evaluated
+
+--end-to-end: on the demo's unlearned and obfuscated testbed model (ConceptPrune, skill ratio
+0.05), the attacker zeroes the located entries (factor x each layer's true pruned share: an
+oracle count), runs the revival attack on them, keeps the observed value wherever the attack
+left a zero, and the images are classified as in the demo.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sign_recovery import conceptprune_like_mask, load_layers, load_testbed_layers, minilm_path  # noqa: E402
 
+from revival.attack.locate import residual_scores  # noqa: E402
 from revival.defense.obfuscate import obfuscate_matrix  # noqa: E402
 
 
@@ -48,20 +55,6 @@ def auc(score: torch.Tensor, mask: torch.Tensor) -> float:
     return float((ranks[m].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-def residuals(w: torch.Tensor, side: torch.Tensor | None, rank: int, ridge: float = 1e-3) -> torch.Tensor:
-    """Per-column least-squares residual of W [out, in] on the column's side vectors
-    (side [d, out, in]) and the top-`rank` left singular vectors of W."""
-    m, n = w.shape
-    basis = torch.linalg.svd(w, full_matrices=False)[0][:, :rank] if rank else w.new_zeros(m, 0)
-    out = torch.empty_like(w)
-    for j in range(n):
-        x = torch.cat([side[:, :, j].T, basis], 1) if side is not None else basis
-        g = x.T @ x
-        g += ridge * g.diagonal().mean() * torch.eye(g.shape[0], dtype=g.dtype)
-        out[:, j] = w[:, j] - x @ torch.linalg.solve(g, x.T @ w[:, j])
-    return out
-
-
 LOCATORS = {"side + low-rank": (True, 32), "side only": (True, 0), "low-rank only": (False, 32)}
 
 
@@ -70,18 +63,69 @@ def probe(w: torch.Tensor, side: torch.Tensor, mask: torch.Tensor, stats: str, s
     k = int(mask.sum())
     row = {"base": k / mask.numel()}
     for name, (use_side, rank) in LOCATORS.items():
-        r = residuals(filled, side if use_side else None, rank)
-        z = r.abs() / r.std(0, keepdim=True).clamp(min=1e-12)
-        ro = residuals(w, side if use_side else None, rank)
-        row[name] = (auc(z, mask), float(mask.flatten()[z.flatten().topk(k).indices].float().mean()),
-                     auc(ro.abs() / ro.std(0, keepdim=True).clamp(min=1e-12), mask))
+        z = residual_scores(filled, side if use_side else None, rank=rank)
+        zo = residual_scores(w, side if use_side else None, rank=rank)
+        row[name] = (auc(z, mask), float(mask.flatten()[z.flatten().topk(k).indices].float().mean()), auc(zo, mask))
     return row
+
+
+def end_to_end(concept: str, seeds_per_class: int, factors: list[float]) -> None:
+    """The demo's unlearned + obfuscated testbed model; the attacker locates the fraction
+    factor x (true pruned share of each layer) of worst-fitting entries, zeroes them, runs the
+    revival attack on them and puts back the observed value wherever the attack left a zero."""
+    from revival.attack.locate import locate
+    from revival.attack.revive import AttackConfig, revive, side_features
+    from revival.demo import DemoConfig, testbed_evaluator
+    from revival.defense.obfuscate import obfuscate
+    from revival.testbed import load_pipeline
+    from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
+
+    cfg = DemoConfig.make(concept, seeds_per_class=seeds_per_class)
+    pipe = load_pipeline()
+    original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+    cp = ConceptPruneConfig(skill_ratio=cfg.skill_ratio, steps=cfg.unlearn_steps, seed=cfg.seed)
+    masks, _ = conceptprune(pipe, *concept_prompts(concept, pipe.classes), cp, progress=False)
+    layers = sorted(masks)
+    unlearned = {**original, **apply_masks(original, masks)}
+    obfuscated = {**unlearned, **obfuscate(unlearned, layers, stats=cfg.obfuscate_stats, seed=cfg.seed)[0]}
+
+    def accuracy(state):
+        pipe.unet.load_state_dict(state)
+        e, p, _, _ = testbed_evaluator(pipe, pipe.classes, concept, seeds_per_class, cfg)
+        return e, p
+
+    def attack(state, found):
+        zeroed = {**state, **{n: state[n].masked_fill(found[n], 0) for n in layers}}
+        updates, _ = revive(zeroed, layers, AttackConfig(seed=cfg.seed), progress=False)
+        return {**state, **{n: torch.where(found[n] & (updates[n] == 0), state[n], updates[n]) for n in layers}}
+
+    print(f"\nend to end: concept {concept!r}, skill ratio {cfg.skill_ratio}, {seeds_per_class} images/class")
+    print(f"{'model':58s} {'erased':>7s} {'preserved':>9s} {'located prec.':>13s}")
+    for label, state in (("original", original), ("unlearned", unlearned), ("obfuscated (defended)", obfuscated),
+                         ("revival attack on the unlearned model (zeros)", attack(unlearned, masks))):
+        e, p = accuracy(state)
+        print(f"{label:58s} {e:7.2f} {p:9.3f} {'':>13s}")
+    for f in factors:
+        found = {}
+        for n in layers:
+            share = float(masks[n].float().mean())
+            found[n] = locate(obfuscated[n].float(), min(0.5, f * share),
+                              side_features(obfuscated, n, tuple(obfuscated[n].shape)).float())
+        hit = sum(int((found[n] & masks[n]).sum()) for n in layers) / sum(int(found[n].sum()) for n in layers)
+        e, p = accuracy(attack(obfuscated, found))
+        print(f"{f'adaptive attack on the defended model, {f:g} x true share':58s} {e:7.2f} {p:9.3f} {hit:13.3f}")
+    pipe.unet.load_state_dict(original)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--end-to-end", action="store_true",
+                    help="also run the adaptive attack on the obfuscated testbed model and evaluate it")
+    ap.add_argument("--concept", default="sneaker")
+    ap.add_argument("--seeds-per-class", type=int, default=10)
+    ap.add_argument("--factors", default="1,2", help="located share as multiples of the true pruned share")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sets = [("MiniLM-L6 FFN (384x1536)", load_layers(minilm_path()), 0.02)]
@@ -101,6 +145,8 @@ def main() -> None:
                 p = statistics.mean(r[name][1] for r in rows)
                 o = statistics.mean(r[name][2] for r in rows)
                 print(f"{label:26s} {stats:5s} {name:16s} {a:6.3f} {o:8.3f} {p:7.3f} {base:6.3f}")
+    if args.end_to_end:
+        end_to_end(args.concept, args.seeds_per_class, [float(f) for f in args.factors.split(",")])
     print(f"({time.time() - t0:.0f} s, {args.threads} thread(s))")
 
 

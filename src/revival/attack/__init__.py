@@ -2,15 +2,17 @@
 
 One idea a file: `completion` (solvers: the fast default `regress`, the paper's `svt`,
 `softimpute`), `signs` (Top-K Sign Retention), `magnitudes` (Neuron-Max and the other rules),
-`revive` (the attack over a state dict, its config and typed result).
+`revive` (the attack over a state dict, its config and typed result), `locate` (the adaptive
+attacker's guess at positions hidden by obfuscation).
 """
 from .completion import DEFAULT_SOLVER, SOLVERS, Completion, complete, holdout_mask
+from .locate import locate, residual_scores
 from .magnitudes import MAGNITUDES, get_magnitude
 from .revive import AttackConfig, AttackResult, LayerResult, revive, revive_matrix, side_features
 from .signs import top_k_signs
 
 __all__ = [
     "AttackConfig", "AttackResult", "Completion", "DEFAULT_SOLVER", "LayerResult", "MAGNITUDES",
-    "SOLVERS", "complete", "get_magnitude", "holdout_mask", "revive", "revive_matrix",
-    "side_features", "top_k_signs",
+    "SOLVERS", "complete", "get_magnitude", "holdout_mask", "locate", "residual_scores", "revive",
+    "revive_matrix", "side_features", "top_k_signs",
 ]
