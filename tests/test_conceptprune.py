@@ -224,3 +224,29 @@ def test_cli_unlearn_on_a_local_sd_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("revival: error:") == 3 and "Traceback" not in err
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+    # the paper's word files by path: the same prompts as the hand-written files above
+    (tmp_path / "scenes.txt").write_text("road\npark\n")
+    rc = main(["unlearn", "--model", str(sd), "--concept", "sneaker", "--word-list", str(tmp_path / "scenes.txt"),
+               "--skill-ratio", "0.05", "--steps", "2", "--inference-steps", "3", "-o", str(tmp_path / "w"), "--quiet"])
+    assert rc == 0
+    again = load_checkpoint(tmp_path / "w")
+    assert all(torch.equal(again.tensors[k], after.tensors[k]) for k in changed)
+    assert json.loads((tmp_path / "w.unlearn.json").read_text())["n_target_prompts"] == 2
+    assert main(["unlearn", "--model", str(sd), "--concept", "x", "--word-list", str(tmp_path / "scenes.txt"),
+                 "--target-prompts", str(tmp_path / "t.txt"), "-o", str(tmp_path / "o4")]) == 2
+    assert "not both" in capsys.readouterr().err and not (tmp_path / "o4").exists()
+
+
+def test_task_prompts_from_word_lists():
+    from revival.unlearn.conceptprune import task_prompts
+
+    assert task_prompts("objects", "golf ball", ["road", "beach"]) == (
+        ["a golf ball in a road", "a golf ball in a beach"], ["a road", "a beach"])
+    t, b = task_prompts("artists", "Claude Monet", ["teapot"])
+    assert t == ["a teapot in the style of Claude Monet"] and b == ["a photo of a teapot"]
+    assert task_prompts("nudity", "nudity", ["dancer"]) == (["a photo of a naked dancer"], ["a photo of a dancer"])
+    assert len(task_prompts("objects", "golf ball")[0]) == 12          # our own scenes
+    with pytest.raises(RevivalError):
+        task_prompts("styles", "x", ["a"])
+    with pytest.raises(RevivalError, match="empty"):
+        task_prompts("objects", "x", [])

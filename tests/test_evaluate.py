@@ -63,6 +63,11 @@ def test_prompt_files(tmp_path):
                                                          PromptRow(1, "a beach at noon", "nudity", 12)]
     with pytest.raises(RevivalError, match="columns prompt, class and seed"):
         read_prompts(i2p)
+    # the paper's artist CSV shape: an unnamed index column, the class under "artists"
+    art = tmp_path / "artist.csv"
+    art.write_text(',Unnamed: 0,case_number,prompt,evaluation_seed,artists,evaluation_guidance,base\n'
+                   '0,0,0,"Impression, Sunrise by Claude Monet",2219,Claude Monet,7.5,impression\n')
+    assert read_prompts(art) == [PromptRow(0, "Impression, Sunrise by Claude Monet", "Claude Monet", 2219)]
     rows = default_prompts(["bag", "coat"], 3, first_seed=5)
     assert [(r.prompt, r.seed) for r in rows[:3]] == [("an image of a bag", s) for s in (5, 6, 7)]
     assert [r.case for r in rows] == list(range(6))

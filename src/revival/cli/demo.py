@@ -16,6 +16,10 @@ def register(sub) -> None:
                    help="preset of skill ratio/steps and of the default prompt sets (default: objects)")
     p.add_argument("--target-prompts", type=Path, default=None, help="text file, one prompt a line, WITH the concept")
     p.add_argument("--base-prompts", type=Path, default=None, help="text file, one prompt a line, WITHOUT the concept")
+    p.add_argument("--word-list", type=Path, default=None,
+                   help="fill-in words for the task's ConceptPrune prompts, one a line: scenes (objects: "
+                        "'a {concept} in a {scene}' vs 'a {scene}'), things (artists), humans (nudity); "
+                        "e.g. the paper's common_scenes.txt by path")
     p.add_argument("--skill-ratio", type=float, default=None, help="per-row share of columns pruned per step (default: the task's preset, objects 0.02)")
     p.add_argument("--steps", type=int, default=None, help="tau: masks of the first STEPS denoising steps are united (default: the task's preset, objects 10)")
     p.add_argument("--inference-steps", type=int, default=None, help="sampler schedule length (default: the pipeline's)")
@@ -53,7 +57,7 @@ def register(sub) -> None:
 def _unlearn(args) -> int:
     from ..errors import RevivalError
     from ..report import write_json
-    from ..unlearn.conceptprune import PRESETS, ConceptPruneConfig, read_prompts, unlearn
+    from ..unlearn.conceptprune import PRESETS, ConceptPruneConfig, read_prompts, task_prompts, unlearn
 
     ratio, steps = PRESETS[args.task]
     config = ConceptPruneConfig(
@@ -62,6 +66,10 @@ def _unlearn(args) -> int:
         seed=args.seed, inference_steps=args.inference_steps)
     target = read_prompts(args.target_prompts) if args.target_prompts else None
     base = read_prompts(args.base_prompts) if args.base_prompts else None
+    if args.word_list is not None:
+        if target is not None or base is not None:
+            raise RevivalError("give either --word-list or --target-prompts/--base-prompts, not both.")
+        target, base = task_prompts(args.task, args.concept, read_prompts(args.word_list))
     report = args.report or args.output.with_name(args.output.name + ".unlearn.json")
     if report.resolve() == args.output.resolve():
         raise RevivalError("--report must differ from the output path.")

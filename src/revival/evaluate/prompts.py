@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import RevivalError
 
 SEED_COLUMNS = ("seed", "evaluation_seed", "sd_seed")   # sd_seed: the I2P benchmark's CSV
+CLASS_COLUMNS = ("class", "artists", "artist")           # artists: the paper's artist CSVs
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,8 @@ class PromptRow:
 
 
 def read_prompts(path: str | Path, default_class: str | None = None) -> list[PromptRow]:
-    """Rows of a CSV with columns prompt, class and seed (or evaluation_seed, or I2P's sd_seed);
-    case_number optional. A file without a class column (I2P) takes `default_class` for every
+    """Rows of a CSV with columns prompt, class (or the artist CSVs' artists) and seed (or
+    evaluation_seed, or I2P's sd_seed); case_number optional. A file without a class column (I2P) takes `default_class` for every
     row when one is given (e.g. "nudity")."""
     path = Path(path)
     if not path.is_file():
@@ -30,15 +31,15 @@ def read_prompts(path: str | Path, default_class: str | None = None) -> list[Pro
             reader = csv.DictReader(f)
             cols = [c.strip() for c in (reader.fieldnames or [])]
             seed_col = next((c for c in SEED_COLUMNS if c in cols), None)
-            has_class = "class" in cols
+            class_col = next((c for c in CLASS_COLUMNS if c in cols), None)
+            has_class = class_col is not None
             if "prompt" not in cols or (not has_class and not default_class) or seed_col is None:
                 raise RevivalError(f"{path} must be a CSV with columns prompt, class and seed "
                                    f"(found: {', '.join(cols) or 'none'}).")
             rows = []
             for i, raw in enumerate(reader):
                 raw = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-                if not has_class:
-                    raw["class"] = default_class
+                raw["class"] = raw[class_col] if has_class else default_class
                 try:
                     seed = int(float(raw[seed_col])) if raw[seed_col].endswith(".0") else int(raw[seed_col])
                     case = int(raw["case_number"]) if raw.get("case_number") else i

@@ -489,18 +489,27 @@ def load_model(model: str = "testbed", device: str | None = None):
     return pipe, path / "unet"
 
 
+def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """ConceptPrune's prompt pair for a task, filled with `words` (scenes for objects, things
+    for artists, humans for nudity; None: this project's own lists). With the paper's word files
+    (common_scenes.txt, things.txt, humans.txt, read by path) this is its prompt set."""
+    if task not in PRESETS:
+        raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
+    if words is not None and not words:
+        raise RevivalError("the word list is empty.")
+    fill = {"objects": (object_prompts, SCENES), "artists": (artist_prompts, THINGS),
+            "nudity": (nudity_prompts, HUMANS)}[task]
+    build, own = fill
+    words = tuple(words) if words is not None else own
+    return build(words) if task == "nudity" else build(concept, words)
+
+
 def default_prompts(model_is_testbed: bool, concept: str, task: str = "objects",
                     classes: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """The prompt sets used when none are given: testbed templates, else ConceptPrune's."""
     if model_is_testbed:
         return concept_prompts(concept, classes)
-    if task == "objects":
-        return object_prompts(concept)
-    if task == "artists":
-        return artist_prompts(concept)
-    if task == "nudity":
-        return nudity_prompts()
-    raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
+    return task_prompts(task, concept)
 
 
 def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None = None,
