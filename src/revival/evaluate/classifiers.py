@@ -70,20 +70,25 @@ def preprocessor_config(folder: Path) -> dict:
     return pre
 
 
-def resize_crop_normalize(images: torch.Tensor, short: int, crop: int, mean, std,
+def resize_crop_normalize(images: torch.Tensor, short: int | tuple[int, int], crop: int | None, mean, std,
                           mode: str = "bicubic") -> torch.Tensor:
-    """[N,C,H,W] in [0,1] -> resize the shortest side to `short` (`mode`, antialiased), centre
-    crop `crop`x`crop`, 3 channels, (x - mean) / std."""
+    """[N,C,H,W] in [0,1] -> 3 channels; resize (`mode`, antialiased) the shortest side to `short`,
+    or to exactly (h, w) when `short` is a pair; centre crop `crop`x`crop` (None: no crop);
+    (x - mean) / std."""
     x = images.float()
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     h, w = x.shape[-2:]
-    s = short / min(h, w)
-    size = (max(crop, round(h * s)), max(crop, round(w * s)))
-    if size != (h, w):
+    if isinstance(short, tuple):
+        size = short
+    else:
+        s = short / min(h, w)
+        size = (max(crop or 0, round(h * s)), max(crop or 0, round(w * s)))
+    if tuple(size) != (h, w):
         x = F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False).clamp(0, 1)
-    top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
-    x = x[..., top:top + crop, left:left + crop]
+    if crop is not None:
+        top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
+        x = x[..., top:top + crop, left:left + crop]
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     sd = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / sd
@@ -146,14 +151,8 @@ class ImageNetEfficientNet(Classifier):
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().to(self.device)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
-                          align_corners=False)
-        mean = torch.tensor(self.MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.STD, device=x.device).view(1, 3, 1, 1)
-        return torch.cat([self.model((x[i:i + 32] - mean) / std) for i in range(0, len(x), 32)])
+        x = resize_crop_normalize(images, (self.size, self.size), None, self.MEAN, self.STD, mode="bilinear")
+        return torch.cat([self.model(x[i:i + 32].to(self.device)) for i in range(0, len(x), 32)])
 
     def predict(self, images: torch.Tensor) -> list[str]:
         return [self.labels[i] for i in self.logits(images).argmax(1).tolist()]
@@ -199,12 +198,8 @@ class HFImageClassifier(Classifier):
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        if self.exact is not None:   # plain resize, no crop
-            x = images.float().expand(-1, 3, -1, -1) if images.shape[1] == 1 else images.float()
-            x = F.interpolate(x, size=self.exact, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-            x = (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
-        else:
-            x = resize_crop_normalize(images, self.short, self.crop, self.mean, self.std)
+        x = (resize_crop_normalize(images, self.exact, None, self.mean, self.std) if self.exact is not None
+             else resize_crop_normalize(images, self.short, self.crop, self.mean, self.std))
         return torch.cat([self.model(pixel_values=x[i:i + 32].to(self.device)).logits
                           for i in range(0, len(x), 32)])
 

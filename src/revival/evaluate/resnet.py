@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import RevivalError
-from .classifiers import Classifier, ImageNetEfficientNet, imagenet_labels, synonym_hit
+from .classifiers import Classifier, ImageNetEfficientNet, imagenet_labels, resize_crop_normalize, synonym_hit
 
 
 class Bottleneck(nn.Module):
@@ -113,8 +113,6 @@ class TorchvisionResNet50(Classifier):
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        from .classifiers import resize_crop_normalize
-
         x = resize_crop_normalize(images, 256, 224, ImageNetEfficientNet.MEAN, ImageNetEfficientNet.STD,
                                   mode="bilinear")
         return torch.cat([self.model(x[i:i + 32].to(self.device)) for i in range(0, len(x), 32)])
