@@ -81,7 +81,7 @@ def status(key):
     for line in open('/proc/self/status'):
         if line.startswith(key + ':'):
             return int(line.split()[1]) * 1024
-import os, torch, revival.checkpoint, revival.cli, revival.cli.core, revival.attack.revive
+import os, torch, revival.io, revival.cli, revival.attack.revive
 R = sys.modules['revival.attack.revive']  # (the package re-exports a function of the same name)
 if os.environ.get('REVIVAL_BENCH_IO_ONLY'):  # measure load/check/write alone: a no-op 'attack'
     def revive(tensors, layers, config, side=None, progress=True):
@@ -116,7 +116,7 @@ def run_attack(inp: Path, out: Path, threads: int, extra: list[str], io_only: bo
 def solver_table(path: Path, *, svt_iters: int, svt_budget: float, skip_svt: bool) -> list[dict]:
     from revival.attack.completion import complete
     from revival.attack.revive import AttackConfig, revive
-    from revival.checkpoint import load_checkpoint
+    from revival.io import load_checkpoint
 
     ckpt = load_checkpoint(path)
     cfg = AttackConfig()

@@ -73,7 +73,7 @@ def sweep(args) -> int:
     from revival._threads import set_threads
     from revival.attack.magnitudes import MAGNITUDES
     from revival.attack.revive import AttackConfig, revive
-    from revival.checkpoint import select_layers
+    from revival.layers import select_layers
     from revival.demo import DemoConfig, _sign_recovery, testbed_evaluator
     from revival.report import write_markdown
     from revival.testbed import load_pipeline

@@ -54,7 +54,7 @@ def prune_state(sd: dict[str, torch.Tensor], ratio: float = 0.05, seed: int = 0)
 def to_ldm_full(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A full single-file (LDM-named) checkpoint: UNet under model.diffusion_model., plus a few
     VAE and text-encoder tensors that must survive untouched."""
-    from revival.checkpoint import diffusers_to_ldm
+    from revival.io import diffusers_to_ldm
 
     out = {}
     for name, w in sd.items():

@@ -6,10 +6,8 @@ import pytest
 import torch
 from conftest import FF2, file_bytes
 
-from revival.checkpoint import (
-    DEFAULT_LAYERS, TensorStore, check_finite, check_output_path, diffusers_to_ldm, ldm_to_diffusers,
-    load_checkpoint, save_checkpoint, select_layers, write_report,
-)
+from revival.io import TensorStore, check_output_path, diffusers_to_ldm, ldm_to_diffusers, load_checkpoint, save_checkpoint, write_report
+from revival.layers import DEFAULT_LAYERS, check_finite, select_layers
 from revival.errors import RevivalError
 
 BYTE_EXACT = ["folder", "folder_fp16", "folder_bf16", "folder_sharded", "safetensors_fp16",
@@ -250,7 +248,7 @@ def test_save_refuses_inputs_and_bad_updates(checkpoint_files, tmp_path):
 
 
 def test_failed_write_leaves_nothing(checkpoint_files, tmp_path, monkeypatch):
-    import revival.checkpoint as C
+    import revival.io.writer as C
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -264,18 +262,47 @@ def test_failed_write_leaves_nothing(checkpoint_files, tmp_path, monkeypatch):
         assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_output_is_replaced_atomically(checkpoint_files, tmp_path):
+def test_existing_output_needs_overwrite_and_keeps_other_files(checkpoint_files, tmp_path):
     ckpt = load_checkpoint(checkpoint_files["folder"])
     save_checkpoint(ckpt, tmp_path / "o")
     name = select_layers(ckpt.tensors)[0]
-    save_checkpoint(ckpt, tmp_path / "o", {name: torch.zeros_like(ckpt.tensors[name])})
+    zero = {name: torch.zeros_like(ckpt.tensors[name])}
+    with pytest.raises(RevivalError, match="--overwrite"):
+        save_checkpoint(ckpt, tmp_path / "o", zero)
+    assert torch.count_nonzero(load_checkpoint(tmp_path / "o").tensors[name]) > 0
+    (tmp_path / "o" / "precious.txt").write_text("x")  # the user's own file in the output folder
+    save_checkpoint(ckpt, tmp_path / "o", zero, overwrite=True)
     assert torch.count_nonzero(load_checkpoint(tmp_path / "o").tensors[name]) == 0
+    assert (tmp_path / "o" / "precious.txt").read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "precious.txt").write_text("x")
-    with pytest.raises(RevivalError, match="not a UNet folder"):
-        save_checkpoint(ckpt, tmp_path / "other")
-    assert (tmp_path / "other" / "precious.txt").read_text() == "x"
+    one = load_checkpoint(checkpoint_files["safetensors_fp16"])
+    (tmp_path / "f.safetensors").write_bytes(b"mine")
+    with pytest.raises(RevivalError, match="--overwrite"):
+        save_checkpoint(one, tmp_path / "f.safetensors")
+    assert (tmp_path / "f.safetensors").read_bytes() == b"mine"
+    save_checkpoint(one, tmp_path / "f.safetensors", overwrite=True)
+    assert load_checkpoint(tmp_path / "f.safetensors").format == "safetensors"
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(checkpoint_files, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from revival.io import remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale_dir = tmp_path / f".o.revival-{dead}-abc.tmp"
+    stale_dir.mkdir()
+    (stale_dir / "diffusion_pytorch_model.safetensors").write_bytes(b"x" * 100)
+    live = tmp_path / f".o.revival-{os.getpid()}-def.tmp"
+    live.write_bytes(b"")
+    other = tmp_path / ".o.something.tmp"
+    other.write_bytes(b"")
+    save_checkpoint(load_checkpoint(checkpoint_files["folder"]), tmp_path / "o")
+    assert not stale_dir.exists() and live.exists() and other.exists()
+    assert remove_stale_temporaries(tmp_path / "o") == []
 
 
 def test_source_changed_on_disk_is_detected(checkpoint_files, tmp_path):
@@ -304,7 +331,7 @@ def test_check_finite_and_write_json(tmp_path):
 
 @pytest.mark.parametrize("kind", ["folder_sharded", "ldm_safetensors", "torch_pt"])
 def test_streaming_writer_one_layer_at_a_time(checkpoint_files, tmp_path, kind):
-    from revival.checkpoint import CheckpointWriter
+    from revival.io import CheckpointWriter
 
     src = checkpoint_files[kind]
     ckpt = load_checkpoint(src)
@@ -325,7 +352,7 @@ def test_streaming_writer_one_layer_at_a_time(checkpoint_files, tmp_path, kind):
 
 
 def test_streaming_writer_aborts_on_error(checkpoint_files, tmp_path):
-    from revival.checkpoint import CheckpointWriter
+    from revival.io import CheckpointWriter
 
     ckpt = load_checkpoint(checkpoint_files["folder"])
     name = select_layers(ckpt.tensors)[0]

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import file_bytes
 
-from revival.checkpoint import load_checkpoint, select_layers
+from revival.io import load_checkpoint
+from revival.layers import select_layers
 from revival.cli import main
 
 

@@ -193,7 +193,7 @@ def build_tiny_sd(path):
 
 
 def test_cli_unlearn_on_a_local_sd_folder(tmp_path, capsys):
-    from revival.checkpoint import load_checkpoint
+    from revival.io import load_checkpoint
     from revival.cli import main
 
     sd = build_tiny_sd(tmp_path / "sd")

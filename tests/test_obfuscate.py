@@ -2,7 +2,8 @@ import pytest
 import torch
 from conftest import file_bytes
 
-from revival.checkpoint import load_checkpoint, select_layers
+from revival.io import load_checkpoint
+from revival.layers import select_layers
 from revival.defense.obfuscate import defend, obfuscate, obfuscate_matrix, strip_pruning_metadata
 from revival.errors import RevivalError
 

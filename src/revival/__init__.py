@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 
 from .attack import AttackConfig, AttackResult, LayerResult, revive
-from .checkpoint import DEFAULT_LAYERS, Checkpoint, load_checkpoint, save_checkpoint, select_layers
+from .io import Checkpoint, load_checkpoint, save_checkpoint
+from .layers import DEFAULT_LAYERS, select_layers
 from .defense.obfuscate import ObfuscateResult, defend, obfuscate
 from .errors import RevivalError
 from .masks import MaskReport, mask_report, pruned_mask

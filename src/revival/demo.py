@@ -123,7 +123,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     preserved accuracy, per-class dict, {class: images [n, C, H, W]}).
     """
     from .attack.revive import AttackConfig, revive
-    from .checkpoint import select_layers
+    from .layers import select_layers
     from .defense.obfuscate import obfuscate
     from .unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
 
@@ -244,7 +244,7 @@ def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], ou
     import shutil
     import tempfile
 
-    from .checkpoint import jsonable
+    from .io import jsonable
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".demo-", suffix=".tmp"))

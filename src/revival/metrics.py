@@ -163,7 +163,8 @@ def score(original: Mapping[str, torch.Tensor], pruned: Mapping[str, torch.Tenso
 
 def score_checkpoints(original, pruned, revived, pattern: str | None = None) -> ScoreResult:
     """`score` on three checkpoint paths; the target layers are chosen in the pruned one."""
-    from .checkpoint import DEFAULT_LAYERS, load_checkpoint, select_layers
+    from .io import load_checkpoint
+    from .layers import DEFAULT_LAYERS, select_layers
 
     ck_o, ck_p, ck_r = load_checkpoint(original), load_checkpoint(pruned), load_checkpoint(revived)
     layers = select_layers(ck_p.tensors, pattern or DEFAULT_LAYERS)

@@ -94,7 +94,7 @@ def default_report_path(output: Path, fmt: str) -> Path:
 
 
 def _check_report(report: Path, output: Path, inputs) -> None:
-    from ..checkpoint import check_output_path
+    from ..io import check_output_path
 
     check_output_path(report, list(inputs))
     report, output = Path(report), Path(output)
@@ -108,7 +108,8 @@ def _check_report(report: Path, output: Path, inputs) -> None:
 
 def inspect_checkpoint(path, layers: str | None = None) -> dict:
     """JSON-able description of a checkpoint: format, naming, dtypes, target layers, pruned stats."""
-    from ..checkpoint import DEFAULT_LAYERS, check_finite, load_checkpoint, select_layers
+    from ..io import load_checkpoint
+    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
     from ..masks import mask_report
 
     ckpt = load_checkpoint(path)
@@ -150,8 +151,8 @@ def attack_checkpoint(path, output, config=None, *, layers: str | None = None, r
     `config` is a `revival.attack.AttackConfig` (None: its defaults). Returns the report dict.
     RevivalError for bad input (nothing pruned, NaN/inf, output == input, ...), before writing.
     """
-    from ..checkpoint import (DEFAULT_LAYERS, CheckpointWriter, TensorStore, check_finite, check_output_path,
-                              load_checkpoint, select_layers, write_report)
+    from ..io import CheckpointWriter, TensorStore, check_output_path, load_checkpoint, write_report
+    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
     from ..masks import MaskReport, mask_stats
 
     try:
@@ -258,7 +259,7 @@ def _attack(args) -> int:
 
 
 def _defend(args) -> int:
-    from ..checkpoint import check_output_path, load_checkpoint, write_report
+    from ..io import check_output_path, load_checkpoint, write_report
     from ..defense.obfuscate import defend
 
     # refuse bad output/report paths before the work
@@ -283,12 +284,12 @@ def _defend(args) -> int:
 
 
 def _score(args) -> int:
-    from ..checkpoint import write_report
+    from ..io import write_report
     from ..metrics import score_checkpoints
 
     inputs = [args.original, args.pruned, args.revived]
     if args.report is not None:
-        from ..checkpoint import check_output_path
+        from ..io import check_output_path
 
         check_output_path(args.report, inputs)
     result = score_checkpoints(args.original, args.pruned, args.revived, args.layers)

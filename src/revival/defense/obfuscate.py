@@ -191,7 +191,8 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
 
     Raises RevivalError when the target layers hold no exact zero (nothing to hide).
     """
-    from ..checkpoint import DEFAULT_LAYERS, check_finite, check_output_path, load_checkpoint, save_checkpoint, select_layers
+    from ..io import check_output_path, load_checkpoint, save_checkpoint
+    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
     from ..masks import mask_report
 
     ckpt = load_checkpoint(path)

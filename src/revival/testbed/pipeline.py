@@ -98,7 +98,7 @@ class TestbedPipeline:
 
 def _state_from_path(path: Path) -> tuple[dict | None, dict[str, torch.Tensor]]:
     """(config or None, tensors in diffusers naming) of a UNet folder or weights file."""
-    from ..checkpoint import load_checkpoint
+    from ..io import load_checkpoint
 
     ckpt = load_checkpoint(path)
     config = None

@@ -520,7 +520,7 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
     to `out` in the input UNet's format; optionally the masks (safetensors of booleans)."""
     from pathlib import Path
 
-    from ..checkpoint import check_output_path, load_checkpoint, save_checkpoint
+    from ..io import check_output_path, load_checkpoint, save_checkpoint
 
     if task not in PRESETS:
         raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")

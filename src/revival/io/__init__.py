@@ -1,0 +1,18 @@
+"""Read and write weights: key naming, lazy readers, and the one atomic writer.
+
+    naming.py   diffusers <-> single-file (LDM) key names
+    store.py    lazy tensors (read from disk on first use)
+    readers.py  diffusers folders, .safetensors, .ckpt/.pt (weights_only) -> Checkpoint
+    writer.py   atomic writes of checkpoints (input's format, only updated tensors change),
+                reports and every other file; never over an input or a user's files
+"""
+from .naming import LDM_PREFIX, diffusers_to_ldm, ldm_to_diffusers
+from .readers import FORMATS, Checkpoint, load_checkpoint
+from .store import TensorStore, tensor_meta
+from .writer import (CheckpointWriter, atomic_folder, atomic_write, check_output_path, jsonable,
+                     remove_stale_temporaries, save_checkpoint, write_json, write_report)
+
+__all__ = ["FORMATS", "LDM_PREFIX", "Checkpoint", "CheckpointWriter", "TensorStore", "atomic_folder",
+           "atomic_write", "check_output_path", "diffusers_to_ldm", "jsonable", "ldm_to_diffusers",
+           "load_checkpoint", "remove_stale_temporaries", "save_checkpoint", "tensor_meta", "write_json",
+           "write_report"]
