@@ -1,3 +1,4 @@
+import json
 import pytest
 import torch
 from conftest import file_bytes
@@ -93,9 +94,12 @@ def test_defend_checkpoint_end_to_end(checkpoint_files, tmp_path, kind):
     src = checkpoint_files[kind]
     before = file_bytes(src)
     suffix = "" if src.is_dir() else src.suffix
-    out1, res, masks = defend(src, tmp_path / ("a" + suffix), stats="row", seed=3)
-    out2, _, _ = defend(src, tmp_path / ("b" + suffix), stats="row", seed=3)
-    out3, _, _ = defend(src, tmp_path / ("c" + suffix), stats="row", seed=4)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    out1, res, masks = defend(src, tmp_path / ("a" + suffix), stats="row", seed=3, report=reports / "a.json")
+    out2, _, _ = defend(src, tmp_path / ("b" + suffix), stats="row", seed=3, report=reports / "b.json")
+    out3, _, _ = defend(src, tmp_path / ("c" + suffix), stats="row", seed=4, report=reports / "c.json")
+    assert res.report == reports / "a.json" and json.loads(res.report.read_text())["obfuscate"]["seed"] == 3
     assert file_bytes(src) == before
     assert file_bytes(out1) == file_bytes(out2)
     assert file_bytes(out1) != file_bytes(out3)

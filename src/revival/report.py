@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -34,18 +32,11 @@ STAGE_LABELS = {
 
 
 def _atomic_write(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """The project's one atomic writer (`revival.io.atomic_write`); creates the folder."""
+    from .io import atomic_write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, write)
 
 
 def validate_report(report: dict) -> dict:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ..errors import RevivalError
+from ..seeding import item_seed
 from .completion import SOLVERS, complete
 from .magnitudes import MAGNITUDES, get_magnitude
 from .signs import top_k_signs
@@ -153,10 +153,6 @@ def side_features(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int,
     return p.reshape(p.shape[0] // n_in, n_in, out_dim).permute(0, 2, 1)
 
 
-def _layer_seed(seed: int, name: str) -> int:
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
-
-
 def revive_matrix(w: torch.Tensor, config: AttackConfig, *, name: str = "",
                   features: torch.Tensor | None = None, device: torch.device | None = None
                   ) -> tuple[torch.Tensor, int, int, int, dict]:
@@ -166,7 +162,7 @@ def revive_matrix(w: torch.Tensor, config: AttackConfig, *, name: str = "",
     n_pruned = int(missing.sum())
     if n_pruned == 0:
         return w, 0, 0, 0, {}
-    seed = _layer_seed(config.seed, name)
+    seed = item_seed(config.seed, name)
     wd = w.to(device)
     md = missing.to(device)
     kwargs: dict = {"seed": seed}
@@ -258,3 +254,106 @@ def revive(
 
 
 SOLVERS_TAKE_SIDE = frozenset({"regress"})
+
+
+def default_report_path(output, fmt: str):
+    """OUT.report.json beside a file output; OUT/revival_report.json inside a folder output."""
+    from pathlib import Path
+
+    output = Path(output)
+    return output / "revival_report.json" if fmt == "diffusers" else output.with_name(output.name + ".report.json")
+
+
+def check_report_path(report, output, inputs, *, overwrite: bool = False) -> None:
+    """RevivalError, before any work, if a report path would replace an input, the output or a
+    user's file (unless `overwrite`), or has no folder to go to."""
+    from pathlib import Path
+
+    from ..io import check_output_path
+
+    check_output_path(report, list(inputs))
+    report, output = Path(report), Path(output)
+    if report.resolve() == output.resolve():
+        raise RevivalError(f"the report path {report} is the output path; choose another.")
+    if report.is_dir():
+        raise RevivalError(f"the report path {report} is a folder.")
+    if report.exists() and not overwrite:
+        raise RevivalError(f"the report {report} exists; pass --overwrite to replace it.")
+    if report.parent.resolve() != output.resolve() and not report.parent.is_dir():
+        raise RevivalError(f"the report folder {report.parent} does not exist.")
+
+
+def revive_checkpoint(path, output, config: AttackConfig | None = None, *, layers: str | None = None,
+                      report=None, overwrite: bool = False, progress: bool = False) -> dict:
+    """The whole attack on a checkpoint file: load -> revive -> write the revived checkpoint (the
+    input's format) and its JSON report (`report`, default `default_report_path`).
+
+    Streams layer by layer: each target layer is read, revived, patched into the output and
+    dropped before the next, so memory holds about one layer (plus its side information).
+    Every bad input (nothing pruned, NaN/inf, output or report == an input, an existing output
+    without `overwrite`) raises RevivalError before anything is written; an interruption leaves
+    no output. Returns the report dict (also written to disk).
+    """
+    from pathlib import Path
+
+    from ..io import CheckpointWriter, TensorStore, check_output_path, load_checkpoint, write_report
+    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
+    from ..masks import MaskReport, mask_stats
+
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(path)
+    output = check_output_path(output, ckpt.input_paths())
+    report_path = Path(report) if report is not None else default_report_path(output, ckpt.format)
+    check_report_path(report_path, output, ckpt.input_paths(),
+                      overwrite=overwrite or (report is None and ckpt.format == "diffusers"))
+    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
+    config = config if config is not None else AttackConfig()
+    release = ckpt.tensors.release if isinstance(ckpt.tensors, TensorStore) else (lambda *a: None)
+    stats = []
+    for name in names:  # validate every layer before writing anything
+        check_finite(ckpt.tensors, [name], str(ckpt.path))
+        stats.append(mask_stats(name, ckpt.tensors[name]))
+        release(name)
+    masks = MaskReport(tuple(stats)).require_pruned(str(ckpt.path))
+    t1 = time.perf_counter()
+    result = None
+    pending: list = []  # skipped (unpruned) layers seen before the first result
+    seconds_attack = 0.0
+    it = names
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(names, desc="revive", unit="layer")
+    with CheckpointWriter(ckpt, output, overwrite=overwrite) as writer:
+        t_write = time.perf_counter() - t1
+        for name, st in zip(it, stats):
+            if st.pruned == 0:
+                layer = LayerResult(name, list(st.shape), 0, 0, 0, 0.0, skipped=True)
+                (result.layers if result is not None else pending).append(layer)
+                continue
+            ta = time.perf_counter()
+            updates, res = revive(ckpt.tensors, [name], config, progress=False)
+            seconds_attack += time.perf_counter() - ta
+            tw = time.perf_counter()
+            for n, t in updates.items():
+                writer.write(n, t)
+            del updates
+            release()
+            t_write += time.perf_counter() - tw
+            if result is None:
+                result = res
+                result.layers[:0] = pending
+            else:
+                result.layers.extend(res.layers)
+                result.seconds += res.seconds
+        tc = time.perf_counter()
+    t_write += time.perf_counter() - tc
+    t3 = time.perf_counter()
+    data = {
+        "input": str(ckpt.path), "output": str(writer.path), "format": ckpt.format, "naming": ckpt.naming,
+        "layer_pattern": layers or DEFAULT_LAYERS, "mask": masks.to_dict(), "attack": result.to_dict(),
+        "seconds": {"load_and_check": round(t1 - t0, 4), "attack": round(seconds_attack, 4),
+                    "write": round(t_write, 4), "total": round(t3 - t0, 4)},
+    }
+    data["report"] = str(write_report(report_path, data, ckpt.input_paths()))
+    return data

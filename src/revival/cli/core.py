@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
-from ..errors import RevivalError
 
 _LAYERS_HELP = ("regex (re.search) choosing the target layers by name, diffusers or the file's own "
                 "naming (default: every transformer block's ff.net.2.weight)")
@@ -54,6 +52,8 @@ def register(sub) -> None:
     a.add_argument("--layers", default=None, help=_LAYERS_HELP)
     a.add_argument("--report", type=Path, default=None,
                    help="JSON report path (default: OUTPUT.report.json, or OUTPUT/revival_report.json for a folder)")
+    a.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (only the files this command writes; others are kept)")
     a.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     a.set_defaults(func=_attack)
 
@@ -69,6 +69,8 @@ def register(sub) -> None:
     d.add_argument("--layers", default=None, help=_LAYERS_HELP)
     d.add_argument("--report", type=Path, default=None,
                    help="JSON report path (default: OUTPUT.report.json, or OUTPUT/revival_report.json for a folder)")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (only the files this command writes; others are kept)")
     d.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     d.set_defaults(func=_defend)
 
@@ -85,142 +87,12 @@ def register(sub) -> None:
     s.set_defaults(func=_score)
 
 
-# --------------------------------------------------------------------------- helpers
-
-def default_report_path(output: Path, fmt: str) -> Path:
-    """OUT.report.json beside a file output; OUT/revival_report.json inside a folder output."""
-    output = Path(output)
-    return output / "revival_report.json" if fmt == "diffusers" else output.with_name(output.name + ".report.json")
-
-
-def _check_report(report: Path, output: Path, inputs) -> None:
-    from ..io import check_output_path
-
-    check_output_path(report, list(inputs))
-    report, output = Path(report), Path(output)
-    if report.resolve() == output.resolve():
-        raise RevivalError(f"the report path {report} is the output path; choose another.")
-    if report.is_dir():
-        raise RevivalError(f"the report path {report} is a folder.")
-    if report.parent.resolve() != output.resolve() and not report.parent.is_dir():
-        raise RevivalError(f"the report folder {report.parent} does not exist.")
-
-
-def inspect_checkpoint(path, layers: str | None = None) -> dict:
-    """JSON-able description of a checkpoint: format, naming, dtypes, target layers, pruned stats."""
-    from ..io import load_checkpoint
-    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
-    from ..masks import mask_report
-
-    ckpt = load_checkpoint(path)
-    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
-    check_finite(ckpt.tensors, names, str(ckpt.path))
-    info = ckpt.summary(names)
-    info["layer_pattern"] = layers or DEFAULT_LAYERS
-    report = mask_report(ckpt.tensors, names)
-    info["pruned"] = report.to_dict()
-    info["exposed"], info["verdict"] = exposure(report)
-    return info
-
-
-EXPOSED_FRACTION = 1e-3   # trained dense weights hold almost no exact zeros; pruning leaves ~1-7%
-
-
-def exposure(report) -> tuple[bool, str]:
-    """Can the pruned positions be read off this release? (exact zeros in the target layers)"""
-    n, total = report.pruned, report.total
-    layers = sum(s.pruned > 0 for s in report.layers)
-    frac = n / total if total else 0.0
-    if frac >= EXPOSED_FRACTION:
-        return True, (f"exposed: {n:,} exact zeros ({100 * frac:.2f}%) in {layers} of {len(report.layers)} "
-                      "target layers mark the pruned positions; the revival attack reads them "
-                      "(`revival attack`), Gaussian obfuscation hides them (`revival defend`).")
-    if n:
-        return False, (f"{n:,} exact zeros ({100 * frac:.4f}%): too few to be a pruning mask "
-                       "(trained weights hold a few by chance); nothing for the attack to read.")
-    return False, ("no exact zeros in the target layers: no pruned positions to read off "
-                   "(not pruned, or obfuscated).")
-
-
-def attack_checkpoint(path, output, config=None, *, layers: str | None = None, report=None,
-                      progress: bool = False) -> dict:
-    """Load -> revive -> write the revived checkpoint (input's format) and its JSON report.
-
-    Streams layer by layer: each target layer is read, revived, patched into the output and
-    dropped before the next, so memory holds about one layer (plus its side information).
-    `config` is a `revival.attack.AttackConfig` (None: its defaults). Returns the report dict.
-    RevivalError for bad input (nothing pruned, NaN/inf, output == input, ...), before writing.
-    """
-    from ..io import CheckpointWriter, TensorStore, check_output_path, load_checkpoint, write_report
-    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
-    from ..masks import MaskReport, mask_stats
-
-    try:
-        from ..attack.revive import AttackConfig, LayerResult, revive
-    except ImportError as exc:  # pragma: no cover - only while the attack is being built
-        raise RevivalError(f"the attack module is not available ({exc}).") from None
-    t0 = time.perf_counter()
-    ckpt = load_checkpoint(path)
-    output = check_output_path(output, ckpt.input_paths())
-    report_path = Path(report) if report is not None else default_report_path(output, ckpt.format)
-    _check_report(report_path, output, ckpt.input_paths())
-    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
-    config = config if config is not None else AttackConfig()
-    release = ckpt.tensors.release if isinstance(ckpt.tensors, TensorStore) else (lambda *a: None)
-    stats = []
-    for name in names:  # validate every layer before writing anything
-        check_finite(ckpt.tensors, [name], str(ckpt.path))
-        stats.append(mask_stats(name, ckpt.tensors[name]))
-        release(name)
-    masks = MaskReport(tuple(stats)).require_pruned(str(ckpt.path))
-    t1 = time.perf_counter()
-    result = None
-    pending: list = []  # skipped (unpruned) layers seen before the first result
-    seconds_attack = 0.0
-    it = names
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(names, desc="revive", unit="layer")
-    with CheckpointWriter(ckpt, output) as writer:
-        t_write = time.perf_counter() - t1
-        for name, st in zip(it, stats):
-            if st.pruned == 0:
-                layer = LayerResult(name, list(st.shape), 0, 0, 0, 0.0, skipped=True)
-                (result.layers if result is not None else pending).append(layer)
-                continue
-            ta = time.perf_counter()
-            updates, res = revive(ckpt.tensors, [name], config, progress=False)
-            seconds_attack += time.perf_counter() - ta
-            tw = time.perf_counter()
-            for n, t in updates.items():
-                writer.write(n, t)
-            del updates
-            release()
-            t_write += time.perf_counter() - tw
-            if result is None:
-                result = res
-                result.layers[:0] = pending
-            else:
-                result.layers.extend(res.layers)
-                result.seconds += res.seconds
-        tc = time.perf_counter()
-    t_write += time.perf_counter() - tc
-    t3 = time.perf_counter()
-    data = {
-        "input": str(ckpt.path), "output": str(writer.path), "format": ckpt.format, "naming": ckpt.naming,
-        "layer_pattern": layers or DEFAULT_LAYERS, "mask": masks.to_dict(), "attack": result.to_dict(),
-        "seconds": {"load_and_check": round(t1 - t0, 4), "attack": round(seconds_attack, 4),
-                    "write": round(t_write, 4), "total": round(t3 - t0, 4)},
-    }
-    data["report"] = str(write_report(report_path, data, ckpt.input_paths()))
-    return data
-
-
 # --------------------------------------------------------------------------- verbs
 
 def _inspect(args) -> int:
     from ..masks import MaskReport, MaskStats
+
+    from ..inspect import inspect_checkpoint
 
     info = inspect_checkpoint(args.checkpoint, args.layers)
     if args.json:
@@ -240,16 +112,14 @@ def _inspect(args) -> int:
 
 
 def _attack(args) -> int:
-    try:
-        from ..attack.revive import AttackConfig
-    except ImportError as exc:  # pragma: no cover
-        raise RevivalError(f"the attack module is not available ({exc}).") from None
+    from ..attack.revive import AttackConfig, revive_checkpoint
+
     opts = {"solver": args.solver, "rank": args.rank, "lam": args.lam, "keep": args.keep,
             "magnitude": args.magnitude, "seed": args.seed, "device": args.device, "max_iters": args.max_iters,
             "side": False if args.no_side else None}
     config = AttackConfig(**{k: v for k, v in opts.items() if v is not None})
-    data = attack_checkpoint(args.checkpoint, args.output, config, layers=args.layers, report=args.report,
-                             progress=not args.quiet)
+    data = revive_checkpoint(args.checkpoint, args.output, config, layers=args.layers, report=args.report,
+                             overwrite=args.overwrite, progress=not args.quiet)
     if not args.quiet:
         t, m = data["attack"]["totals"], data["mask"]["totals"]
         print(f"revived {t.get('kept', '?')} of {m['pruned']} pruned weights in {t.get('layers', '?')} layers "
@@ -259,27 +129,16 @@ def _attack(args) -> int:
 
 
 def _defend(args) -> int:
-    from ..io import check_output_path, load_checkpoint, write_report
     from ..defense.obfuscate import defend
 
-    # refuse bad output/report paths before the work
-    ckpt = load_checkpoint(args.checkpoint)
-    output = check_output_path(args.output, ckpt.input_paths())
-    report = args.report if args.report is not None else default_report_path(output, ckpt.format)
-    _check_report(report, output, ckpt.input_paths())
-    t0 = time.perf_counter()
-    written, result, masks = defend(args.checkpoint, output, layers=args.layers, stats=args.stats,
-                                    seed=args.seed, progress=not args.quiet)
-    data = {"input": str(ckpt.path), "output": str(written), "format": ckpt.format, "naming": ckpt.naming,
-            "mask": masks.to_dict(), "obfuscate": result.to_dict(),
-            "seconds": round(time.perf_counter() - t0, 4)}
-    write_report(report, data, ckpt.input_paths())
+    written, result, _ = defend(args.checkpoint, args.output, layers=args.layers, stats=args.stats, seed=args.seed,
+                                report=args.report, overwrite=args.overwrite, progress=not args.quiet)
     if not args.quiet:
         print(f"filled {result.pruned} pruned positions in {sum(l.pruned > 0 for l in result.layers)} layers "
               f"with N(mean, std) of each {args.stats} (seed {args.seed}) -> {written}")
         if result.metadata_removed:
             print("removed metadata: " + ", ".join(result.metadata_removed))
-        print(f"report -> {report}")
+        print(f"report -> {result.report}")
     return 0
 
 

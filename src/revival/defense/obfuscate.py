@@ -15,7 +15,6 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import RevivalError
+from ..seeding import item_seed
 
 if TYPE_CHECKING:
     from ..masks import MaskReport
@@ -57,6 +57,7 @@ class ObfuscateResult:
     layers: list[LayerObfuscation] = field(default_factory=list)
     metadata_removed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    report: Path | None = None  # where `defend` wrote the JSON report
 
     @property
     def pruned(self) -> int:
@@ -73,7 +74,7 @@ class ObfuscateResult:
 
 def layer_seed(seed: int, name: str) -> int:
     """A per-layer seed that depends only on (seed, layer name), not on which layers run."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
+    return item_seed(seed, name)
 
 
 def obfuscate_matrix(w: torch.Tensor, stats: str = "row", generator: torch.Generator | None = None,
@@ -185,26 +186,36 @@ def strip_pruning_metadata(metadata: Mapping[str, str]) -> tuple[dict[str, str],
 
 
 def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: int = 0,
-           progress: bool = False) -> tuple[Path, ObfuscateResult, "MaskReport"]:
+           progress: bool = False, report=None, overwrite: bool = False) -> tuple[Path, ObfuscateResult, "MaskReport"]:
     """Load a pruned checkpoint, obfuscate its target layers, strip telltale metadata, write `out`
-    in the same format. Returns (output path, ObfuscateResult, MaskReport of the input).
+    in the same format, and its JSON report (`report`, default beside the output as for the
+    attack). Returns (output path, ObfuscateResult, MaskReport of the input).
 
-    Raises RevivalError when the target layers hold no exact zero (nothing to hide).
+    Raises RevivalError when the target layers hold no exact zero (nothing to hide), or for an
+    output/report that would replace an input or (without `overwrite`) an existing file.
     """
-    from ..io import check_output_path, load_checkpoint, save_checkpoint
+    from ..attack.revive import check_report_path, default_report_path
+    from ..io import check_output_path, load_checkpoint, save_checkpoint, write_report
     from ..layers import DEFAULT_LAYERS, check_finite, select_layers
     from ..masks import mask_report
 
+    t0 = time.perf_counter()
     ckpt = load_checkpoint(path)
-    check_output_path(out, ckpt.input_paths())
+    out = check_output_path(out, ckpt.input_paths())
+    report_path = Path(report) if report is not None else default_report_path(out, ckpt.format)
+    check_report_path(report_path, out, ckpt.input_paths(),
+                      overwrite=overwrite or (report is None and ckpt.format == "diffusers"))
     names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
     check_finite(ckpt.tensors, names, str(ckpt.path))
-    report = mask_report(ckpt.tensors, names)
-    if report.pruned == 0:
+    masks = mask_report(ckpt.tensors, names)
+    if masks.pruned == 0:
         raise RevivalError(f"{ckpt.path} has no pruned (exactly zero) weights in its {len(names)} target "
                            "layer(s); there is nothing to obfuscate.")
     updates, result = obfuscate(ckpt.tensors, names, stats, seed, progress=progress)
     clean, removed = strip_pruning_metadata(ckpt.metadata)
     result.metadata_removed = removed
-    written = save_checkpoint(ckpt, out, updates, metadata=clean if removed else None)
-    return written, result, report
+    written = save_checkpoint(ckpt, out, updates, metadata=clean if removed else None, overwrite=overwrite)
+    data = {"input": str(ckpt.path), "output": str(written), "format": ckpt.format, "naming": ckpt.naming,
+            "mask": masks.to_dict(), "obfuscate": result.to_dict(), "seconds": round(time.perf_counter() - t0, 4)}
+    result.report = write_report(report_path, data, ckpt.input_paths())
+    return written, result, masks

@@ -34,6 +34,8 @@ def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
             raise RevivalError(f"the output path {out_p} is an input; choose another output path.")
         if in_r.is_relative_to(out_r):
             raise RevivalError(f"the output path {out_p} holds the input {inp}; choose another output path.")
+        if in_r.is_dir() and out_r.is_relative_to(in_r) and out_p.exists():
+            raise RevivalError(f"the output path {out_p} is a file of the input {inp}; choose another output path.")
     return out_p
 
 

@@ -133,6 +133,7 @@ class ConceptPruneResult:
     n_base_prompts: int
     layers: dict[str, dict] = field(default_factory=dict)  # weight key -> shape, pruned, fraction
     seconds: dict[str, float] = field(default_factory=dict)
+    report: object = None  # where `unlearn` wrote the JSON report (not part of to_dict)
 
     @property
     def pruned(self) -> int:
@@ -433,16 +434,18 @@ def conceptprune(pipeline, target_prompts: Sequence[str], base_prompts: Sequence
     return masks, result
 
 
-def save_masks(masks: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None):
+def save_masks(masks: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None, *,
+               inputs=(), overwrite: bool = True):
     """Write masks as a safetensors file of booleans (atomically; never pickles)."""
     from pathlib import Path
 
     from safetensors.torch import save_file
 
-    from ..report import _atomic_write
+    from ..io import atomic_write
 
     tensors = {k: v.to(torch.bool).contiguous().cpu() for k, v in masks.items()}
-    return _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata), inputs=inputs,
+                        overwrite=overwrite)
 
 
 def load_masks(path) -> dict[str, torch.Tensor]:
@@ -514,13 +517,15 @@ def default_prompts(model_is_testbed: bool, concept: str, task: str = "objects",
 
 def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None = None,
             task: str = "objects", target_prompts: Sequence[str] | None = None,
-            base_prompts: Sequence[str] | None = None, masks_path=None,
-            device: str | None = None, progress: bool = True) -> ConceptPruneResult:
+            base_prompts: Sequence[str] | None = None, masks_path=None, report=None,
+            overwrite: bool = False, device: str | None = None, progress: bool = True) -> ConceptPruneResult:
     """Erase `concept` from `model` ("testbed" or a local SD folder) and write the pruned UNet
-    to `out` in the input UNet's format; optionally the masks (safetensors of booleans)."""
+    to `out` in the input UNet's format, its JSON report (`report`, default OUT + '.unlearn.json')
+    and optionally the masks (safetensors of booleans). Every output path is checked against
+    the inputs (and, without `overwrite`, against existing files) before any work."""
     from pathlib import Path
 
-    from ..io import check_output_path, load_checkpoint, save_checkpoint
+    from ..io import check_output_path, load_checkpoint, save_checkpoint, write_json
 
     if task not in PRESETS:
         raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
@@ -528,14 +533,20 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
         ratio, steps = PRESETS[task]
         config = ConceptPruneConfig(skill_ratio=ratio, steps=steps)
     out = Path(out)
-    if masks_path is not None and Path(masks_path).resolve() == out.resolve():
-        raise RevivalError("--save-masks must differ from the output path.")
+    report = Path(report) if report is not None else out.with_name(out.name + ".unlearn.json")
+    outputs = [("the output", out), ("--report", report)] + ([("--save-masks", Path(masks_path))] if masks_path else [])
+    for i, (label, path) in enumerate(outputs):
+        for other_label, other in outputs[:i]:
+            if path.resolve() == other.resolve():
+                raise RevivalError(f"{label} must differ from {other_label} ({path}).")
+    for label, path in outputs[1:]:
+        if path.exists() and not overwrite:
+            raise RevivalError(f"{label} {path} exists; pass --overwrite to replace it.")
     pipe, unet_dir = load_model(model, device)
     ckpt = load_checkpoint(unet_dir)
     inputs = ckpt.input_paths() + ([Path(model)] if model != "testbed" else [])
-    check_output_path(out, inputs)
-    if masks_path is not None:
-        check_output_path(masks_path, inputs)
+    for _, path in outputs:
+        check_output_path(path, inputs)
     if target_prompts is None or base_prompts is None:
         t, b = default_prompts(model == "testbed", concept, task, getattr(pipe, "classes", ()))
         target_prompts = target_prompts if target_prompts is not None else t
@@ -543,8 +554,10 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
     masks, result = conceptprune(pipe, target_prompts, base_prompts, config, progress=progress)
     updates = apply_masks(ckpt.tensors, masks)
     meta = {"revival_unlearn": "conceptprune", "concept": concept}
-    save_checkpoint(ckpt, out, updates)
+    save_checkpoint(ckpt, out, updates, overwrite=overwrite)
     if masks_path is not None:
-        save_masks(masks, masks_path, metadata=meta)
+        save_masks(masks, masks_path, metadata=meta, inputs=inputs)
     result.config["concept"] = concept
+    write_json(result.to_dict(), report, inputs)
+    result.report = report
     return result

@@ -1,0 +1,61 @@
+"""CLI verb `unlearn`: erase a concept by pruning (ConceptPrune)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("unlearn", help="erase a concept by pruning ff.net.2 weights (ConceptPrune)",
+                       description="ConceptPrune: WANDA scores of concept vs. base prompts over the "
+                                   "first denoising steps; the concept's weights are set to zero.")
+    p.add_argument("--model", default="testbed",
+                   help="'testbed' (the embedded model, default) or a local diffusers Stable Diffusion folder")
+    p.add_argument("--concept", required=True, help="the concept to erase (a testbed class name, an object, an artist)")
+    p.add_argument("--task", default="objects", choices=["objects", "artists", "nudity"],
+                   help="preset of skill ratio/steps and of the default prompt sets (default: objects)")
+    p.add_argument("--target-prompts", type=Path, default=None, help="text file, one prompt a line, WITH the concept")
+    p.add_argument("--base-prompts", type=Path, default=None, help="text file, one prompt a line, WITHOUT the concept")
+    p.add_argument("--word-list", type=Path, default=None,
+                   help="fill-in words for the task's ConceptPrune prompts, one a line: scenes (objects: "
+                        "'a {concept} in a {scene}' vs 'a {scene}'), things (artists), humans (nudity); "
+                        "e.g. the paper's common_scenes.txt by path")
+    p.add_argument("--skill-ratio", type=float, default=None, help="per-row share of columns pruned per step (default: the task's preset, objects 0.02)")
+    p.add_argument("--steps", type=int, default=None, help="tau: masks of the first STEPS denoising steps are united (default: the task's preset, objects 10)")
+    p.add_argument("--inference-steps", type=int, default=None, help="sampler schedule length (default: the pipeline's)")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the prompts' noise (default 0)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="the pruned UNet (the input UNet's format)")
+    p.add_argument("--save-masks", type=Path, default=None, help="also write the masks (safetensors of booleans)")
+    p.add_argument("--report", type=Path, default=None, help="JSON report (default: OUTPUT + '.unlearn.json')")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (only the files this command writes; others are kept)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_unlearn)
+
+
+def _unlearn(args) -> int:
+    from ..errors import RevivalError
+    from ..unlearn.conceptprune import PRESETS, ConceptPruneConfig, read_prompts, task_prompts, unlearn
+
+    ratio, steps = PRESETS[args.task]
+    config = ConceptPruneConfig(
+        skill_ratio=ratio if args.skill_ratio is None else args.skill_ratio,
+        steps=steps if args.steps is None else args.steps,
+        seed=args.seed, inference_steps=args.inference_steps)
+    target = read_prompts(args.target_prompts) if args.target_prompts else None
+    base = read_prompts(args.base_prompts) if args.base_prompts else None
+    if args.word_list is not None:
+        if target is not None or base is not None:
+            raise RevivalError("give either --word-list or --target-prompts/--base-prompts, not both.")
+        target, base = task_prompts(args.task, args.concept, read_prompts(args.word_list))
+    result = unlearn(args.model, args.concept, args.output, config=config, task=args.task,
+                     target_prompts=target, base_prompts=base, masks_path=args.save_masks,
+                     report=args.report, overwrite=args.overwrite, device=args.device, progress=not args.quiet)
+    d = result.to_dict()
+    t = d["totals"]
+    print(f"unlearned '{args.concept}': pruned {t['pruned']} of {t['numel']} weights "
+          f"({100 * t['fraction']:.2f}%) in {len(d['layers'])} layers -> {args.output}")
+    if args.save_masks:
+        print(f"masks -> {args.save_masks}")
+    print(f"report -> {result.report}")
+    return 0
