@@ -11,26 +11,40 @@ from revival.report import STAGES, concept_table, image_grid, markdown_table, va
 
 
 def _check_shape(report: dict) -> None:
-    assert set(report) == {"concept", "accuracy", "sign_recovery", "timings"}
+    assert {"concept", "accuracy", "intervals", "images", "sign_recovery", "unlearn", "timings"} <= set(report)
     assert set(report["accuracy"]) == {"erased", "preserved"}
     for side in ("erased", "preserved"):
         assert set(report["accuracy"][side]) == set(STAGES)
         assert all(isinstance(v, float) and 0 <= v <= 1 for v in report["accuracy"][side].values())
-    assert set(report["sign_recovery"]) == {"all", "kept"}
+        for s in STAGES:
+            lo, hi = report["intervals"][side][s]
+            assert lo <= report["accuracy"][side][s] <= hi
+    assert set(report["sign_recovery"]) == {"completion", "all", "kept"}
     assert all(isinstance(v, float) and 0 <= v <= 1 for v in report["sign_recovery"].values())
     assert all(isinstance(v, float) and v >= 0 for v in report["timings"].values())
 
 
 def test_demo_end_to_end_reduced(tmp_path, capsys):
+    """At reduced size (3 classes, 5 held-out images each) the demo still erases, revives and
+    defends, and the controls show that the recovered signs are what revives."""
     from revival.cli import main
 
     out = tmp_path / "demo"
-    rc = main(["demo", "--concept", "sneaker", "--out", str(out), "--seeds-per-class", "2",
-               "--classes", "sneaker,trouser,bag", "--inference-steps", "6", "--unlearn-steps", "3"])
+    rc = main(["demo", "--concept", "sneaker", "--out", str(out), "--seeds-per-class", "5",
+               "--classes", "sneaker,trouser,bag", "--controls"])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     _check_shape(report)
     assert report["concept"] == "sneaker"
+    e = report["accuracy"]["erased"]
+    assert e["original"] >= 0.8 and e["unlearned"] <= 0.2 and e["revived"] >= e["unlearned"] + 0.6
+    assert e["obfuscated_revived"] <= e["unlearned"] + 0.2
+    assert report["unlearn"]["reached"] is True and 0 < report["unlearn"]["skill_ratio"] < 0.5
+    c = report["controls"]
+    assert set(c) == {"random_signs", "flipped_signs", "original_signs", "original_values"}
+    assert c["random_signs"]["erased"] <= e["unlearned"] + 0.2 < e["revived"]
+    assert c["original_signs"]["erased"] >= 0.8
+    assert report["sign_recovery"]["completion"] > 0.6 and report["sign_recovery"]["kept"] > 0.6
     for name in ("report.md", "grid.png", "bars.png", "details.json"):
         assert (out / name).stat().st_size > 0
     md = (out / "report.md").read_text()
@@ -61,21 +75,28 @@ def test_demo_bad_input(tmp_path, capsys):
 
 
 def _report(e=0.9, sr=0.7):
+    from revival.intervals import wilson
+
     acc = {s: e for s in STAGES}
+    iv = {s: list(wilson(round(e * 10), 10)) for s in STAGES}
     return {"concept": "bag", "accuracy": {"erased": dict(acc), "preserved": dict(acc)},
-            "sign_recovery": {"all": sr, "kept": sr}, "timings": {"total": 1.0}}
+            "intervals": {"erased": dict(iv), "preserved": dict(iv)}, "images": {"erased": 10, "preserved": 90},
+            "sign_recovery": {"completion": sr, "all": sr, "kept": sr},
+            "unlearn": {"skill_ratio": 0.05, "target_erasure": None, "reached": None}, "timings": {"total": 1.0}}
 
 
 def test_report_writers(tmp_path):
     r = _report()
     assert validate_report(r) is r
-    for bad in ({**r, "extra": 1}, {**r, "sign_recovery": {"all": 1.5, "kept": 0.1}},
+    for bad in ({**r, "extra": 1}, {**r, "sign_recovery": {"completion": 0.5, "all": 1.5, "kept": 0.1}},
+                {**r, "intervals": {"erased": {s: [0.5, 0.2] for s in STAGES}, "preserved": r["intervals"]["preserved"]}},
+                {**r, "controls": {"random_signs": {"erased": 0.5}}},
                 {**r, "accuracy": {"erased": {"original": 0.5}, "preserved": r["accuracy"]["preserved"]}},
                 {**r, "accuracy": {"erased": {**r["accuracy"]["erased"], "revived": 1}, "preserved": r["accuracy"]["preserved"]}}):
         with pytest.raises(RevivalError):
             validate_report(bad)
     md = markdown_table(r)
-    assert md.count("| 0.900 | 0.900 |") == len(STAGES)
+    assert md.count("| 0.900 [0.60, 0.98] | 0.900 [0.60, 0.98] |") == len(STAGES)
     table = concept_table([_report(0.2, 0.6), _report(0.4, 0.8)])
     assert "| **mean** | 0.300 |" in table and table.rstrip().endswith("0.700 |")
     img = torch.rand(4, 1, 16, 16)

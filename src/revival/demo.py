@@ -5,12 +5,16 @@
                                   +--Gaussian obfuscation--> obfuscated --attack--> obfuscated_revived
 
 Each of the five models is evaluated (erased-concept accuracy and preserved accuracy of the
-testbed classifier on generated images); the attack's signs on the unlearned model are scored
-against the original weights. Models are swapped by loading state dicts into the one UNet;
-nothing is written but the report files:
+testbed classifier on generated images, with Wilson 95% intervals) on HELD-OUT prompts and
+seeds (`revival.testbed.heldout`: other synonyms and templates than ConceptPrune's, seeds from
+1000); the attack's signs on the unlearned model are scored against the original weights. With
+`target_erasure` the skill ratio is the least that erases (`revival.unlearn.least_damage`,
+probed on validation seeds from 2000). With `controls` the revived model is also evaluated with
+the same kept positions and magnitudes but random, flipped and the original's signs, and with
+the original's values. Models are swapped by loading state dicts into the one UNet; nothing is
+written but the report files:
 
-    DIR/report.json  {"concept", "accuracy": {"erased": {...}, "preserved": {...}},
-                      "sign_recovery": {"all", "kept"}, "timings": {stage: seconds}}
+    DIR/report.json  see `revival.report` for the shape
     DIR/report.md    the table
     DIR/grid.png     rows: the five stages; columns: erased-concept and preserved-concept images
     DIR/bars.png     erased / preserved accuracy per stage
@@ -49,7 +53,10 @@ class DemoConfig:
     preserved_concept: str | None = None
     seeds_per_class: int = 20
     grid_seeds: int = 4
-    skill_ratio: float = 0.05  # the paper's 0.02 erases little on the testbed (0.85 left); see README
+    skill_ratio: float = 0.05  # used when target_erasure is None; the paper's 0.02 erases little here
+    target_erasure: float | None = 0.2  # least-damage search: smallest ratio with erased <= this
+    search_seeds: int = 20  # validation images of the concept per probe of the search
+    controls: bool = False
     unlearn_steps: int = 10
     keep: float | None = None
     magnitude: str | None = None
@@ -68,13 +75,16 @@ class DemoConfig:
             raise RevivalError(f"grid_seeds must be a positive integer, got {self.grid_seeds!r}.")
         if self.obfuscate_stats not in ("row", "layer"):
             raise RevivalError(f"obfuscate_stats must be 'row' or 'layer', got {self.obfuscate_stats!r}.")
+        if self.target_erasure is not None and not (isinstance(self.target_erasure, (int, float))
+                                                    and 0.0 <= self.target_erasure <= 1.0):
+            raise RevivalError(f"--target-erasure must be an accuracy in [0, 1], got {self.target_erasure!r}.")
 
     @classmethod
     def make(cls, concept: str = "sneaker", quick: bool = False, **overrides) -> "DemoConfig":
         """The default demo, or with `quick` a smaller run (fewer evaluation images)."""
         base = cls(concept=concept)
         if quick:
-            base = replace(base, seeds_per_class=8, grid_seeds=3)
+            base = replace(base, seeds_per_class=8, grid_seeds=3, search_seeds=10)
         return replace(base, **overrides)
 
 
@@ -100,17 +110,41 @@ class _Timer:
         return _Ctx()
 
 
-def _sign_recovery(original, unlearned, revived, layers) -> dict:
-    """`revival.metrics.score` of the revived model: sign accuracy over all pruned positions
-    (the paper's "sign recovery"; unrevived ones count wrong) and over the kept top-K."""
+def _sign_recovery(original, unlearned, revived, completed, layers) -> dict:
+    """`revival.metrics.score` of the attack: the completion's sign over ALL pruned positions
+    (`completed` = the attack with keep 1.0, i.e. before Top-K), over the kept top-K, and kept
+    and right over all pruned (unrevived positions count wrong)."""
     import math
 
     from .metrics import score
 
     res = score(original, unlearned, revived, layers)
+    comp = score(original, unlearned, completed, layers).total
     tot = res.total
     fix = lambda v: 0.0 if math.isnan(v) else float(v)  # noqa: E731
-    return {"all": fix(tot.sign_acc_all), "kept": fix(tot.sign_acc_kept), "score": res.to_dict()}
+    return {"completion": fix(comp.sign_correct_kept / comp.pruned if comp.pruned else math.nan),
+            "kept": fix(tot.sign_acc_kept), "all": fix(tot.sign_acc_all), "score": res.to_dict()}
+
+
+def sign_controls(original: dict, unlearned: dict, revived: dict, layers, seed: int) -> dict[str, dict]:
+    """The revived layers with the same kept positions and magnitudes but other signs:
+    random (seeded per layer), flipped, the original's; and the original's values at the kept
+    positions. {control name: {layer: tensor}}."""
+    from .seeding import item_generator
+
+    out: dict[str, dict] = {k: {} for k in ("random_signs", "flipped_signs", "original_signs", "original_values")}
+    for name in layers:
+        u, r, o = unlearned[name], revived[name], original[name].to(revived[name].device)
+        kept = (u == 0) & (r != 0)
+        mag = r.abs()
+        g = item_generator(seed, "control-random-signs", name)
+        rnd = (torch.randint(0, 2, r.shape, generator=g) * 2 - 1).to(device=r.device, dtype=r.dtype)
+        osign = torch.where(o < 0, -1.0, 1.0).to(r.dtype)
+        out["random_signs"][name] = torch.where(kept, mag * rnd, u)
+        out["flipped_signs"][name] = torch.where(kept, -r, u)
+        out["original_signs"][name] = torch.where(kept, mag * osign, u)
+        out["original_values"][name] = torch.where(kept, o, u)
+    return out
 
 
 def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress: bool = True,
@@ -118,14 +152,16 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     """Run the demo; write the report files into `out_dir`; return the report dict.
 
     `pipeline` (default: the embedded testbed) and `evaluator` (default: the testbed
-    classifier through `revival.evaluate`) may be replaced, e.g. by the test suite.
-    `evaluator(pipeline, classes, concept, seeds_per_class, config)` -> (erased accuracy,
-    preserved accuracy, per-class dict, {class: images [n, C, H, W]}).
+    classifier through `revival.evaluate` on held-out prompts) may be replaced, e.g. by the test
+    suite. `evaluator(pipeline, classes, concept, seeds_per_class, config, first_seed)` ->
+    (erased accuracy, preserved accuracy, per-class dict, {class: images [n, C, H, W]}).
     """
     from .attack.revive import AttackConfig, revive
-    from .layers import select_layers
     from .defense.obfuscate import obfuscate
-    from .unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
+    from .intervals import Proportion
+    from .layers import select_layers
+    from .testbed.heldout import HELDOUT_FIRST_SEED
+    from .unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, concept_statistics
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -158,34 +194,66 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     cp_cfg = ConceptPruneConfig(skill_ratio=config.skill_ratio, steps=config.unlearn_steps,
                                 seed=config.seed, inference_steps=config.inference_steps,
                                 guidance=config.guidance, **cp_kwargs)
+    n_erased, n_preserved = config.seeds_per_class, config.seeds_per_class * (len(classes) - 1)
     acc = {"erased": {}, "preserved": {}}
+    ci = {"erased": {}, "preserved": {}}
     per_class, grid = {}, {}
-    details: dict = {"config": asdict(config), "attack_config": asdict(attack_cfg)}
+    details: dict = {"config": asdict(config), "attack_config": asdict(attack_cfg),
+                     "evaluation": {"prompts": "held-out (revival.testbed.heldout)",
+                                    "first_seed": HELDOUT_FIRST_SEED}}
+
+    def measure(state: dict[str, torch.Tensor]):
+        unet.load_state_dict(state)
+        e, p, table, images = evaluator(pipeline, classes, config.concept, config.seeds_per_class, config,
+                                        HELDOUT_FIRST_SEED)
+        pe, pp = Proportion(round(e * n_erased), n_erased), Proportion(round(p * n_preserved), n_preserved)
+        return float(e), float(p), pe.to_dict()["ci95"], pp.to_dict()["ci95"], table, images
 
     def evaluate(stage: str, state: dict[str, torch.Tensor]) -> None:
-        unet.load_state_dict(state)
         with tm(f"evaluate_{stage}"):
-            e, p, table, images = evaluator(pipeline, classes, config.concept, config.seeds_per_class, config)
-        acc["erased"][stage], acc["preserved"][stage] = float(e), float(p)
+            e, p, ce, cpv, table, images = measure(state)
+        acc["erased"][stage], acc["preserved"][stage] = e, p
+        ci["erased"][stage], ci["preserved"][stage] = ce, cpv
         per_class[stage] = table
         n = min(config.grid_seeds, len(images[config.concept]), len(images[preserved]))
         grid[stage] = torch.cat([images[config.concept][:n], images[preserved][:n]])
-        _log(progress, f"  {STAGE_LABELS[stage]:<26} erased {e:.3f}  preserved {p:.3f}")
+        _log(progress, f"  {STAGE_LABELS[stage]:<26} erased {e:.3f} [{ce[0]:.2f}, {ce[1]:.2f}]  "
+                       f"preserved {p:.3f} [{cpv[0]:.2f}, {cpv[1]:.2f}]")
 
+    unlearn_info = {"skill_ratio": float(config.skill_ratio), "target_erasure": config.target_erasure, "reached": None}
+    controls: dict = {}
     try:
-        _log(progress, f"[1/5] evaluating the original testbed model ({config.seeds_per_class} images per class)")
+        _log(progress, f"[1/5] evaluating the original testbed model ({config.seeds_per_class} held-out images per class)")
         evaluate("original", original)
 
-        _log(progress, f"[2/5] ConceptPrune: erasing '{config.concept}' "
-                       f"(skill ratio {config.skill_ratio}, first {config.unlearn_steps} steps)")
         target, base = concept_prompts(config.concept, classes)
         with tm("unlearn"):
-            masks, cp_result = conceptprune(pipeline, target, base, cp_cfg, progress=progress)
+            stats = concept_statistics(pipeline, target, base, cp_cfg, progress=progress)
+            if config.target_erasure is not None:
+                from .unlearn.least_damage import least_damage
+
+                _log(progress, f"[2/5] ConceptPrune: the least skill ratio that erases '{config.concept}' to "
+                               f"<= {config.target_erasure} (validation seeds from {SEARCH_FIRST_SEED})")
+
+                def erased_fn(masks):
+                    unet.load_state_dict({**original, **apply_masks(original, masks)})
+                    return evaluator(pipeline, [config.concept], config.concept, config.search_seeds, config,
+                                     SEARCH_FIRST_SEED)[0]
+
+                search = least_damage(stats, cp_cfg, erased_fn, config.target_erasure,
+                                      progress=(lambda m: _log(progress, m)))
+                cp_cfg = replace(cp_cfg, skill_ratio=search.skill_ratio)
+                unlearn_info.update(skill_ratio=float(search.skill_ratio), reached=search.reached)
+                details["least_damage"] = search.to_dict()
+            else:
+                _log(progress, f"[2/5] ConceptPrune: erasing '{config.concept}' "
+                               f"(skill ratio {config.skill_ratio}, first {config.unlearn_steps} steps)")
+            masks, cp_result = stats.masks(cp_cfg)
             unlearned = {**original, **apply_masks(original, masks)}
             layers = sorted(masks)
         details["unlearn"] = cp_result.to_dict()
         _log(progress, f"  pruned {cp_result.pruned} of {cp_result.total} weights in {len(layers)} layers "
-                       f"({100 * cp_result.pruned / cp_result.total:.2f}%)")
+                       f"({100 * cp_result.pruned / cp_result.total:.2f}%, skill ratio {cp_cfg.skill_ratio:.4g})")
         evaluate("unlearned", unlearned)
 
         _log(progress, "[3/5] the revival attack on the unlearned model")
@@ -193,10 +261,20 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
             updates, a_result = revive(unlearned, layers, attack_cfg, progress=progress)
             revived = {**unlearned, **updates}
         details["attack"] = a_result.to_dict()
-        signs = _sign_recovery(original, unlearned, revived, layers)
+        completed = {**unlearned, **revive(unlearned, layers, replace(attack_cfg, keep=1.0), progress=False)[0]}
+        signs = _sign_recovery(original, unlearned, revived, completed, layers)
         details["sign_recovery"] = signs
-        _log(progress, f"  sign recovery: {signs['all']:.3f} of all pruned, {signs['kept']:.3f} of kept")
+        _log(progress, f"  sign recovery: completion {signs['completion']:.3f} of all pruned (before Top-K), "
+                       f"{signs['kept']:.3f} of kept")
         evaluate("revived", revived)
+        if config.controls:
+            _log(progress, "  controls: the same kept positions and magnitudes with other signs")
+            for name, layer_updates in sign_controls(original, unlearned, revived, layers, config.seed).items():
+                with tm(f"control_{name}"):
+                    e, p, ce, cpv, table, _ = measure({**unlearned, **layer_updates})
+                controls[name] = {"erased": e, "preserved": p, "erased_ci95": ce, "preserved_ci95": cpv}
+                per_class[f"control_{name}"] = table
+                _log(progress, f"  {name:<26} erased {e:.3f} [{ce[0]:.2f}, {ce[1]:.2f}]  preserved {p:.3f}")
 
         _log(progress, f"[4/5] Gaussian obfuscation of the unlearned model (stats={config.obfuscate_stats})")
         with tm("obfuscate"):
@@ -223,7 +301,11 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     report = {
         "concept": config.concept,
         "accuracy": {side: {s: acc[side][s] for s in STAGES} for side in ("erased", "preserved")},
-        "sign_recovery": {"all": float(signs["all"]), "kept": float(signs["kept"])},
+        "intervals": {side: {s: ci[side][s] for s in STAGES} for side in ("erased", "preserved")},
+        "images": {"erased": n_erased, "preserved": n_preserved},
+        "sign_recovery": {k: float(signs[k]) for k in ("completion", "kept", "all")},
+        "unlearn": unlearn_info,
+        **({"controls": controls} if controls else {}),
         "timings": {k: round(float(v), 3) for k, v in tm.timings.items()},
     }
     validate_report(report)
@@ -238,17 +320,11 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
 def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], out_dir: Path,
                   concept: str, preserved: str) -> None:
-    """Write every output file into a temporary folder first, then move them into `out_dir`:
-    a failure leaves no partial set behind."""
-    import os
-    import shutil
-    import tempfile
+    """Write every output file into a temporary folder first, then move them into `out_dir`
+    (`revival.io.atomic_folder`: other files there are left alone): a failure leaves no partial set."""
+    from .io import atomic_folder, jsonable
 
-    from .io import jsonable
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".demo-", suffix=".tmp"))
-    try:
+    def write(tmp: Path) -> None:
         n = grid[STAGES[0]].shape[0] // 2
         cols = [f"erased: {concept}"] * n + [f"preserved: {preserved}"] * n
         image_grid([(STAGE_LABELS[s], grid[s]) for s in STAGES], cols, tmp / "grid.png")
@@ -256,26 +332,25 @@ def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], ou
         write_json(jsonable(details), tmp / "details.json")
         write_markdown(markdown_table(report), tmp / "report.md")
         write_json(report, tmp / "report.json")
-        for name in ("grid.png", "bars.png", "details.json", "report.md", "report.json"):
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_folder(out_dir, write)
 
 
 _CLASSIFIER = {}
+SEARCH_FIRST_SEED = 2000  # the least-damage search's validation seeds (evaluation uses 1000..)
 
 
-def testbed_evaluator(pipeline, classes, concept, seeds_per_class, config):
-    """Erased / preserved accuracy of the testbed classifier on "an image of a {class}" x
-    seeds 0..n-1 per class (`revival.evaluate`, in memory). Returns (erased, preserved,
-    per-class accuracy, {class: images})."""
+def testbed_evaluator(pipeline, classes, concept, seeds_per_class, config, first_seed=None):
+    """Erased / preserved accuracy of the testbed classifier on held-out prompts
+    (`revival.testbed.heldout`), seeds first_seed.. per class (`revival.evaluate`, in memory).
+    Returns (erased, preserved, per-class accuracy, {class: images})."""
     from .evaluate.classifiers import get_classifier
     from .evaluate.evaluate import evaluate_concept
-    from .evaluate.prompts import default_prompts
+    from .testbed.heldout import HELDOUT_FIRST_SEED, heldout_rows
 
     if "testbed" not in _CLASSIFIER:
         _CLASSIFIER["testbed"] = get_classifier("testbed")
-    rows = default_prompts(list(classes), seeds_per_class)
+    rows = heldout_rows(list(classes), seeds_per_class, HELDOUT_FIRST_SEED if first_seed is None else first_seed)
     res = evaluate_concept(pipeline, rows, _CLASSIFIER["testbed"], concept,
                            steps=config.inference_steps, guidance=config.guidance)
     images = {c: res.images[[i for i, r in enumerate(rows) if r.cls == c]] for c in classes}

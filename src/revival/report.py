@@ -1,12 +1,18 @@
 """Report writers: the demo's JSON, Markdown table, bar plot and image grid.
 
-The demo report has exactly this shape (accuracies and sign recovery are floats in [0, 1])::
+The demo report has this shape (accuracies and sign recovery are floats in [0, 1]; every
+accuracy has its Wilson 95% interval under "intervals", over the image counts under "images")::
 
     {"concept": str,
-     "accuracy": {"erased": {stage: float for stage in STAGES},
-                  "preserved": {stage: float for stage in STAGES}},
-     "sign_recovery": {"all": float, "kept": float},
-     "timings": {stage: seconds}}
+     "accuracy":  {"erased": {stage: float for stage in STAGES}, "preserved": {...}},
+     "intervals": {"erased": {stage: [low, high]}, "preserved": {...}},
+     "images":    {"erased": int, "preserved": int},        # per stage
+     "sign_recovery": {"completion": float,   # completion's sign over ALL pruned positions (before Top-K)
+                       "kept": float,         # over the kept top-K
+                       "all": float},         # kept and correct / all pruned (unrevived count wrong)
+     "unlearn":   {"skill_ratio": float, "target_erasure": float | None, "reached": bool | None},
+     "controls":  {name: {"erased", "preserved", "erased_ci95", "preserved_ci95"}},   # optional
+     "timings":   {stage: seconds}}
 
 Every writer is atomic (temporary file, then rename): no partial output file is left behind.
 """
@@ -39,30 +45,56 @@ def _atomic_write(path: Path, write) -> Path:
     return atomic_write(path, write)
 
 
+REPORT_KEYS = {"concept", "accuracy", "intervals", "images", "sign_recovery", "unlearn", "timings"}
+SIGN_KEYS = {"completion", "kept", "all"}
+
+
+def _fraction(v) -> bool:
+    return isinstance(v, float) and 0.0 <= v <= 1.0
+
+
+def _interval(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_fraction(x) for x in v) and v[0] <= v[1]
+
+
 def validate_report(report: dict) -> dict:
     """Check the demo report's documented shape; returns it unchanged or raises RevivalError."""
-    if set(report) != {"concept", "accuracy", "sign_recovery", "timings"}:
-        raise RevivalError(f"report keys are {sorted(report)}, not the documented four.")
+    keys = set(report)
+    if not REPORT_KEYS <= keys or not keys <= REPORT_KEYS | {"controls"}:
+        raise RevivalError(f"report keys are {sorted(report)}, not the documented ones.")
     if not isinstance(report["concept"], str):
         raise RevivalError("report concept must be a string.")
-    if set(report["accuracy"]) != {"erased", "preserved"}:
-        raise RevivalError("report accuracy must hold exactly 'erased' and 'preserved'.")
-    for side in ("erased", "preserved"):
-        acc = report["accuracy"][side]
-        if set(acc) != set(STAGES):
-            raise RevivalError(f"report accuracy.{side} must hold exactly the stages {', '.join(STAGES)}.")
-        for stage, v in acc.items():
-            if not (isinstance(v, float) and 0.0 <= v <= 1.0):
-                raise RevivalError(f"report accuracy.{side}.{stage} = {v!r} is not a float in [0, 1].")
-    if set(report["sign_recovery"]) != {"all", "kept"}:
-        raise RevivalError("report sign_recovery must hold exactly 'all' and 'kept'.")
+    for part, ok, what in (("accuracy", _fraction, "a float in [0, 1]"), ("intervals", _interval, "an interval [low, high]")):
+        if set(report[part]) != {"erased", "preserved"}:
+            raise RevivalError(f"report {part} must hold exactly 'erased' and 'preserved'.")
+        for side in ("erased", "preserved"):
+            values = report[part][side]
+            if set(values) != set(STAGES):
+                raise RevivalError(f"report {part}.{side} must hold exactly the stages {', '.join(STAGES)}.")
+            for stage, v in values.items():
+                if not ok(v):
+                    raise RevivalError(f"report {part}.{side}.{stage} = {v!r} is not {what}.")
+    if set(report["sign_recovery"]) != SIGN_KEYS:
+        raise RevivalError(f"report sign_recovery must hold exactly {', '.join(sorted(SIGN_KEYS))}.")
     for k, v in report["sign_recovery"].items():
-        if not (isinstance(v, float) and 0.0 <= v <= 1.0):
+        if not _fraction(v):
             raise RevivalError(f"report sign_recovery.{k} = {v!r} is not a float in [0, 1].")
+    for name, c in report.get("controls", {}).items():
+        if not (_fraction(c.get("erased")) and _fraction(c.get("preserved"))
+                and _interval(c.get("erased_ci95")) and _interval(c.get("preserved_ci95"))):
+            raise RevivalError(f"report control {name!r} must hold erased/preserved accuracies and their intervals.")
     for k, v in report["timings"].items():
         if not (isinstance(k, str) and isinstance(v, float) and math.isfinite(v) and v >= 0):
             raise RevivalError(f"report timing {k!r} = {v!r} is not a non-negative number of seconds.")
     return report
+
+
+CONTROL_LABELS = {
+    "random_signs": "random signs (same kept positions, same magnitudes)",
+    "flipped_signs": "flipped recovered signs",
+    "original_signs": "the original's signs (same magnitudes)",
+    "original_values": "the original's values at the kept positions",
+}
 
 
 def write_json(obj: dict, path) -> Path:
@@ -71,22 +103,45 @@ def write_json(obj: dict, path) -> Path:
     return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def _ci(iv) -> str:
+    return f"[{iv[0]:.2f}, {iv[1]:.2f}]"
+
+
 def markdown_table(report: dict) -> str:
-    """The demo report as Markdown: stage x (erased, preserved) accuracy, signs, timings."""
-    acc = report["accuracy"]
+    """The demo report as Markdown: stage x (erased, preserved) accuracy with 95% intervals,
+    the controls, sign recovery, timings."""
+    acc, ci, n = report["accuracy"], report["intervals"], report["images"]
+    un = report["unlearn"]
+    how = (f"skill ratio {un['skill_ratio']:.4g}" + (
+        f", the least that brings the erased accuracy to <= {un['target_erasure']} on validation prompts"
+        + ("" if un["reached"] else " (NOT reached: the largest ratio tried)") if un.get("target_erasure") is not None else ""))
     lines = [
         f"# Concept revival on the testbed: erase `{report['concept']}`, revive, defend",
+        "",
+        f"Held-out evaluation prompts and seeds ({n['erased']} images of the erased class, {n['preserved']} of "
+        f"the others per stage); 95% Wilson intervals in brackets. Unlearning: {how}.",
         "",
         "| stage | erased accuracy | preserved accuracy |",
         "|---|---:|---:|",
     ]
     for s in STAGES:
-        lines.append(f"| {STAGE_LABELS[s]} | {acc['erased'][s]:.3f} | {acc['preserved'][s]:.3f} |")
+        lines.append(f"| {STAGE_LABELS[s]} | {acc['erased'][s]:.3f} {_ci(ci['erased'][s])} "
+                     f"| {acc['preserved'][s]:.3f} {_ci(ci['preserved'][s])} |")
+    if report.get("controls"):
+        lines += ["", "Controls: the revived model with the same kept positions and Neuron-Max magnitudes, "
+                      "but other signs (or values).", "",
+                  "| control | erased accuracy | preserved accuracy |", "|---|---:|---:|",
+                  f"| recovered signs (the attack) | {acc['erased']['revived']:.3f} {_ci(ci['erased']['revived'])} "
+                  f"| {acc['preserved']['revived']:.3f} {_ci(ci['preserved']['revived'])} |"]
+        for name, c in report["controls"].items():
+            lines.append(f"| {CONTROL_LABELS.get(name, name)} | {c['erased']:.3f} {_ci(c['erased_ci95'])} "
+                         f"| {c['preserved']:.3f} {_ci(c['preserved_ci95'])} |")
     sr = report["sign_recovery"]
     lines += [
         "",
-        f"Sign recovery of the pruned weights (attack on the unlearned model vs. the original): "
-        f"{sr['all']:.3f} over all pruned positions, {sr['kept']:.3f} over the kept top-K.",
+        f"Sign recovery (attack on the unlearned model vs. the original): the completion's sign is right at "
+        f"{sr['completion']:.3f} of ALL pruned positions (before Top-K; the paper's \"over 70%\" figure), "
+        f"{sr['kept']:.3f} of the kept top-K; kept and right = {sr['all']:.3f} of all pruned.",
         "",
         "| stage | seconds |",
         "|---|---:|",
@@ -118,8 +173,17 @@ def bar_plot(report: dict, path) -> Path:
     w = 0.38
     e = [acc["erased"][s] for s in STAGES]
     p = [acc["preserved"][s] for s in STAGES]
-    ax.bar([i - w / 2 for i in x], e, w, label=f"erased ({report['concept']})", color="#c0392b")
-    ax.bar([i + w / 2 for i in x], p, w, label="preserved (other classes)", color="#2c7fb8")
+    ci = report.get("intervals")
+
+    def err(side, vals):
+        if not ci:
+            return None
+        return [[v - ci[side][s][0] for v, s in zip(vals, STAGES)], [ci[side][s][1] - v for v, s in zip(vals, STAGES)]]
+
+    ax.bar([i - w / 2 for i in x], e, w, yerr=err("erased", e), capsize=3, label=f"erased ({report['concept']})",
+           color="#c0392b")
+    ax.bar([i + w / 2 for i in x], p, w, yerr=err("preserved", p), capsize=3, label="preserved (other classes)",
+           color="#2c7fb8")
     for i, (a, b) in enumerate(zip(e, p)):
         ax.text(i - w / 2, a + 0.01, f"{a:.2f}", ha="center", va="bottom", fontsize=8)
         ax.text(i + w / 2, b + 0.01, f"{b:.2f}", ha="center", va="bottom", fontsize=8)
@@ -191,7 +255,7 @@ def image_grid(rows: Sequence[tuple[str, torch.Tensor]], columns: Sequence[str],
 def concept_table(reports: Sequence[dict]) -> str:
     """Markdown table over many demo reports (one concept a row) plus the mean row."""
     head = ("| concept | " + " | ".join(f"erased {s}" for s in STAGES) + " | "
-            + " | ".join(f"preserved {s}" for s in STAGES) + " | signs all | signs kept |")
+            + " | ".join(f"preserved {s}" for s in STAGES) + " | signs completion | signs kept |")
     lines = [head, "|---|" + "---:|" * (2 * len(STAGES) + 2)]
 
     def row(name, vals):
@@ -201,7 +265,7 @@ def concept_table(reports: Sequence[dict]) -> str:
     for r in reports:
         vals = ([r["accuracy"]["erased"][s] for s in STAGES]
                 + [r["accuracy"]["preserved"][s] for s in STAGES]
-                + [r["sign_recovery"]["all"], r["sign_recovery"]["kept"]])
+                + [r["sign_recovery"]["completion"], r["sign_recovery"]["kept"]])
         all_vals.append(vals)
         lines.append(row(r["concept"], vals))
     if all_vals:

@@ -14,7 +14,14 @@ def register(sub) -> None:
     d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
     d.add_argument("--seeds-per-class", type=int, default=None, help="evaluation images per class")
     d.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer images)")
-    d.add_argument("--skill-ratio", type=float, default=None, help="ConceptPrune skill ratio (default: the demo's)")
+    d.add_argument("--skill-ratio", type=float, default=None,
+                   help="a fixed ConceptPrune skill ratio (default: the least that erases, see --target-erasure)")
+    d.add_argument("--target-erasure", type=float, default=None,
+                   help="pick the smallest skill ratio whose erased accuracy on validation prompts is at most "
+                        "this (default 0.2 unless --skill-ratio is given)")
+    d.add_argument("--controls", action="store_true",
+                   help="also evaluate the revived model with random, flipped and the original's signs, and the "
+                        "original's values, at the same kept positions and magnitudes")
     d.add_argument("--unlearn-steps", type=int, default=None, help="ConceptPrune tau (default: the demo's)")
     d.add_argument("--modules", default=None,
                    help="regex of the UNet modules ConceptPrune prunes (default: the paper's ff.net.2 layers)")
@@ -36,8 +43,11 @@ def _demo(args) -> int:
         "skill_ratio": args.skill_ratio, "unlearn_steps": args.unlearn_steps, "keep": args.keep,
         "magnitude": args.magnitude, "seeds_per_class": args.seeds_per_class, "solver": args.solver, "modules": args.modules,
         "obfuscate_stats": args.obfuscate_stats, "inference_steps": args.inference_steps,
+        "controls": args.controls or None, "target_erasure": args.target_erasure,
         "classes": tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
     }.items() if v is not None}
+    if args.skill_ratio is not None and args.target_erasure is None:
+        overrides["target_erasure"] = None  # a fixed ratio: no search
     config = DemoConfig.make(concept=args.concept, quick=args.quick, seed=args.seed, **overrides)
     report = run_demo(config, args.out, progress=not args.quiet)
     if args.quiet:

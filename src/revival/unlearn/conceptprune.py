@@ -385,28 +385,48 @@ def read_prompts(path) -> list[str]:
 
 # --------------------------------------------------------------------------- the method
 
-def conceptprune(pipeline, target_prompts: Sequence[str], base_prompts: Sequence[str],
-                 config: ConceptPruneConfig = ConceptPruneConfig(), *, unet=None,
-                 pipeline_call=None, progress: bool = False
-                 ) -> tuple[dict[str, torch.Tensor], ConceptPruneResult]:
-    """ConceptPrune masks for `pipeline` (testbed or diffusers SD; `pipeline.unet` is hooked).
+@dataclass
+class ConceptStatistics:
+    """ConceptPrune's activation statistics of one (target, base) prompt pair on one UNet:
+    per pruned weight key, a [steps, in] for the target and the base prompts. Masks for any
+    skill ratio follow from them without running the model again (`masks`)."""
 
-    Returns (weight key -> bool mask [out, in], result). Apply them with `apply_masks` to the
-    checkpoint's tensors (diffusers naming) -- the model itself is not modified.
-    """
+    weights: dict[str, torch.Tensor]
+    target: dict[str, torch.Tensor]
+    base: dict[str, torch.Tensor]
+    n_target_prompts: int
+    n_base_prompts: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def masks(self, config: ConceptPruneConfig) -> tuple[dict[str, torch.Tensor], ConceptPruneResult]:
+        t0 = time.perf_counter()
+        masks = conceptprune_masks(self.weights, self.target, self.base,
+                                   skill_ratio=config.skill_ratio, steps=config.steps)
+        result = ConceptPruneResult(config=asdict(config), n_target_prompts=self.n_target_prompts,
+                                    n_base_prompts=self.n_base_prompts)
+        for key, m in masks.items():
+            n = int(m.sum())
+            result.layers[key] = {"shape": list(m.shape), "pruned": n, "numel": m.numel(),
+                                  "fraction": n / m.numel()}
+        result.seconds = {**self.seconds, "masks": time.perf_counter() - t0}
+        return masks, result
+
+
+def concept_statistics(pipeline, target_prompts: Sequence[str], base_prompts: Sequence[str],
+                       config: ConceptPruneConfig = ConceptPruneConfig(), *, unet=None,
+                       pipeline_call=None, progress: bool = False) -> ConceptStatistics:
+    """Run the model on the target and the base prompts and keep ConceptPrune's statistics."""
     unet = unet if unet is not None else getattr(pipeline, "unet", None)
     if unet is None:
         raise RevivalError("The pipeline has no UNet to prune.")
     call = pipeline_call if pipeline_call is not None else make_pipeline_call(pipeline, config)
     seconds = {}
-    bars = []
 
     def collect(prompts, label):
         bar = None
         if progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(prompts), desc=f"conceptprune {label}", unit="prompt", leave=False)
-            bars.append(bar)
         t0 = time.perf_counter()
         stats = collect_activations(
             call, unet, prompts, steps=config.steps, seed=config.seed,
@@ -419,19 +439,23 @@ def conceptprune(pipeline, target_prompts: Sequence[str], base_prompts: Sequence
 
     a_target = collect(list(target_prompts), "target")
     a_base = collect(list(base_prompts), "base")
-    t0 = time.perf_counter()
-    weights = {f"{n}.weight": m.weight for n, m in find_layers(unet, config.modules).items()}
-    masks = conceptprune_masks(weights, a_target, a_base,
-                               skill_ratio=config.skill_ratio, steps=config.steps)
-    seconds["masks"] = time.perf_counter() - t0
-    result = ConceptPruneResult(config=asdict(config), n_target_prompts=len(target_prompts),
-                                n_base_prompts=len(base_prompts))
-    for key, m in masks.items():
-        n = int(m.sum())
-        result.layers[key] = {"shape": list(m.shape), "pruned": n, "numel": m.numel(),
-                              "fraction": n / m.numel()}
-    result.seconds = seconds
-    return masks, result
+    # a snapshot: the UNet's parameters may be overwritten later (e.g. to evaluate pruned states)
+    weights = {f"{n}.weight": m.weight.detach().clone() for n, m in find_layers(unet, config.modules).items()}
+    return ConceptStatistics(weights, a_target, a_base, len(target_prompts), len(base_prompts), seconds)
+
+
+def conceptprune(pipeline, target_prompts: Sequence[str], base_prompts: Sequence[str],
+                 config: ConceptPruneConfig = ConceptPruneConfig(), *, unet=None,
+                 pipeline_call=None, progress: bool = False
+                 ) -> tuple[dict[str, torch.Tensor], ConceptPruneResult]:
+    """ConceptPrune masks for `pipeline` (testbed or diffusers SD; `pipeline.unet` is hooked).
+
+    Returns (weight key -> bool mask [out, in], result). Apply them with `apply_masks` to the
+    checkpoint's tensors (diffusers naming) -- the model itself is not modified.
+    """
+    stats = concept_statistics(pipeline, target_prompts, base_prompts, config, unet=unet,
+                               pipeline_call=pipeline_call, progress=progress)
+    return stats.masks(config)
 
 
 def save_masks(masks: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None, *,

@@ -1,0 +1,72 @@
+"""The publisher's least-damage setting: the smallest ConceptPrune skill ratio that erases.
+
+ConceptPrune's masks grow with the skill ratio (per row, the top-k columns by target score; a
+larger k holds every smaller one), so the erased concept's accuracy falls, roughly
+monotonically, as the ratio grows, and so does the damage to everything else. Given the
+activation statistics (collected once: `concept_statistics`) and a function measuring the erased
+accuracy of a set of masks on held-out prompts, bisection finds the smallest ratio whose erased
+accuracy is at most `target`. Each probe costs one evaluation, not a new statistics run.
+
+    >>> stats = concept_statistics(pipe, target_prompts, base_prompts, config)
+    >>> search = least_damage(stats, config, erased_fn, target=0.2)
+    >>> search.skill_ratio, search.reached
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import torch
+
+from ..errors import RevivalError
+from .conceptprune import ConceptPruneConfig, ConceptStatistics
+
+
+@dataclass
+class LeastDamageResult:
+    target: float
+    skill_ratio: float            # the chosen ratio (the largest tried when the target is not reached)
+    erased: float                 # erased accuracy at that ratio (on the search's prompts)
+    reached: bool
+    probes: list[dict] = field(default_factory=list)   # [{"skill_ratio", "erased", "pruned"}] in order
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def least_damage(stats: ConceptStatistics, config: ConceptPruneConfig,
+                 erased_fn: Callable[[dict[str, torch.Tensor]], float], target: float, *,
+                 low: float = 0.0, high: float = 0.5, iterations: int = 7,
+                 progress: Callable[[str], None] | None = None) -> LeastDamageResult:
+    """Bisection over the skill ratio in (low, high]: the smallest probed ratio with
+    erased_fn(masks) <= target. `erased_fn` gets the masks (weight key -> bool [out, in]) and
+    returns the erased concept's accuracy on prompts/seeds the final evaluation does not use."""
+    if not (isinstance(target, (int, float)) and 0.0 <= target <= 1.0):
+        raise RevivalError(f"--target-erasure must be an accuracy in [0, 1], got {target!r}.")
+    if not (0.0 <= low < high <= 1.0):
+        raise RevivalError(f"the skill-ratio search needs 0 <= low < high <= 1, got {low}, {high}.")
+    if not isinstance(iterations, int) or iterations < 1:
+        raise RevivalError(f"iterations must be a positive integer, got {iterations!r}.")
+    probes: list[dict] = []
+
+    def probe(ratio: float) -> float:
+        masks, res = stats.masks(replace(config, skill_ratio=ratio))
+        acc = float(erased_fn(masks))
+        probes.append({"skill_ratio": round(ratio, 6), "erased": acc, "pruned": res.pruned})
+        if progress:
+            progress(f"  skill ratio {ratio:.4f}: erased {acc:.3f} ({res.pruned} weights pruned)")
+        return acc
+
+    acc_high = probe(high)
+    if acc_high > target:
+        return LeastDamageResult(target, high, acc_high, False, probes)
+    best, best_acc = high, acc_high
+    lo, hi = low, high
+    for _ in range(iterations - 1):
+        mid = (lo + hi) / 2
+        acc = probe(mid)
+        if acc <= target:
+            best, best_acc, hi = mid, acc, mid
+        else:
+            lo = mid
+    return LeastDamageResult(target, best, best_acc, True, probes)
