@@ -100,3 +100,43 @@ def test_regress_validation_keeps_useful_side_and_drops_useless_side():
     out = complete(low_rank.masked_fill(missing, 0), missing, solver="regress", rank=3, lam=0.0, side=noise)
     assert out.info["side"] is False
     assert rel_err(out.matrix, low_rank, missing) < 0.2
+
+
+def _literal_reference_svt(w, missing, max_iters, tol):
+    """A literal, independent re-implementation of the reference loop (numpy): X_0 = column-mean
+    fill; each pass keeps its input as `prev` for the next pass's check."""
+    import numpy as np
+
+    obs = w.double().numpy()
+    m = missing.numpy()
+    x = obs.copy()
+    for j in range(x.shape[1]):
+        seen = ~m[:, j]
+        x[m[:, j], j] = obs[seen, j].mean() if seen.any() else 0.0
+    prev = None
+    iteration = 0
+    for iteration in range(1, max_iters + 1):
+        inp = x
+        u, s, vt = np.linalg.svd(inp, full_matrices=False)
+        s = np.maximum(s - s[-1], 0.0)
+        x = np.where(m, (u * s) @ vt, obs)
+        if prev is not None and np.linalg.norm(x - prev) / np.linalg.norm(prev) < tol:
+            break
+        prev = inp
+    return x, iteration
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-3, 1e-4])
+def test_svt_stops_exactly_as_the_reference_loop(tol):
+    from revival.attack.completion import svt
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(30, 4, generator=g) @ torch.randn(4, 20, generator=g) + 0.05 * torch.randn(30, 20, generator=g)
+    missing = torch.rand(30, 20, generator=g) < 0.15
+    expect, iters = _literal_reference_svt(w, missing, 500, tol)
+    got = svt(w, missing, max_iters=500, tol=tol)
+    assert got.iterations == iters >= 2
+    assert torch.allclose(got.matrix, torch.from_numpy(expect), rtol=0, atol=1e-10)
+    capped = svt(w, missing, max_iters=3, tol=1e-12)
+    assert capped.iterations == 3
+    assert torch.allclose(capped.matrix, torch.from_numpy(_literal_reference_svt(w, missing, 3, 1e-12)[0]), atol=1e-10)

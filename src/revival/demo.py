@@ -230,7 +230,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         with tm("unlearn"):
             stats = concept_statistics(pipeline, target, base, cp_cfg, progress=progress)
             if config.target_erasure is not None:
-                from .unlearn.least_damage import least_damage
+                from .unlearn.least_damage import SEARCH_FIRST_SEED, least_damage
 
                 _log(progress, f"[2/5] ConceptPrune: the least skill ratio that erases '{config.concept}' to "
                                f"<= {config.target_erasure} (validation seeds from {SEARCH_FIRST_SEED})")
@@ -337,7 +337,6 @@ def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], ou
 
 
 _CLASSIFIER = {}
-SEARCH_FIRST_SEED = 2000  # the least-damage search's validation seeds (evaluation uses 1000..)
 
 
 def testbed_evaluator(pipeline, classes, concept, seeds_per_class, config, first_seed=None):

@@ -16,7 +16,8 @@ Solvers (all share one signature, see `SOLVERS`):
 - ``svt``: the paper's reference recipe, for parity. float64; missing entries start at the
   column mean of the observed ones; every iteration a FULL SVD, singular values shrunk by
   tau = the smallest singular value, rebuild, observed entries restored; at most `max_iters`
-  (500) iterations or relative change < `tol` (1e-5); no rank cap.
+  (500) iterations or, from iteration 2, ||X_k - X_{k-2}|| / ||X_{k-2}|| < `tol` (1e-5), the
+  reference loop's own stopping rule; no rank cap.
 - ``softimpute``: SoftImpute (Mazumder, Hastie & Tibshirani 2010) restricted to a rank
   `rank` subspace found by warm-started block power iteration, so each iteration costs two
   thin matmuls instead of a full SVD. lam (the soft threshold) defaults to the (rank+1)-th
@@ -86,21 +87,26 @@ def svt(
         w: [out, in] weights (missing entries' values are ignored).
         missing: [out, in] bool, True at pruned positions.
         max_iters: iteration cap (500 in the reference).
-        tol: stop when ||X_new - X|| / ||X|| < tol (1e-5 in the reference).
+        tol: the stopping rule exactly as the reference loop behaves: with X_0 the column-mean
+            fill and X_k the k-th rebuilt matrix (observed entries restored), stop after
+            iteration k >= 2 when ||X_k - X_{k-2}|| / ||X_{k-2}|| < tol (the loop compares with
+            the previous iteration's INPUT); X_k is the result. 1e-5 in the reference.
     Runs in float64 on w's device. Slow: one full SVD per iteration.
     """
     x_obs = w.to(torch.float64)
     x = column_mean_fill(x_obs, missing)
+    prev = None  # X_{k-2}: the previous iteration's input
     it = 0
     for it in range(1, max_iters + 1):
-        u, s, vh = torch.linalg.svd(x, full_matrices=False)
+        x_in = x
+        u, s, vh = torch.linalg.svd(x_in, full_matrices=False)
         s = (s - s[-1]).clamp(min=0)
-        x_new = (u * s) @ vh
-        x_new = torch.where(missing, x_new, x_obs)
-        change = torch.linalg.norm(x_new - x) / torch.linalg.norm(x).clamp(min=1e-300)
-        x = x_new
-        if change < tol:
-            break
+        x = torch.where(missing, (u * s) @ vh, x_obs)
+        if prev is not None:
+            change = torch.linalg.norm(x - prev) / torch.linalg.norm(prev).clamp(min=1e-300)
+            if change < tol:
+                break
+        prev = x_in
     return Completion(x, it, None)
 
 

@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="the pruned UNet (the input UNet's format)")
     p.add_argument("--save-masks", type=Path, default=None, help="also write the masks (safetensors of booleans)")
     p.add_argument("--report", type=Path, default=None, help="JSON report (default: OUTPUT + '.unlearn.json')")
+    p.add_argument("--target-erasure", type=float, default=None,
+                   help="testbed: use the smallest skill ratio whose erased accuracy on held-out validation "
+                        "images is at most this (the least-damage setting); the ratio is in the report")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (only the files this command writes; others are kept)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -50,9 +53,14 @@ def _unlearn(args) -> int:
         target, base = task_prompts(args.task, args.concept, read_prompts(args.word_list))
     result = unlearn(args.model, args.concept, args.output, config=config, task=args.task,
                      target_prompts=target, base_prompts=base, masks_path=args.save_masks,
-                     report=args.report, overwrite=args.overwrite, device=args.device, progress=not args.quiet)
+                     report=args.report, overwrite=args.overwrite, device=args.device, progress=not args.quiet,
+                     target_erasure=args.target_erasure)
     d = result.to_dict()
     t = d["totals"]
+    if "least_damage" in d["config"]:
+        ld = d["config"]["least_damage"]
+        print(f"least-damage skill ratio {ld['skill_ratio']:.4g}: erased {ld['erased']:.2f} on validation images"
+              + ("" if ld["reached"] else f" (target {ld['target']} NOT reached)"))
     print(f"unlearned '{args.concept}': pruned {t['pruned']} of {t['numel']} weights "
           f"({100 * t['fraction']:.2f}%) in {len(d['layers'])} layers -> {args.output}")
     if args.save_masks:

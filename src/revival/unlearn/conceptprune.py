@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -542,11 +542,16 @@ def default_prompts(model_is_testbed: bool, concept: str, task: str = "objects",
 def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None = None,
             task: str = "objects", target_prompts: Sequence[str] | None = None,
             base_prompts: Sequence[str] | None = None, masks_path=None, report=None,
-            overwrite: bool = False, device: str | None = None, progress: bool = True) -> ConceptPruneResult:
+            overwrite: bool = False, device: str | None = None, progress: bool = True,
+            target_erasure: float | None = None, search_seeds: int = 20) -> ConceptPruneResult:
     """Erase `concept` from `model` ("testbed" or a local SD folder) and write the pruned UNet
     to `out` in the input UNet's format, its JSON report (`report`, default OUT + '.unlearn.json')
     and optionally the masks (safetensors of booleans). Every output path is checked against
-    the inputs (and, without `overwrite`, against existing files) before any work."""
+    the inputs (and, without `overwrite`, against existing files) before any work.
+
+    With `target_erasure` (testbed only), the skill ratio is the least whose erased accuracy on
+    `search_seeds` held-out validation images of the concept is at most that
+    (`revival.unlearn.least_damage`); the search is in the report under "least_damage"."""
     from pathlib import Path
 
     from ..io import check_output_path, load_checkpoint, save_checkpoint, write_json
@@ -575,13 +580,28 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
         t, b = default_prompts(model == "testbed", concept, task, getattr(pipe, "classes", ()))
         target_prompts = target_prompts if target_prompts is not None else t
         base_prompts = base_prompts if base_prompts is not None else b
-    masks, result = conceptprune(pipe, target_prompts, base_prompts, config, progress=progress)
+    search = None
+    if target_erasure is not None:
+        if model != "testbed":
+            raise RevivalError("--target-erasure needs the testbed's classifier; for Stable Diffusion, sweep "
+                               "--skill-ratio and measure with `revival evaluate`.")
+        from .least_damage import least_damage, testbed_erased_fn
+
+        stats = concept_statistics(pipe, target_prompts, base_prompts, config, progress=progress)
+        search = least_damage(stats, config, testbed_erased_fn(pipe, concept, search_seeds, config),
+                              target_erasure)
+        config = replace(config, skill_ratio=search.skill_ratio)
+        masks, result = stats.masks(config)
+    else:
+        masks, result = conceptprune(pipe, target_prompts, base_prompts, config, progress=progress)
     updates = apply_masks(ckpt.tensors, masks)
     meta = {"revival_unlearn": "conceptprune", "concept": concept}
     save_checkpoint(ckpt, out, updates, overwrite=overwrite)
     if masks_path is not None:
         save_masks(masks, masks_path, metadata=meta, inputs=inputs)
     result.config["concept"] = concept
+    if search is not None:
+        result.config["least_damage"] = search.to_dict()
     write_json(result.to_dict(), report, inputs)
     result.report = report
     return result
