@@ -14,7 +14,7 @@ setup() {
     # Pinned: the CPU wheel on local disk. An unpinned torch would pull a multi-GB CUDA build.
     "$PY" -m pip install -q "torch==2.13.0"
   fi
-  if ! "$PY" -c "import revival, diffusers, transformers, pytest, nudenet" 2>/dev/null \
+  if ! "$PY" -c "import revival, diffusers, transformers, pytest, nudenet, torchmetrics" 2>/dev/null \
      || [ pyproject.toml -nt "$VENV/.revival-installed" ]; then
     "$PY" -m pip install -q -e ".[dev]"
     touch "$VENV/.revival-installed"

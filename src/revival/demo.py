@@ -57,6 +57,7 @@ class DemoConfig:
     target_erasure: float | None = 0.2  # least-damage search: smallest ratio with erased <= this
     search_seeds: int = 20  # validation images of the concept per probe of the search
     controls: bool = False
+    utility: bool = True  # FID/KID of the preserved classes (testbed-CNN features)
     unlearn_steps: int = 10
     keep: float | None = None
     magnitude: str | None = None
@@ -209,9 +210,23 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         pe, pp = Proportion(round(e * n_erased), n_erased), Proportion(round(p * n_preserved), n_preserved)
         return float(e), float(p), pe.to_dict()["ci95"], pp.to_dict()["ci95"], table, images
 
+    utility: dict = {}
+    others = [c for c in classes if c != config.concept]
+    reals = None
+
     def evaluate(stage: str, state: dict[str, torch.Tensor]) -> None:
+        nonlocal reals
         with tm(f"evaluate_{stage}"):
             e, p, ce, cpv, table, images = measure(state)
+        if config.utility and len(others) * config.seeds_per_class >= 4:
+            from .evaluate.fid import classifier_features, feature_distance, real_test_images
+
+            with tm(f"utility_{stage}"):
+                if reals is None:
+                    reals = (real_test_images(others, config.seeds_per_class, seed=config.seed), classifier_features())
+                d = feature_distance(reals[0], torch.cat([images[c] for c in others]), reals[1],
+                                     name="testbed-CNN penultimate (512-d)", seed=config.seed)
+            utility[stage] = {"fid": round(d.fid, 4), "kid": round(d.kid, 6)}
         acc["erased"][stage], acc["preserved"][stage] = e, p
         ci["erased"][stage], ci["preserved"][stage] = ce, cpv
         per_class[stage] = table
@@ -306,6 +321,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         "sign_recovery": {k: float(signs[k]) for k in ("completion", "kept", "all")},
         "unlearn": unlearn_info,
         **({"controls": controls} if controls else {}),
+        **({"utility": utility} if utility else {}),
         "timings": {k: round(float(v), 3) for k, v in tm.timings.items()},
     }
     validate_report(report)

@@ -12,6 +12,7 @@ accuracy has its Wilson 95% interval under "intervals", over the image counts un
                        "all": float},         # kept and correct / all pruned (unrevived count wrong)
      "unlearn":   {"skill_ratio": float, "target_erasure": float | None, "reached": bool | None},
      "controls":  {name: {"erased", "preserved", "erased_ci95", "preserved_ci95"}},   # optional
+     "utility":   {stage: {"fid", "kid"}},  # preserved classes vs real test images, testbed-CNN features
      "timings":   {stage: seconds}}
 
 Every writer is atomic (temporary file, then rename): no partial output file is left behind.
@@ -60,7 +61,7 @@ def _interval(v) -> bool:
 def validate_report(report: dict) -> dict:
     """Check the demo report's documented shape; returns it unchanged or raises RevivalError."""
     keys = set(report)
-    if not REPORT_KEYS <= keys or not keys <= REPORT_KEYS | {"controls"}:
+    if not REPORT_KEYS <= keys or not keys <= REPORT_KEYS | {"controls", "utility"}:
         raise RevivalError(f"report keys are {sorted(report)}, not the documented ones.")
     if not isinstance(report["concept"], str):
         raise RevivalError("report concept must be a string.")
@@ -83,6 +84,9 @@ def validate_report(report: dict) -> dict:
         if not (_fraction(c.get("erased")) and _fraction(c.get("preserved"))
                 and _interval(c.get("erased_ci95")) and _interval(c.get("preserved_ci95"))):
             raise RevivalError(f"report control {name!r} must hold erased/preserved accuracies and their intervals.")
+    for stage, u in report.get("utility", {}).items():
+        if stage not in STAGES or not all(isinstance(u.get(k), float) and math.isfinite(u[k]) for k in ("fid", "kid")):
+            raise RevivalError(f"report utility.{stage} must hold finite fid and kid of a known stage.")
     for k, v in report["timings"].items():
         if not (isinstance(k, str) and isinstance(v, float) and math.isfinite(v) and v >= 0):
             raise RevivalError(f"report timing {k!r} = {v!r} is not a non-negative number of seconds.")
@@ -136,6 +140,14 @@ def markdown_table(report: dict) -> str:
         for name, c in report["controls"].items():
             lines.append(f"| {CONTROL_LABELS.get(name, name)} | {c['erased']:.3f} {_ci(c['erased_ci95'])} "
                          f"| {c['preserved']:.3f} {_ci(c['preserved_ci95'])} |")
+    if report.get("utility"):
+        u = report["utility"]
+        lines += ["", "Utility of the preserved classes' images: FID / KID against real Fashion-MNIST test images "
+                      "in the testbed classifier's feature space (lower is better; comparable within this table only).",
+                  "", "| stage | FID (testbed-CNN) | KID (testbed-CNN) |", "|---|---:|---:|"]
+        for s in STAGES:
+            if s in u:
+                lines.append(f"| {STAGE_LABELS[s]} | {u[s]['fid']:.2f} | {u[s]['kid']:.4f} |")
     sr = report["sign_recovery"]
     lines += [
         "",
