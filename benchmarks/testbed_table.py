@@ -24,7 +24,10 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds-per-class", type=int, default=10)
+    ap.add_argument("--seeds-per-class", type=int, default=12)
+    ap.add_argument("--no-controls", action="store_true", help="skip the sign controls")
+    ap.add_argument("--no-paper-recipe", action="store_true", help="skip the paper's recipe (svt) column")
+    ap.add_argument("--target-erasure", type=float, default=None, help="least-damage target (default: the demo's)")
     ap.add_argument("--out", type=Path, default=Path("out/testbed_table"))
     ap.add_argument("--concepts", default=None, help="comma-separated subset (default: all 10 classes)")
     ap.add_argument("--skill-ratio", type=float, default=None)
@@ -45,11 +48,15 @@ def main(argv=None) -> int:
     from revival.report import concept_table, write_markdown
     from revival.testbed import load_pipeline
 
-    set_threads(args.threads)
+    set_threads(args.threads if args.threads is not None else 1)  # pinned: a shared machine
     pipe = load_pipeline()
     concepts = args.concepts.split(",") if args.concepts else list(pipe.classes)
     overrides = {k: v for k, v in {"skill_ratio": args.skill_ratio, "unlearn_steps": args.unlearn_steps,
-                                   "magnitude": args.magnitude, "keep": args.keep}.items() if v is not None}
+                                   "magnitude": args.magnitude, "keep": args.keep,
+                                   "target_erasure": args.target_erasure}.items() if v is not None}
+    if args.skill_ratio is not None and args.target_erasure is None:
+        overrides["target_erasure"] = None  # a fixed ratio
+    overrides.update(controls=not args.no_controls, paper_recipe=not args.no_paper_recipe)
     reports = []
     t0 = time.perf_counter()
     for c in concepts:
@@ -60,7 +67,7 @@ def main(argv=None) -> int:
         print(f"    erased {[round(acc['erased'][s], 3) for s in acc['erased']]} "
               f"preserved {[round(acc['preserved'][s], 3) for s in acc['preserved']]}", file=sys.stderr, flush=True)
     table = concept_table(reports)
-    head = (f"Testbed, {args.seeds_per_class} images per class per stage; settings: "
+    head = (f"Testbed, {args.seeds_per_class} held-out images per class per stage (seeds from 1000); settings: "
             f"{json.dumps(overrides) if overrides else 'demo defaults'}; "
             f"{time.perf_counter() - t0:.0f} s in all.\n\n")
     write_markdown(head + table, args.out / "table.md")
@@ -79,7 +86,7 @@ def sweep(args) -> int:
     from revival.testbed import load_pipeline
     from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
 
-    set_threads(args.threads)
+    set_threads(args.threads if args.threads is not None else 1)
     pipe = load_pipeline()
     concepts = args.concepts.split(",") if args.concepts else ["sneaker"]
     keeps = [float(k) for k in args.keeps.split(",")]
@@ -106,7 +113,9 @@ def sweep(args) -> int:
             for k in keeps:
                 updates, _ = revive(unlearned, layers, AttackConfig(magnitude=m, keep=k, seed=args.seed), progress=False)
                 revived = {**unlearned, **updates}
-                sr = _sign_recovery(original, unlearned, revived, layers)
+                completed = {**unlearned, **revive(unlearned, layers, AttackConfig(magnitude=m, keep=1.0, seed=args.seed),
+                                                   progress=False)[0]}
+                sr = _sign_recovery(original, unlearned, revived, completed, layers)
                 pipe.unet.load_state_dict(revived)
                 e, p, _, _ = testbed_evaluator(pipe, classes, c, args.seeds_per_class, demo)
                 lines.append(f"| {c} | {m} | {k:.1f} | {e:.3f} | {p:.3f} | {sr['all']:.3f} | {sr['kept']:.3f} |")

@@ -98,7 +98,7 @@ def test_report_writers(tmp_path):
     md = markdown_table(r)
     assert md.count("| 0.900 [0.60, 0.98] | 0.900 [0.60, 0.98] |") == len(STAGES)
     table = concept_table([_report(0.2, 0.6), _report(0.4, 0.8)])
-    assert "| **mean** | 0.300 |" in table and table.rstrip().endswith("0.700 |")
+    assert "| **mean** (95% CI, pooled) | **0.300** [" in table and "**0.700** |" in table
     img = torch.rand(4, 1, 16, 16)
     p = image_grid([("a", img), ("b", img)], ["x", "x", "y", "y"], tmp_path / "g.png")
     assert p.stat().st_size > 0

@@ -58,6 +58,7 @@ class DemoConfig:
     search_seeds: int = 20  # validation images of the concept per probe of the search
     controls: bool = False
     utility: bool = True  # FID/KID of the preserved classes (testbed-CNN features)
+    paper_recipe: bool = False  # also attack with the paper's recipe (svt completion) and evaluate it
     unlearn_steps: int = 10
     keep: float | None = None
     magnitude: str | None = None
@@ -237,6 +238,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
     unlearn_info = {"skill_ratio": float(config.skill_ratio), "target_erasure": config.target_erasure, "reached": None}
     controls: dict = {}
+    paper: dict = {}
     try:
         _log(progress, f"[1/5] evaluating the original testbed model ({config.seeds_per_class} held-out images per class)")
         evaluate("original", original)
@@ -282,6 +284,21 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         _log(progress, f"  sign recovery: completion {signs['completion']:.3f} of all pruned (before Top-K), "
                        f"{signs['kept']:.3f} of kept")
         evaluate("revived", revived)
+        if config.paper_recipe:
+            with tm("attack_paper_recipe"):
+                svt_cfg = replace(attack_cfg, solver="svt")
+                svt_updates, svt_result = revive(unlearned, layers, svt_cfg, progress=False)
+                svt_completed = {**unlearned, **revive(unlearned, layers, replace(svt_cfg, keep=1.0), progress=False)[0]}
+            svt_revived = {**unlearned, **svt_updates}
+            svt_signs = _sign_recovery(original, unlearned, svt_revived, svt_completed, layers)
+            with tm("evaluate_paper_recipe"):
+                e, p, ce, cpv, table, _ = measure(svt_revived)
+            paper = {"erased": e, "preserved": p, "erased_ci95": ce, "preserved_ci95": cpv,
+                     "sign_recovery": {k: svt_signs[k] for k in ("completion", "kept", "all")}}
+            details["attack_paper_recipe"] = svt_result.to_dict()
+            per_class["paper_recipe"] = table
+            _log(progress, f"  paper's recipe (svt)      erased {e:.3f} [{ce[0]:.2f}, {ce[1]:.2f}]  preserved {p:.3f}  "
+                           f"signs: completion {svt_signs['completion']:.3f}, kept {svt_signs['kept']:.3f}")
         if config.controls:
             _log(progress, "  controls: the same kept positions and magnitudes with other signs")
             for name, layer_updates in sign_controls(original, unlearned, revived, layers, config.seed).items():
@@ -322,6 +339,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         "unlearn": unlearn_info,
         **({"controls": controls} if controls else {}),
         **({"utility": utility} if utility else {}),
+        **({"paper_recipe": paper} if paper else {}),
         "timings": {k: round(float(v), 3) for k, v in tm.timings.items()},
     }
     validate_report(report)

@@ -12,6 +12,7 @@ accuracy has its Wilson 95% interval under "intervals", over the image counts un
                        "all": float},         # kept and correct / all pruned (unrevived count wrong)
      "unlearn":   {"skill_ratio": float, "target_erasure": float | None, "reached": bool | None},
      "controls":  {name: {"erased", "preserved", "erased_ci95", "preserved_ci95"}},   # optional
+     "paper_recipe": {"erased", "preserved", "erased_ci95", "preserved_ci95", "sign_recovery"},  # optional
      "utility":   {stage: {"fid", "kid"}},  # preserved classes vs real test images, testbed-CNN features
      "timings":   {stage: seconds}}
 
@@ -61,7 +62,7 @@ def _interval(v) -> bool:
 def validate_report(report: dict) -> dict:
     """Check the demo report's documented shape; returns it unchanged or raises RevivalError."""
     keys = set(report)
-    if not REPORT_KEYS <= keys or not keys <= REPORT_KEYS | {"controls", "utility"}:
+    if not REPORT_KEYS <= keys or not keys <= REPORT_KEYS | {"controls", "utility", "paper_recipe"}:
         raise RevivalError(f"report keys are {sorted(report)}, not the documented ones.")
     if not isinstance(report["concept"], str):
         raise RevivalError("report concept must be a string.")
@@ -80,7 +81,8 @@ def validate_report(report: dict) -> dict:
     for k, v in report["sign_recovery"].items():
         if not _fraction(v):
             raise RevivalError(f"report sign_recovery.{k} = {v!r} is not a float in [0, 1].")
-    for name, c in report.get("controls", {}).items():
+    for name, c in {**report.get("controls", {}), **({"paper_recipe": report["paper_recipe"]}
+                                                     if "paper_recipe" in report else {})}.items():
         if not (_fraction(c.get("erased")) and _fraction(c.get("preserved"))
                 and _interval(c.get("erased_ci95")) and _interval(c.get("preserved_ci95"))):
             raise RevivalError(f"report control {name!r} must hold erased/preserved accuracies and their intervals.")
@@ -131,6 +133,12 @@ def markdown_table(report: dict) -> str:
     for s in STAGES:
         lines.append(f"| {STAGE_LABELS[s]} | {acc['erased'][s]:.3f} {_ci(ci['erased'][s])} "
                      f"| {acc['preserved'][s]:.3f} {_ci(ci['preserved'][s])} |")
+    if report.get("paper_recipe"):
+        pr = report["paper_recipe"]
+        lines += ["", f"The paper's recipe (SVT completion, same Top-K and magnitudes) on the unlearned model: erased "
+                      f"{pr['erased']:.3f} {_ci(pr['erased_ci95'])}, preserved {pr['preserved']:.3f} "
+                      f"{_ci(pr['preserved_ci95'])}; signs: completion {pr['sign_recovery']['completion']:.3f}, "
+                      f"kept {pr['sign_recovery']['kept']:.3f}."]
     if report.get("controls"):
         lines += ["", "Controls: the revived model with the same kept positions and Neuron-Max magnitudes, "
                       "but other signs (or values).", "",
@@ -265,22 +273,42 @@ def image_grid(rows: Sequence[tuple[str, torch.Tensor]], columns: Sequence[str],
 
 
 def concept_table(reports: Sequence[dict]) -> str:
-    """Markdown table over many demo reports (one concept a row) plus the mean row."""
-    head = ("| concept | " + " | ".join(f"erased {s}" for s in STAGES) + " | "
-            + " | ".join(f"preserved {s}" for s in STAGES) + " | signs completion | signs kept |")
-    lines = [head, "|---|" + "---:|" * (2 * len(STAGES) + 2)]
+    """Markdown table over many demo reports (one concept a row) plus the mean row, whose
+    erased and preserved figures carry Wilson 95% intervals over the pooled images. Columns for
+    the paper's recipe and the random-sign control appear when the reports hold them."""
+    from .intervals import wilson
 
-    def row(name, vals):
-        return f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + " |"
+    svt = all("paper_recipe" in r for r in reports) and bool(reports)
+    ctl = all("random_signs" in r.get("controls", {}) for r in reports) and bool(reports)
+    cols = [f"erased {s}" for s in STAGES] + (["erased revived (paper's svt)"] if svt else []) \
+        + (["erased random-sign control"] if ctl else []) + [f"preserved {s}" for s in STAGES] \
+        + ["signs completion", "signs kept", "skill ratio"]
+    lines = ["| concept | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
 
-    all_vals = []
+    def erased_side(r):
+        return ([r["accuracy"]["erased"][s] for s in STAGES] + ([r["paper_recipe"]["erased"]] if svt else [])
+                + ([r["controls"]["random_signs"]["erased"]] if ctl else []))
+
+    pooled: list[list[float]] = []
     for r in reports:
-        vals = ([r["accuracy"]["erased"][s] for s in STAGES]
-                + [r["accuracy"]["preserved"][s] for s in STAGES]
+        vals = (erased_side(r) + [r["accuracy"]["preserved"][s] for s in STAGES]
                 + [r["sign_recovery"]["completion"], r["sign_recovery"]["kept"]])
-        all_vals.append(vals)
-        lines.append(row(r["concept"], vals))
-    if all_vals:
-        mean = [sum(c) / len(c) for c in zip(*all_vals)]
-        lines.append(row("**mean**", mean))
+        pooled.append(vals)
+        lines.append(f"| {r['concept']} | " + " | ".join(f"{v:.3f}" for v in vals)
+                     + f" | {r.get('unlearn', {}).get('skill_ratio', float('nan')):.4g} |")
+    if reports:
+        n_e = sum(r["images"]["erased"] for r in reports)
+        n_p = sum(r["images"]["preserved"] for r in reports)
+        n_erased_cols = len(erased_side(reports[0]))
+        cells = []
+        for j, col in enumerate(zip(*pooled)):
+            mean = sum(col) / len(col)
+            if j < n_erased_cols + len(STAGES):
+                per = [r["images"]["erased" if j < n_erased_cols else "preserved"] for r in reports]
+                hits = round(sum(v * n for v, n in zip(col, per)))
+                lo, hi = wilson(hits, n_e if j < n_erased_cols else n_p)
+                cells.append(f"**{mean:.3f}** [{lo:.2f}, {hi:.2f}]")
+            else:
+                cells.append(f"**{mean:.3f}**")
+        lines.append("| **mean** (95% CI, pooled) | " + " | ".join(cells) + " | |")
     return "\n".join(lines) + "\n"
