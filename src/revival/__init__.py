@@ -17,6 +17,9 @@ from __future__ import annotations
 import importlib
 
 from .attack import AttackConfig, AttackResult, LayerResult, revive
+from .attack.revive import revive_checkpoint
+from .inspect import exposure, inspect_checkpoint
+from .intervals import Proportion, wilson
 from .io import Checkpoint, load_checkpoint, save_checkpoint
 from .layers import DEFAULT_LAYERS, select_layers
 from .defense.obfuscate import ObfuscateResult, defend, obfuscate
@@ -40,6 +43,8 @@ _LAZY = {
     "get_classifier": "revival.evaluate",
     "DemoConfig": "revival.demo",
     "run_demo": "revival.demo",
+    "least_damage": "revival.unlearn.least_damage",
+    "feature_distance": "revival.evaluate.fid",
 }
 
 
@@ -53,5 +58,6 @@ __all__ = [
     "AttackConfig", "AttackResult", "Checkpoint", "DEFAULT_LAYERS", "LayerResult", "MaskReport",
     "ObfuscateResult", "RevivalError", "ScoreResult", "defend", "load_checkpoint", "mask_report",
     "obfuscate", "pruned_mask", "revive", "save_checkpoint", "score", "score_checkpoints",
+    "revive_checkpoint", "inspect_checkpoint", "exposure", "Proportion", "wilson",
     "select_layers", "__version__", *_LAZY,
 ]
