@@ -13,6 +13,7 @@ from revival.cli import main
 from revival.errors import RevivalError
 from revival.evaluate import (ImageNetEfficientNet, PromptRow, default_prompts, evaluate_concept, generate, get_classifier,
                               load_images, read_prompts, score, write_prompts)
+from revival.evaluate.prompts import prompt_texts
 from tiny_models import make_tiny_sd
 
 
@@ -68,9 +69,43 @@ def test_prompt_files(tmp_path):
     art.write_text(',Unnamed: 0,case_number,prompt,evaluation_seed,artists,evaluation_guidance,base\n'
                    '0,0,0,"Impression, Sunrise by Claude Monet",2219,Claude Monet,7.5,impression\n')
     assert read_prompts(art) == [PromptRow(0, "Impression, Sunrise by Claude Monet", "Claude Monet", 2219)]
-    rows = default_prompts(["bag", "coat"], 3, first_seed=5)
+    rows = default_prompts(["bag", "coat"], 3, first_seed=5, template="an image of a {}")
     assert [(r.prompt, r.seed) for r in rows[:3]] == [("an image of a bag", s) for s in (5, 6, 7)]
     assert [r.case for r in rows] == list(range(6))
+    # a text file: one prompt a line (ConceptPrune's prompt sets, word lists)
+    txt = tmp_path / "scenes.txt"
+    txt.write_text("a kitchen\n\n  a harbor \n")
+    assert read_prompts(txt) == [PromptRow(0, "a kitchen", "", 0), PromptRow(1, "a harbor", "", 1)]
+    assert prompt_texts(txt) == ["a kitchen", "a harbor"]
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(RevivalError, match="no prompts"):
+        read_prompts(tmp_path / "blank.txt")
+
+
+def test_default_evaluation_prompts_are_held_out_from_unlearning():
+    """The testbed's default evaluation prompts and seeds never coincide with ConceptPrune's
+    unlearning prompts and seeds (any concept): other templates/synonyms, seeds from 1000."""
+    from revival.testbed import CLASSES
+    from revival.unlearn.conceptprune import ConceptPruneConfig, concept_prompts
+
+    rows = default_prompts(CLASSES, 12)
+    unlearn_prompts, unlearn_seeds = set(), set()
+    seed = ConceptPruneConfig().seed
+    for concept in CLASSES:
+        target, base = concept_prompts(concept, CLASSES)
+        unlearn_prompts |= set(target) | set(base)
+        unlearn_seeds |= set(range(seed, seed + max(len(target), len(base))))
+    assert not {r.prompt for r in rows} & unlearn_prompts
+    assert not {r.seed for r in rows} & unlearn_seeds and min(r.seed for r in rows) == 1000
+    # every class is asked for in several phrasings, each naming a synonym of that class only
+    from revival.testbed.text import SYNONYMS
+
+    for c in CLASSES:
+        mine = [r.prompt for r in rows if r.cls == c]
+        assert len(mine) == 12 and len(set(mine)) >= 8
+        assert all(any(s in p for s in SYNONYMS[c]) for p in mine)
+    # classes outside the testbed (Stable Diffusion objects) get the paper's evaluation prompt
+    assert default_prompts(["church"], 2)[1] == PromptRow(1, "an image of a church", "church", 1001)
 
 
 class CountingModel:
