@@ -23,7 +23,7 @@ from .. import distributed as dist
 from ..errors import RevivalError
 from ..intervals import Proportion
 from ..io import atomic_write
-from .generate import generate, generation_record, load_images, png_bytes, to_pil
+from .generate import generate, generation_record, load_images, png_bytes, row_batches, to_pil
 from .prompts import PromptRow
 
 
@@ -232,10 +232,10 @@ def evaluate_concept(model, rows: list[PromptRow], classifier, concept: str, *,
     if out_dir is not None:
         paths = generate(model, rows, Path(out_dir) / "images", steps=steps, guidance=guidance,
                          batch_size=batch_size, progress=progress, settings=settings, record=record)
-    mine = dist.shard(len(rows))
+    batches = row_batches(len(rows), batch_size)
     pairs, kept = [], []
-    for b in range(0, len(mine), batch_size):
-        idx = mine[b:b + batch_size]
+    for k in dist.shard(len(batches)):
+        idx = batches[k]
         part = [rows[i] for i in idx]
         if out_dir is not None:
             images = load_images([paths[i] for i in idx])

@@ -68,11 +68,21 @@ def _bar(total: int, desc: str, progress: bool):
     return tqdm(total=total, desc=desc, unit="img", disable=not (progress and dist.is_main()), leave=False)
 
 
+def row_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Rows 0..n-1 in fixed batches of `batch_size`. Batches, not rows, are what processes share
+    and what a resumed run regenerates: a GEMM's last bits depend on the batch it runs in, so
+    fixed batches make every image's bytes independent of the process count and of interruptions."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise RevivalError(f"--batch-size must be a positive integer, got {batch_size!r}.")
+    return [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+
+
 def generate(model, rows: list[PromptRow], out_dir: str | Path, *, steps: int | None = None,
              guidance: float | None = None, batch_size: int = 100, progress: bool = True,
              settings: dict | None = None, record: dict | None = None) -> list[Path]:
     """Write one PNG per row into out_dir (named by case, class and seed); images already there
-    are kept and skipped, so an interrupted run resumes. Returns the paths in row order.
+    are kept and skipped, so an interrupted run resumes (a batch with a missing image is made
+    again whole, its missing images written: `row_batches`). Returns the paths in row order.
 
     out_dir/generation.json records the settings, the sampler and the UNet's content digest
     (`generation_record`; `record` passes one already computed); a folder made with other
@@ -92,21 +102,22 @@ def generate(model, rows: list[PromptRow], out_dir: str | Path, *, steps: int | 
             raise RevivalError(f"{out_dir} holds images generated with {what} ({_diff(old, record)}); "
                                "choose another output folder.")
     paths = [out_dir / image_name(r) for r in rows]
-    todo = [i for i, p in enumerate(paths) if not p.is_file()]
+    batches = row_batches(len(rows), batch_size)
+    todo = [k for k, idx in enumerate(batches) if not all(paths[i].is_file() for i in idx)]
     dist.barrier()  # every process has listed the folder before any image is written
     if dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         if not rec_path.is_file():
             atomic_write(rec_path, json.dumps(record, indent=2) + "\n")
     dist.barrier()
-    mine = [todo[k] for k in dist.shard(len(todo))]
-    bar = _bar(len(todo), f"generate {out_dir.name}", progress)
-    for b in range(0, len(mine), batch_size):
-        idx = mine[b:b + batch_size]
+    bar = _bar(sum(len(batches[k]) for k in todo), f"generate {out_dir.name}", progress)
+    for k in [todo[j] for j in dist.shard(len(todo))]:
+        idx = batches[k]
         images = model([rows[i].prompt for i in idx], [rows[i].seed for i in idx],
                        steps=steps, guidance=guidance)
         for i, img in zip(idx, images):
-            atomic_write(paths[i], png_bytes(img))
+            if not paths[i].is_file():
+                atomic_write(paths[i], png_bytes(img))
         bar.update(len(idx) * dist.num_processes())
     bar.close()
     dist.barrier()
