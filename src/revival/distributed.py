@@ -25,10 +25,11 @@ def _launched() -> bool:
 
 
 def state():
-    """accelerate's PartialState (initialises the process group once when launched)."""
+    """accelerate's PartialState (initialises the process group once when launched): NCCL over
+    the GPUs when torch sees them, else gloo over CPU processes (also with `accelerate launch --cpu`)."""
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def num_processes() -> int:
@@ -65,15 +66,24 @@ def gather(pairs: list[tuple[int, object]], n: int) -> list:
     """Every process's (index, value) pairs -> the list of n values in item order, on every process.
     An index seen twice (a padded split repeats its last item) is kept once."""
     if _launched():
-        from accelerate.utils import gather_object
-
-        pairs = gather_object(list(pairs))
+        pairs = _all_gather(list(pairs))
     out: dict[int, object] = {}
     for i, v in pairs:
         out.setdefault(int(i), v)
     if sorted(out) != list(range(n)):
         raise RevivalError(f"gathered {len(out)} of {n} items from the processes.")
     return [out[i] for i in range(n)]
+
+
+def _all_gather(items: list) -> list:
+    """Concatenate every process's list, in process order (our PartialState initialises first:
+    accelerate's own helpers would set up a GPU-only state on a CPU launch)."""
+    import torch.distributed as dist
+
+    state()
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -101,10 +111,8 @@ def agree(value: str, what: str) -> None:
     """Raise on every process when the processes hold different `value`s (e.g. a config digest)."""
     if not _launched():
         return
-    from accelerate.utils import gather_object
-
     digest = hashlib.sha256(value.encode()).hexdigest()
-    seen = gather_object([digest])
+    seen = _all_gather([digest])
     if len(set(seen)) != 1:
         raise RevivalError(f"the {len(seen)} processes of this launch disagree on {what}; "
                            "start them all with the same arguments.")

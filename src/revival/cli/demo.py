@@ -80,6 +80,10 @@ def _unlearn(args) -> int:
                      target_prompts=target, base_prompts=base, masks_path=args.save_masks,
                      device=args.device, dtype=args.dtype, progress=not args.quiet)
     d = result.to_dict()
+    from ..distributed import is_main
+
+    if not is_main():  # a distributed launch: the main process writes and reports
+        return 0
     write_json(d, report)
     t = d["totals"]
     print(f"unlearned '{args.concept}': pruned {t['pruned']} of {t['numel']} weights "
