@@ -474,12 +474,20 @@ def load_masks(path) -> dict[str, torch.Tensor]:
 
 def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
     """ConceptPrune's prompt pair for a task, filled with `words` (scenes for objects, things
-    for artists, humans for nudity; None: this project's own lists). With the paper's word files
-    (common_scenes.txt, things.txt, humans.txt, read by path) this is its prompt set."""
+    for artists, humans for nudity; None: this project's own lists, or, for an object with its own
+    (base, target) pairs in the concept registry -- church, garbage truck -- those pairs). With the
+    paper's word files (common_scenes.txt, things.txt, humans.txt, read by path) this is its
+    prompt set."""
     if task not in PRESETS:
         raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
     if words is not None and not words:
         raise RevivalError("the word list is empty.")
+    if task == "objects" and words is None:
+        from ..concepts import find_pairs
+
+        pairs = find_pairs(concept)  # church, garbage truck: the reference's own pairs
+        if pairs:
+            return [t for _, t in pairs], [b for b, _ in pairs]
     fill = {"objects": (object_prompts, SCENES), "artists": (artist_prompts, THINGS),
             "nudity": (nudity_prompts, HUMANS)}[task]
     build, own = fill
