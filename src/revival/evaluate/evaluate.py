@@ -216,11 +216,11 @@ def _grid_subset(rows: list[PromptRow], per_class: int = 8) -> list[int]:
 def evaluate_concept(model, rows: list[PromptRow], classifier, concept: str, *,
                      out_dir: str | Path | None = None, steps: int | None = None,
                      guidance: float | None = None, batch_size: int = 100, progress: bool = False,
-                     settings: dict | None = None) -> EvalResult:
+                     settings: dict | None = None, images_dir: str | Path | None = None) -> EvalResult:
     """Generate every row's image with `model` (a TestbedPipeline or SDGenerator), classify, score.
 
-    With out_dir: images go to out_dir/images (resumable, keyed by the UNet's content) and the
-    report beside them; without: everything stays in memory (for in-process use, e.g. swapped
+    With out_dir: images go to out_dir/images (or `images_dir`; resumable, keyed by the UNet's
+    content) and the report beside them; without: everything stays in memory (for in-process use, e.g. swapped
     UNet weights; `result.images` holds them). Under a distributed launch every process calls
     this with the same arguments: each generates and judges its share, the results are gathered
     in row order, and the main process writes the report. Every process returns the result."""
@@ -230,7 +230,8 @@ def evaluate_concept(model, rows: list[PromptRow], classifier, concept: str, *,
     t0 = time.time()
     record = generation_record(model, settings, steps, guidance)
     if out_dir is not None:
-        paths = generate(model, rows, Path(out_dir) / "images", steps=steps, guidance=guidance,
+        images_dir = Path(images_dir) if images_dir is not None else Path(out_dir) / "images"
+        paths = generate(model, rows, images_dir, steps=steps, guidance=guidance,
                          batch_size=batch_size, progress=progress, settings=settings, record=record)
     batches = row_batches(len(rows), batch_size)
     pairs, kept = [], []
