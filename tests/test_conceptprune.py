@@ -250,3 +250,25 @@ def test_task_prompts_from_word_lists():
         task_prompts("styles", "x", ["a"])
     with pytest.raises(RevivalError, match="empty"):
         task_prompts("objects", "x", [])
+
+
+def test_reference_pairs_for_church_and_garbage_truck():
+    """The paper's two objects with their own (base, target) pairs come from the registry."""
+    from revival.concepts import lookup, registry, unlearning_prompts
+    from revival.unlearn.conceptprune import task_prompts
+
+    t, b = task_prompts("objects", "church")
+    assert len(t) == len(b) == 8
+    assert (b[0], t[0]) == ("a road", "a church on a road") and (b[-1], t[-1]) == ("a forest", "a church in a forest")
+    t, b = task_prompts("objects", "garbage truck")
+    assert len(t) == 13 and ("a truck", "a garbage truck near a big truck") in list(zip(b, t))
+    # an explicit word list still wins (the user asked for scenes)
+    assert task_prompts("objects", "church", ["meadow"]) == (["a church in a meadow"], ["a meadow"])
+    # one registry entry per ImageNette class (the reference's class names) and per testbed class
+    entries, groups = registry()
+    assert sorted(n for n, m in entries if m == "sd") == sorted(groups["imagenette"])
+    assert sorted(n for n, m in entries if m == "testbed") == sorted(groups["testbed"])
+    tench = lookup("tench", "sd")
+    assert tench.classifier == "resnet50" and tench.skill_ratio == 0.02 and len(unlearning_prompts(tench)[0]) == 12
+    with pytest.raises(RevivalError, match="unknown concept"):
+        lookup("zebra", "sd")

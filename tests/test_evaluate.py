@@ -13,6 +13,7 @@ from revival.cli import main
 from revival.errors import RevivalError
 from revival.evaluate import (ImageNetEfficientNet, PromptRow, default_prompts, evaluate_concept, generate, get_classifier,
                               load_images, read_prompts, score, write_prompts)
+from revival.evaluate.prompts import prompt_texts
 from tiny_models import make_tiny_sd
 
 
@@ -68,9 +69,43 @@ def test_prompt_files(tmp_path):
     art.write_text(',Unnamed: 0,case_number,prompt,evaluation_seed,artists,evaluation_guidance,base\n'
                    '0,0,0,"Impression, Sunrise by Claude Monet",2219,Claude Monet,7.5,impression\n')
     assert read_prompts(art) == [PromptRow(0, "Impression, Sunrise by Claude Monet", "Claude Monet", 2219)]
-    rows = default_prompts(["bag", "coat"], 3, first_seed=5)
+    rows = default_prompts(["bag", "coat"], 3, first_seed=5, template="an image of a {}")
     assert [(r.prompt, r.seed) for r in rows[:3]] == [("an image of a bag", s) for s in (5, 6, 7)]
     assert [r.case for r in rows] == list(range(6))
+    # a text file: one prompt a line (ConceptPrune's prompt sets, word lists)
+    txt = tmp_path / "scenes.txt"
+    txt.write_text("a kitchen\n\n  a harbor \n")
+    assert read_prompts(txt) == [PromptRow(0, "a kitchen", "", 0), PromptRow(1, "a harbor", "", 1)]
+    assert prompt_texts(txt) == ["a kitchen", "a harbor"]
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(RevivalError, match="no prompts"):
+        read_prompts(tmp_path / "blank.txt")
+
+
+def test_default_evaluation_prompts_are_held_out_from_unlearning():
+    """The testbed's default evaluation prompts and seeds never coincide with ConceptPrune's
+    unlearning prompts and seeds (any concept): other templates/synonyms, seeds from 1000."""
+    from revival.testbed import CLASSES
+    from revival.unlearn.conceptprune import ConceptPruneConfig, concept_prompts
+
+    rows = default_prompts(CLASSES, 12)
+    unlearn_prompts, unlearn_seeds = set(), set()
+    seed = ConceptPruneConfig().seed
+    for concept in CLASSES:
+        target, base = concept_prompts(concept, CLASSES)
+        unlearn_prompts |= set(target) | set(base)
+        unlearn_seeds |= set(range(seed, seed + max(len(target), len(base))))
+    assert not {r.prompt for r in rows} & unlearn_prompts
+    assert not {r.seed for r in rows} & unlearn_seeds and min(r.seed for r in rows) == 1000
+    # every class is asked for in several phrasings, each naming a synonym of that class only
+    from revival.testbed.text import SYNONYMS
+
+    for c in CLASSES:
+        mine = [r.prompt for r in rows if r.cls == c]
+        assert len(mine) == 12 and len(set(mine)) >= 8
+        assert all(any(s in p for s in SYNONYMS[c]) for p in mine)
+    # classes outside the testbed (Stable Diffusion objects) get the paper's evaluation prompt
+    assert default_prompts(["church"], 2)[1] == PromptRow(1, "an image of a church", "church", 1001)
 
 
 class CountingModel:
@@ -94,12 +129,12 @@ def testbed():
 def test_generation_is_resumable(testbed, tmp_path):
     rows = default_prompts(["bag", "sneaker"], 2)
     m = CountingModel(testbed)
-    paths = generate(m, rows, tmp_path, steps=3, progress=False, settings={"model": "testbed"})
+    paths = generate(m, rows, tmp_path, steps=3, progress=False, settings={"model": "testbed"}, batch_size=2)
     assert m.asked == 4 and all(p.is_file() for p in paths)
     before = {p.name: p.read_bytes() for p in paths}
     paths[1].unlink()
-    generate(m, rows, tmp_path, steps=3, progress=False, settings={"model": "testbed"})
-    assert m.asked == 5  # only the missing image was made again ...
+    generate(m, rows, tmp_path, steps=3, progress=False, settings={"model": "testbed"}, batch_size=2)
+    assert m.asked == 6  # only the batch of the missing image was made again ...
     assert {p.name: p.read_bytes() for p in paths} == before  # ... identical to the first time
     with pytest.raises(RevivalError, match="other settings"):
         generate(m, rows, tmp_path, steps=4, progress=False, settings={"model": "testbed"})
@@ -175,3 +210,43 @@ def test_cli_errors(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["evaluate", "--concept", "church", "--seeds", "1", "--out", str(tmp_path / "o")]) == 2
     assert "not a class" in capsys.readouterr().err
+
+
+def test_image_cache_is_keyed_by_the_weights_content(tmp_path):
+    """Re-attacking into the same UNet path and evaluating again must not reuse the old images:
+    the folder records the UNet's content digest, and other weights are refused."""
+    from revival.models import load_model
+
+    rows = default_prompts(["bag", "sneaker"], 1)
+    unet_path = tmp_path / "attacked-unet"
+    first = load_model("testbed", device="cpu")
+    first.unet.save_pretrained(unet_path)
+    out = tmp_path / "images"
+    generate(load_model("testbed", unet_path, device="cpu"), rows, out, steps=2, progress=False,
+             settings={"model": "testbed", "unet": str(unet_path)})
+    rec = json.loads((out / "generation.json").read_text())
+    assert len(rec["unet_sha256"]) == 64 and rec["dtype"] == "float32"
+    # the same content again (another load of the same file): reused, nothing regenerated
+    m = CountingModel(load_model("testbed", unet_path, device="cpu"))
+    m.unet = m.model.unet
+    generate(m, rows, out, steps=2, progress=False, settings={"model": "testbed", "unet": str(unet_path)})
+    assert m.asked == 0
+    # new weights written to the SAME path: refused, not reused
+    key = next(k for k in first.unet.state_dict() if k.endswith("ff.net.2.weight"))
+    with torch.no_grad():
+        first.unet.get_parameter(key).zero_()
+    first.unet.save_pretrained(unet_path)
+    with pytest.raises(RevivalError, match="other UNet weights"):
+        generate(load_model("testbed", unet_path, device="cpu"), rows, out, steps=2, progress=False,
+                 settings={"model": "testbed", "unet": str(unet_path)})
+
+
+def test_report_carries_wilson_intervals(tmp_path):
+    rows = [PromptRow(i, "p", c, i) for i, c in enumerate(["bag"] * 10 + ["coat"] * 20)]
+    r = score(rows, ["bag"] * 3 + ["coat"] * 7 + ["coat"] * 20, "bag", classifier="x")
+    d = r.to_dict()
+    assert d["erased"]["hits"] == 3 and d["erased"]["n"] == 10
+    lo, hi = d["erased"]["ci95"]
+    assert lo == pytest.approx(0.1078, abs=1e-3) and hi == pytest.approx(0.6032, abs=1e-3)  # Wilson, z=1.96
+    assert d["preserved"]["ci95"][1] == 1.0 and d["per_class"]["coat"]["ci95"][1] == 1.0
+    assert "(95% [0.108, 0.603])" in r.table()

@@ -66,9 +66,9 @@ def test_classifier_on_real_test_images(clf):
     x, y = load_fashion_mnist("test", 16)
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(x), generator=g)[:500]
-    acc = (clf._clf.predict_indices(x[idx]) == y[idx]).float().mean().item()
+    acc = (clf.predict_indices(x[idx]) == y[idx]).float().mean().item()
     assert acc >= 0.85
-    assert clf(x[idx[:3]]) == [CLASSES[i] for i in clf._clf.predict_indices(x[idx[:3]]).tolist()]
+    assert clf(x[idx[:3]]) == [CLASSES[i] for i in clf.predict_indices(x[idx[:3]]).tolist()]
 
 
 def test_unet_from_file_and_in_memory_state(pipe, tmp_path):

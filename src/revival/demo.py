@@ -6,8 +6,8 @@
 
 Each of the five models is evaluated (erased-concept accuracy and preserved accuracy of the
 testbed classifier on generated images, with Wilson 95% intervals) on HELD-OUT prompts and
-seeds (`revival.testbed.heldout`: other synonyms and templates than ConceptPrune's, seeds from
-1000); the attack's signs on the unlearned model are scored against the original weights. With
+seeds (`revival.evaluate.prompts.default_prompts`: other synonyms and templates than
+ConceptPrune's, seeds from 1000); the attack's signs on the unlearned model are scored against the original weights. With
 `target_erasure` the skill ratio is the least that erases (`revival.unlearn.least_damage`,
 probed on validation seeds from 2000). With `controls` the revived model is also evaluated with
 the same kept positions and magnitudes but random, flipped and the original's signs, and with
@@ -162,7 +162,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     from .defense.obfuscate import obfuscate
     from .intervals import Proportion
     from .layers import select_layers
-    from .testbed.heldout import HELDOUT_FIRST_SEED
+    from .evaluate.prompts import HELDOUT_FIRST_SEED
     from .unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, concept_statistics
 
     out_dir = Path(out_dir)
@@ -201,7 +201,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     ci = {"erased": {}, "preserved": {}}
     per_class, grid = {}, {}
     details: dict = {"config": asdict(config), "attack_config": asdict(attack_cfg),
-                     "evaluation": {"prompts": "held-out (revival.testbed.heldout)",
+                     "evaluation": {"prompts": "held-out (revival.evaluate.prompts.default_prompts)",
                                     "first_seed": HELDOUT_FIRST_SEED}}
 
     def measure(state: dict[str, torch.Tensor]):
@@ -375,15 +375,15 @@ _CLASSIFIER = {}
 
 def testbed_evaluator(pipeline, classes, concept, seeds_per_class, config, first_seed=None):
     """Erased / preserved accuracy of the testbed classifier on held-out prompts
-    (`revival.testbed.heldout`), seeds first_seed.. per class (`revival.evaluate`, in memory).
+    (`revival.evaluate.prompts.default_prompts`), seeds first_seed.. per class, in memory.
     Returns (erased, preserved, per-class accuracy, {class: images})."""
     from .evaluate.classifiers import get_classifier
     from .evaluate.evaluate import evaluate_concept
-    from .testbed.heldout import HELDOUT_FIRST_SEED, heldout_rows
+    from .evaluate.prompts import HELDOUT_FIRST_SEED, default_prompts
 
     if "testbed" not in _CLASSIFIER:
         _CLASSIFIER["testbed"] = get_classifier("testbed")
-    rows = heldout_rows(list(classes), seeds_per_class, HELDOUT_FIRST_SEED if first_seed is None else first_seed)
+    rows = default_prompts(list(classes), seeds_per_class, HELDOUT_FIRST_SEED if first_seed is None else first_seed)
     res = evaluate_concept(pipeline, rows, _CLASSIFIER["testbed"], concept,
                            steps=config.inference_steps, guidance=config.guidance)
     images = {c: res.images[[i for i, r in enumerate(rows) if r.cls == c]] for c in classes}

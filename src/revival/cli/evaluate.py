@@ -12,12 +12,15 @@ def register(sub) -> None:
                        help="'testbed' (default) or a local diffusers StableDiffusionPipeline folder")
         p.add_argument("--unet", default=None, help="UNet weights to swap in (folder or file)")
         p.add_argument("--prompts", default=None, help="CSV with columns prompt, class, seed "
-                       "(default for the testbed: 'an image of a {class}' x --seeds per class)")
+                       "(default for the testbed: held-out phrasings of every class, seeds from 1000)")
         p.add_argument("--seeds", type=int, default=10, help="seeds per class for the default prompts")
         p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
         p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
         p.add_argument("--batch-size", type=int, default=100)
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", default=None,
+                       help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+        p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
+                       help="model precision (default: fp16 on CUDA, fp32 on CPU)")
         p.add_argument("--quiet", action="store_true")
 
     g = sub.add_parser("generate", help="prompts x seeds -> PNG images (resumable)")
@@ -61,7 +64,7 @@ def _rows(args, model):
 def _load(args):
     from ..evaluate import load_model
 
-    return load_model(args.model, args.unet, args.device)
+    return load_model(args.model, args.unet, args.device, dtype=args.dtype)
 
 
 def _settings(args) -> dict:
@@ -94,7 +97,7 @@ def _evaluate(args) -> int:
         options = dict(template=args.clip_template)
     elif args.nudenet_threshold is not None or args.nudenet_labels or args.clip_template:
         raise RevivalError(f"--nudenet-*/--clip-template do not apply to the {name} classifier.")
-    clf = get_classifier(name, args.device, args.classifier_path, **options)
+    clf = get_classifier(name, str(model.device), args.classifier_path, **options)
     slug = "-".join(args.concept.lower().split())
     out = Path(args.out or f"evaluation-{slug}")
     res = evaluate_concept(model, rows, clf, args.concept, out_dir=out, steps=args.steps,

@@ -23,7 +23,9 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="tau: masks of the first STEPS denoising steps are united (default: the task's preset, objects 10)")
     p.add_argument("--inference-steps", type=int, default=None, help="sampler schedule length (default: the pipeline's)")
     p.add_argument("--seed", type=int, default=0, help="base seed of the prompts' noise (default 0)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
+                   help="model precision (default: fp16 on CUDA, fp32 on CPU)")
     p.add_argument("-o", "--output", required=True, type=Path, help="the pruned UNet (the input UNet's format)")
     p.add_argument("--save-masks", type=Path, default=None, help="also write the masks (safetensors of booleans)")
     p.add_argument("--report", type=Path, default=None, help="JSON report (default: OUTPUT + '.unlearn.json')")
@@ -38,7 +40,8 @@ def register(sub) -> None:
 
 def _unlearn(args) -> int:
     from ..errors import RevivalError
-    from ..unlearn.conceptprune import PRESETS, ConceptPruneConfig, read_prompts, task_prompts, unlearn
+    from ..evaluate.prompts import prompt_texts as read_prompts
+    from ..unlearn.conceptprune import PRESETS, ConceptPruneConfig, task_prompts, unlearn
 
     ratio, steps = PRESETS[args.task]
     config = ConceptPruneConfig(
@@ -53,8 +56,12 @@ def _unlearn(args) -> int:
         target, base = task_prompts(args.task, args.concept, read_prompts(args.word_list))
     result = unlearn(args.model, args.concept, args.output, config=config, task=args.task,
                      target_prompts=target, base_prompts=base, masks_path=args.save_masks,
-                     report=args.report, overwrite=args.overwrite, device=args.device, progress=not args.quiet,
-                     target_erasure=args.target_erasure)
+                     report=args.report, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
+                     progress=not args.quiet, target_erasure=args.target_erasure)
+    from ..distributed import is_main
+
+    if not is_main():  # a distributed launch: the main process reports
+        return 0
     d = result.to_dict()
     t = d["totals"]
     if "least_damage" in d["config"]:

@@ -5,11 +5,13 @@ preserved accuracy = hits / images of all other classes
 (a hit = the classifier's prediction names the prompt's class). Per-class accuracies too.
 Scorers with a per-image score (CLIP: prompt-image similarity) add its mean per class and over
 the erased / preserved images; NudeNet adds its per-label counts under `details`.
+Every accuracy carries its Wilson 95% interval (revival.intervals). Under a distributed launch
+each process judges its share of the images; the main process alone writes the report, which
+records the number of processes.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,8 +19,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .. import distributed as dist
 from ..errors import RevivalError
-from .generate import generate, load_images, to_pil
+from ..intervals import Proportion
+from ..io import atomic_write
+from .generate import generate, generation_record, load_images, png_bytes, row_batches, to_pil
 from .prompts import PromptRow
 
 
@@ -36,6 +41,10 @@ class ClassScore:
     @property
     def mean_score(self) -> float | None:
         return self.score_sum / self.scored if self.scored else None
+
+    @property
+    def proportion(self) -> Proportion:
+        return Proportion(self.hits, self.images)
 
 
 @dataclass
@@ -56,11 +65,28 @@ class EvalResult:
     scores: list[float] = field(default_factory=list, repr=False)
     details: dict = field(default_factory=dict)
 
+    def _parts(self, erased: bool) -> Proportion:
+        ss = [s for c, s in self.per_class.items() if _same(c, self.concept) == erased]
+        return Proportion(sum(s.hits for s in ss), sum(s.images for s in ss))
+
+    @property
+    def erased(self) -> Proportion:
+        """Hits over the concept's images, with its Wilson 95% interval."""
+        return self._parts(True)
+
+    @property
+    def preserved(self) -> Proportion:
+        """Hits over the other classes' images, with its Wilson 95% interval."""
+        return self._parts(False)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["per_class"] = {c: {"images": s.images, "hits": s.hits, "accuracy": s.accuracy,
+                              "ci95": s.proportion.to_dict()["ci95"],
                               **({"mean_score": s.mean_score} if s.scored else {})}
                           for c, s in self.per_class.items()}
+        d["erased"] = self.erased.to_dict()
+        d["preserved"] = self.preserved.to_dict()
         return d
 
     def table(self) -> str:
@@ -68,14 +94,17 @@ class EvalResult:
         sc = self.score_name is not None
         lines = ["| class | images | hits | accuracy |" + (f" mean {self.score_name} |" if sc else ""),
                  "|---|---:|---:|---:|" + ("---:|" if sc else "")]
+        lines[0] += " 95% interval |"
+        lines[1] += "---|"
         for c, s in self.per_class.items():
             mark = " (erased concept)" if _same(c, self.concept) else ""
             lines.append(f"| {c}{mark} | {s.images} | {s.hits} | {s.accuracy:.3f} |"
-                         + (f" {_fmt(s.mean_score)} |" if sc else ""))
+                         + (f" {_fmt(s.mean_score)} |" if sc else "") + f" {_ci(s.proportion)} |")
         pres = "n/a" if self.preserved_accuracy is None else f"{self.preserved_accuracy:.3f}"
         lines += ["", f"erased accuracy ({self.concept}): {self.erased_accuracy:.3f} "
-                      f"over {self.erased_images} images; preserved accuracy: {pres} "
-                      f"over {self.preserved_images} images ({self.classifier} classifier)."]
+                      f"(95% {_ci(self.erased)}) over {self.erased_images} images; preserved accuracy: "
+                      f"{pres} (95% {_ci(self.preserved)}) over {self.preserved_images} images "
+                      f"({self.classifier} classifier)."]
         if sc:
             lines.append(f"mean {self.score_name}: erased {_fmt(self.erased_score)}, "
                          f"preserved {_fmt(self.preserved_score)}.")
@@ -88,6 +117,11 @@ class EvalResult:
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def _ci(p: Proportion) -> str:
+    ci = p.interval
+    return "n/a" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def _same(a: str, b: str) -> bool:
@@ -156,53 +190,90 @@ def write_report(result: EvalResult, out_dir: str | Path, images: torch.Tensor |
     written = {}
 
     def put(name: str, data: bytes | str):
-        p = out_dir / name
-        tmp = p.with_name(p.name + ".tmp")
-        (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
-        os.replace(tmp, p)
-        written[name] = p
+        written[name] = atomic_write(out_dir / name, data)
 
     put(f"{stem}.json", json.dumps(result.to_dict(), indent=2) + "\n")
     put(f"{stem}.md", f"# Evaluation: concept {result.concept!r}\n\n{result.table()}\n")
     if images is not None and rows is not None and len(images):
-        p = out_dir / f"{stem}_grid.png"
-        tmp = out_dir / f"{stem}_grid.tmp.png"
-        image_grid(images, rows).save(tmp)
-        os.replace(tmp, p)
-        written[p.name] = p
+        import io as _io
+
+        buf = _io.BytesIO()
+        image_grid(images, rows).save(buf, format="PNG")
+        put(f"{stem}_grid.png", buf.getvalue())
     return written
+
+
+def _grid_subset(rows: list[PromptRow], per_class: int = 8) -> list[int]:
+    seen: dict[str, int] = {}
+    keep = []
+    for i, r in enumerate(rows):
+        if seen.get(r.cls, 0) < per_class:
+            seen[r.cls] = seen.get(r.cls, 0) + 1
+            keep.append(i)
+    return keep
 
 
 def evaluate_concept(model, rows: list[PromptRow], classifier, concept: str, *,
                      out_dir: str | Path | None = None, steps: int | None = None,
                      guidance: float | None = None, batch_size: int = 100, progress: bool = False,
-                     settings: dict | None = None) -> EvalResult:
+                     settings: dict | None = None, images_dir: str | Path | None = None) -> EvalResult:
     """Generate every row's image with `model` (a TestbedPipeline or SDGenerator), classify, score.
 
-    With out_dir: images go to out_dir/images (resumable) and the report beside them;
-    without: everything stays in memory (for in-process use, e.g. swapped UNet weights)."""
+    With out_dir: images go to out_dir/images (or `images_dir`; resumable, keyed by the UNet's
+    content) and the report beside them; without: everything stays in memory (for in-process use, e.g. swapped
+    UNet weights; `result.images` holds them). Under a distributed launch every process calls
+    this with the same arguments: each generates and judges its share, the results are gathered
+    in row order, and the main process writes the report. Every process returns the result."""
     if not any(_same(r.cls, concept) for r in rows):
         raise RevivalError(f"concept {concept!r} is not a class of the prompts "
                            f"(classes: {', '.join(sorted({r.cls for r in rows}))}).")
     t0 = time.time()
+    record = generation_record(model, settings, steps, guidance)
     if out_dir is not None:
-        paths = generate(model, rows, Path(out_dir) / "images", steps=steps, guidance=guidance,
-                         batch_size=batch_size, progress=progress, settings=settings)
-        images = load_images(paths)
-    else:
-        chunks = []
-        for b in range(0, len(rows), batch_size):
-            part = rows[b:b + batch_size]
-            chunks.append(model([r.prompt for r in part], [r.seed for r in part],
-                                steps=steps, guidance=guidance))
-        images = torch.cat(chunks)
-    preds, scores = classifier.judge(images, rows)
+        images_dir = Path(images_dir) if images_dir is not None else Path(out_dir) / "images"
+        paths = generate(model, rows, images_dir, steps=steps, guidance=guidance,
+                         batch_size=batch_size, progress=progress, settings=settings, record=record)
+    batches = row_batches(len(rows), batch_size)
+    pairs, kept = [], []
+    for k in dist.shard(len(batches)):
+        idx = batches[k]
+        part = [rows[i] for i in idx]
+        if out_dir is not None:
+            images = load_images([paths[i] for i in idx])
+        else:
+            images = model([r.prompt for r in part], [r.seed for r in part], steps=steps, guidance=guidance)
+            kept += list(zip(idx, png_bytes_list(images) if dist.num_processes() > 1 else images))
+        preds, scores = classifier.judge(images, part)
+        for k, i in enumerate(idx):
+            pairs.append((i, (preds[k], None if scores is None else float(scores[k]))))
+    judged = dist.gather(pairs, len(rows))
+    preds = [p for p, _ in judged]
+    scores = None if any(s is None for _, s in judged) else [s for _, s in judged]
     result = score(rows, preds, concept, classifier.is_hit, classifier.name, scores,
                    getattr(classifier, "score_name", None))
     result.details = classifier.summary(preds)
-    result.settings = dict(settings or {}, steps=steps, guidance=guidance)
+    result.settings = dict(record, processes=dist.num_processes())
     result.seconds = round(time.time() - t0, 2)
     if out_dir is not None:
-        write_report(result, out_dir, images, rows)
-    result.images = images  # not serialised; handy for the caller's own grids
+        grid = _grid_subset(rows)
+        if dist.is_main():
+            write_report(result, out_dir, load_images([paths[i] for i in grid]), [rows[i] for i in grid])
+        dist.barrier()
+        result.images = None
+    else:
+        # images travel between processes as PNG bytes: exactly what a file would hold
+        got = dist.gather(kept, len(rows))
+        result.images = torch.stack([from_png(b) if isinstance(b, bytes) else b for b in got])
     return result
+
+
+def png_bytes_list(images: torch.Tensor) -> list[bytes]:
+    return [png_bytes(img) for img in images]
+
+
+def from_png(data: bytes) -> torch.Tensor:
+    import io as _io
+
+    from .generate import from_pil
+
+    return from_pil(Image.open(_io.BytesIO(data)))

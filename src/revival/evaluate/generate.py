@@ -1,103 +1,32 @@
-"""Generation: prompts x seeds -> PNG files, batched, classifier-free guidance, resumable.
+"""Generation: prompts x seeds -> PNG files, batched, classifier-free guidance, resumable,
+data-parallel.
 
-Works for the embedded testbed and for any local diffusers StableDiffusionPipeline folder; in
-both the UNet weights can be swapped for a checkpoint (pruned / revived / defended).
+Works for the embedded testbed and for any local diffusers StableDiffusionPipeline folder
+(`revival.models.load_model`); in both the UNet weights can be swapped for a checkpoint (pruned /
+revived / defended). The image folder is keyed by the UNet's CONTENT (a sha256 of its tensors,
+recorded in generation.json): images of other weights -- e.g. an older attack written to the same
+path -- are never reused. Under `accelerate launch` / `torchrun` each process makes and writes its
+share of the images (each image once; every image has its own seed, so the files are the same
+bytes whatever the number of processes).
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .. import distributed as dist
 from ..errors import RevivalError
+from ..io import atomic_write
 from .prompts import PromptRow
 
-TESTBED = "testbed"
-
-
-class SDGenerator:
-    """A local diffusers StableDiffusionPipeline with the TestbedPipeline call signature."""
-
-    def __init__(self, pipe, device: str = "cpu", default_steps: int = 50,
-                 default_guidance: float = 7.5, batch_size: int = 4):
-        self.pipe = pipe.to(device)
-        self.pipe.set_progress_bar_config(disable=True)
-        self.unet = pipe.unet
-        self.device = device
-        self.default_steps, self.default_guidance = default_steps, default_guidance
-        self.batch_size = batch_size
-
-    @torch.no_grad()
-    def __call__(self, prompts: list[str], seeds: list[int], steps: int | None = None,
-                 guidance: float | None = None, batch_size: int | None = None) -> torch.Tensor:
-        if len(prompts) != len(seeds):
-            raise RevivalError(f"got {len(prompts)} prompts but {len(seeds)} seeds.")
-        steps = self.default_steps if steps is None else int(steps)
-        guidance = self.default_guidance if guidance is None else float(guidance)
-        bs = batch_size or self.batch_size
-        out = []
-        for i in range(0, len(prompts), bs):
-            gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds[i:i + bs]]
-            res = self.pipe(prompt=list(prompts[i:i + bs]), generator=gens, num_inference_steps=steps,
-                            guidance_scale=guidance, output_type="pt")
-            out.append(res.images.float().cpu().clamp(0, 1))
-        return torch.cat(out)
-
-
-def load_sd(folder: str | Path, unet: str | Path | None = None, device: str = "cpu",
-            unet_state: dict[str, torch.Tensor] | None = None) -> SDGenerator:
-    """A local StableDiffusionPipeline folder (model_index.json), safety checker off, offline."""
-    folder = Path(folder)
-    if not (folder / "model_index.json").is_file():
-        raise RevivalError(f"{folder} is not a diffusers pipeline folder (no model_index.json).")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from diffusers import StableDiffusionPipeline
-
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None,
-                                                       requires_safety_checker=False,
-                                                       local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise RevivalError(f"could not load the pipeline in {folder}: {str(exc).splitlines()[0]}") from None
-    if pipe.unet.dtype != torch.float32 and device == "cpu":
-        pipe.to(torch.float32)
-    if unet is not None:
-        _swap_unet(pipe.unet, Path(unet))
-    if unet_state is not None:
-        from ..testbed.pipeline import _load_into
-
-        _load_into(pipe.unet, unet_state, "unet_state", partial=True)
-    return SDGenerator(pipe, device)
-
-
-def _swap_unet(model, path: Path) -> None:
-    from ..testbed.pipeline import _load_into, _state_from_path
-
-    if not path.exists():
-        raise RevivalError(f"UNet checkpoint not found: {path}.")
-    _, tensors = _state_from_path(path)
-    unet_keys = set(model.state_dict())
-    # A whole-pipeline file may carry VAE / text-encoder tensors too: keep the UNet's.
-    tensors = {k: v for k, v in tensors.items() if k in unet_keys} or tensors
-    _load_into(model, tensors, str(path))
-
-
-def load_model(model: str | Path | None = TESTBED, unet: str | Path | None = None,
-               device: str = "cpu", unet_state: dict[str, torch.Tensor] | None = None):
-    """"testbed" (or None) -> the embedded TestbedPipeline; a folder -> SDGenerator."""
-    if model is None or str(model) == TESTBED:
-        from ..testbed import load_pipeline
-
-        return load_pipeline(unet, device, unet_state=unet_state)
-    if not Path(model).exists():
-        raise RevivalError(f"model not found: {model} (give 'testbed' or a diffusers pipeline folder).")
-    return load_sd(model, unet, device, unet_state)
+# The model loader lives in revival.models (one for unlearn, generate and evaluate).
+from ..models import TESTBED, SDGenerator, load_model, load_sd, unet_digest  # noqa: E402,F401
 
 
 def image_name(row: PromptRow) -> str:
@@ -117,45 +46,87 @@ def from_pil(img: Image.Image) -> torch.Tensor:
     return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
 
 
-def _save_png(img: Image.Image, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    img.save(tmp)
-    os.replace(tmp, path)
+def png_bytes(image: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def generation_record(model, settings: dict | None, steps, guidance) -> dict:
+    """What an image folder is keyed by: the settings, the sampler and the UNet's content."""
+    record = dict(settings or {}, steps=steps, guidance=guidance)
+    unet = getattr(model, "unet", None)
+    if isinstance(unet, torch.nn.Module):
+        record["unet_sha256"] = unet_digest(unet)
+        record["dtype"] = str(getattr(model, "dtype", next(unet.parameters()).dtype)).replace("torch.", "")
+    return record
+
+
+def _bar(total: int, desc: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not (progress and dist.is_main()), leave=False)
+
+
+def row_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Rows 0..n-1 in fixed batches of `batch_size`. Batches, not rows, are what processes share
+    and what a resumed run regenerates: a GEMM's last bits depend on the batch it runs in, so
+    fixed batches make every image's bytes independent of the process count and of interruptions."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise RevivalError(f"--batch-size must be a positive integer, got {batch_size!r}.")
+    return [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
 
 
 def generate(model, rows: list[PromptRow], out_dir: str | Path, *, steps: int | None = None,
              guidance: float | None = None, batch_size: int = 100, progress: bool = True,
-             settings: dict | None = None) -> list[Path]:
+             settings: dict | None = None, record: dict | None = None) -> list[Path]:
     """Write one PNG per row into out_dir (named by case, class and seed); images already there
-    are kept and skipped, so an interrupted run resumes. Returns the paths in row order.
+    are kept and skipped, so an interrupted run resumes (a batch with a missing image is made
+    again whole, its missing images written: `row_batches`). Returns the paths in row order.
 
-    `settings` (model, unet, steps, guidance) is recorded in out_dir/generation.json; a folder
-    made with other settings is refused rather than silently mixed."""
+    out_dir/generation.json records the settings, the sampler and the UNet's content digest
+    (`generation_record`; `record` passes one already computed); a folder made with other
+    settings or other weights is refused rather than silently mixed. Under a distributed launch
+    every process calls this; each makes its share of the missing images."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record = dict(settings or {}, steps=steps, guidance=guidance)
+    record = record if record is not None else generation_record(model, settings, steps, guidance)
     rec_path = out_dir / "generation.json"
     if rec_path.is_file():
-        old = json.loads(rec_path.read_text())
+        try:
+            old = json.loads(rec_path.read_text())
+        except ValueError:
+            raise RevivalError(f"{rec_path} is not valid JSON; choose another output folder.") from None
         if old != record:
-            raise RevivalError(f"{out_dir} holds images generated with other settings ({old}); "
+            what = ("other UNet weights" if old.get("unet_sha256") != record.get("unet_sha256")
+                    else "other settings")
+            raise RevivalError(f"{out_dir} holds images generated with {what} ({_diff(old, record)}); "
                                "choose another output folder.")
-    else:
-        rec_path.write_text(json.dumps(record, indent=2) + "\n")
     paths = [out_dir / image_name(r) for r in rows]
-    todo = [i for i, p in enumerate(paths) if not p.is_file()]
-    t0, done = time.time(), 0
-    for b in range(0, len(todo), batch_size):
-        idx = todo[b:b + batch_size]
+    batches = row_batches(len(rows), batch_size)
+    todo = [k for k, idx in enumerate(batches) if not all(paths[i].is_file() for i in idx)]
+    dist.barrier()  # every process has listed the folder before any image is written
+    if dist.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not rec_path.is_file():
+            atomic_write(rec_path, json.dumps(record, indent=2) + "\n")
+    dist.barrier()
+    bar = _bar(sum(len(batches[k]) for k in todo), f"generate {out_dir.name}", progress)
+    for k in [todo[j] for j in dist.shard(len(todo))]:
+        idx = batches[k]
         images = model([rows[i].prompt for i in idx], [rows[i].seed for i in idx],
                        steps=steps, guidance=guidance)
         for i, img in zip(idx, images):
-            _save_png(to_pil(img), paths[i])
-        done += len(idx)
-        if progress:
-            print(f"generated {done}/{len(todo)} images ({len(rows) - len(todo)} already there) "
-                  f"{time.time() - t0:.0f}s", flush=True)
+            if not paths[i].is_file():
+                atomic_write(paths[i], png_bytes(img))
+        bar.update(len(idx) * dist.num_processes())
+    bar.close()
+    dist.barrier()
     return paths
+
+
+def _diff(old: dict, new: dict) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k}: {str(old.get(k))[:16]} -> {str(new.get(k))[:16]}" for k in keys[:3])
 
 
 def load_images(paths: list[Path]) -> torch.Tensor:

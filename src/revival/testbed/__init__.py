@@ -10,10 +10,12 @@ CLASSIFIER_PATH = WEIGHTS_DIR / "classifier.safetensors"
 
 
 def load_classifier(device: str = "cpu"):
-    """The testbed CNN as an evaluation classifier (revival.evaluate.TestbedCNN)."""
-    from ..evaluate.classifiers import TestbedCNN
+    """The committed testbed CNN: images [N,1,H,W] in [0,1] -> class names (`.predict_indices` for
+    label indices). The evaluation harness wraps it as revival.evaluate.TestbedCNN; the testbed
+    package itself never imports the evaluation package."""
+    from .classifier import TestbedClassifier, load_classifier_weights
 
-    return TestbedCNN(device=device)
+    return TestbedClassifier(load_classifier_weights(CLASSIFIER_PATH).to(device), CLASSES, device=device)
 
 
 __all__ = ["CLASSES", "CLASSIFIER_PATH", "SETTINGS_PATH", "TESTBED_UNET_DIR", "WEIGHTS_DIR",

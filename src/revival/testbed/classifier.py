@@ -102,12 +102,13 @@ def load_classifier_weights(path: str | Path) -> FashionCNN:
 class TestbedClassifier:
     """Callable: images [N,1,H,W] in [0,1] -> predicted class names; `.classes` in label order."""
 
-    def __init__(self, model: FashionCNN, classes: list[str], size: int = 16):
+    def __init__(self, model: FashionCNN, classes: list[str], size: int = 16, device="cpu"):
         self.model, self.classes, self.size = model, list(classes), size
+        self.device = torch.device(device)
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.float()
+        images = images.float().to(self.device)
         if images.shape[1] == 3:
             images = images.mean(1, keepdim=True)
         if images.shape[-1] != self.size or images.shape[-2] != self.size:

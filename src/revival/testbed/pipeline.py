@@ -35,9 +35,10 @@ class TestbedPipeline:
 
     def __init__(self, unet: UNet2DConditionModel, device: str = "cpu", *,
                  default_steps: int = DEFAULT_STEPS, default_guidance: float = DEFAULT_GUIDANCE,
-                 batch_size: int = 256):
-        self.unet = unet.eval().to(device)
-        self.device = device
+                 batch_size: int = 256, dtype: torch.dtype = torch.float32):
+        self.unet = unet.eval().to(device=device, dtype=dtype)
+        self.device = torch.device(device)
+        self.dtype = dtype
         self.scheduler = M.sample_scheduler()
         self.classes = list(T.CLASSES)
         self.resolution = int(unet.config.sample_size)
@@ -56,13 +57,15 @@ class TestbedPipeline:
         """x_T per image from its own seeded generator: an image depends on its seed only."""
         shape = (1, self.unet.config.in_channels, self.resolution, self.resolution)
         return torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
-                          for s in seeds]).to(self.device)
+                          for s in seeds]).to(self.device)  # drawn on the CPU: the same on every device
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], seeds: list[int], steps: int | None = None,
                  guidance: float | None = None, batch_size: int | None = None,
                  negative_prompt: str = "") -> torch.Tensor:
-        """Images [N, 1, H, W] float32 in [0, 1] for prompts[i] with seeds[i]."""
+        """Images [N, 1, H, W] float32 in [0, 1] (on the CPU) for prompts[i] with seeds[i].
+
+        The UNet runs in the pipeline's dtype; the sampler's state x_t stays float32."""
         prompts, seeds = list(prompts), list(seeds)
         if len(prompts) != len(seeds):
             raise RevivalError(f"got {len(prompts)} prompts but {len(seeds)} seeds.")
@@ -83,12 +86,13 @@ class TestbedPipeline:
         cond = self.encode(prompts)
         if cfg:
             cond = torch.cat([self.encode([negative_prompt] * n), cond])
+        cond = cond.to(self.dtype)
         sched = DDIMScheduler.from_config(self.scheduler.config)
         sched.set_timesteps(steps)
         x = self.initial_noise(seeds)
         for t in sched.timesteps:
             inp = torch.cat([x, x]) if cfg else x
-            eps = self.unet(inp, t, encoder_hidden_states=cond).sample
+            eps = self.unet(inp.to(self.dtype), t, encoder_hidden_states=cond).sample.float()
             if cfg:
                 e_u, e_c = eps.chunk(2)
                 eps = e_u + guidance * (e_c - e_u)
@@ -96,7 +100,7 @@ class TestbedPipeline:
         return ((x.float().cpu() + 1) / 2).clamp(0, 1)
 
 
-def _state_from_path(path: Path) -> tuple[dict | None, dict[str, torch.Tensor]]:
+def state_from_path(path: Path) -> tuple[dict | None, dict[str, torch.Tensor]]:
     """(config or None, tensors in diffusers naming) of a UNet folder or weights file."""
     from ..io import load_checkpoint
 
@@ -120,17 +124,20 @@ def load_unet(unet: str | Path | None = None,
     if not path.exists():
         raise RevivalError(f"UNet not found: {path}." if unet is not None else
                            f"the testbed weights are missing: {path} (run `revival testbed train`).")
-    config, tensors = _state_from_path(path)
+    config, tensors = state_from_path(path)
     if config is None:
         config = json.loads((TESTBED_UNET_DIR / "config.json").read_text())
     model = UNet2DConditionModel.from_config(config)
-    _load_into(model, tensors, str(path))
+    load_into(model, tensors, str(path))
     if unet_state is not None:
-        _load_into(model, unet_state, "unet_state", partial=True)
+        load_into(model, unet_state, "unet_state", partial=True)
     return model
 
 
-def _load_into(model, tensors, where: str, partial: bool = False) -> None:
+def load_into(model, tensors, where: str, partial: bool = False) -> None:
+    """Copy `tensors` (diffusers naming) into `model`'s parameters, each cast to the parameter's
+    dtype and device; unknown names, missing ones (unless `partial`), shape mismatches and NaN/inf
+    are refused with one sentence naming `where`."""
     own = model.state_dict()
     unknown = [k for k in tensors if k not in own]
     if unknown:
@@ -147,13 +154,15 @@ def _load_into(model, tensors, where: str, partial: bool = False) -> None:
             raise RevivalError(f"{where}: {k} contains NaN or inf.")
     with torch.no_grad():
         for k, v in tensors.items():
-            own[k].copy_(v.to(own[k].dtype))
+            own[k].copy_(v.to(device=own[k].device, dtype=own[k].dtype))
 
 
 def load_pipeline(unet: str | Path | None = None, device: str = "cpu", *,
-                  unet_state: dict[str, torch.Tensor] | None = None) -> TestbedPipeline:
-    """The embedded testbed pipeline; see `load_unet` for `unet` and `unet_state`."""
+                  unet_state: dict[str, torch.Tensor] | None = None,
+                  dtype: torch.dtype = torch.float32) -> TestbedPipeline:
+    """The embedded testbed pipeline on `device` in `dtype`; see `load_unet` for `unet` and
+    `unet_state`. (`revival.models.load_model` applies the device/dtype defaults.)"""
     settings = testbed_settings() if SETTINGS_PATH.is_file() else {}
-    return TestbedPipeline(load_unet(unet, unet_state), device,
+    return TestbedPipeline(load_unet(unet, unet_state), device, dtype=dtype,
                            default_steps=settings.get("default_steps", DEFAULT_STEPS),
                            default_guidance=settings.get("default_guidance", DEFAULT_GUIDANCE))

@@ -29,6 +29,12 @@ Example::
 
 Only the first tau denoising steps are needed, so collection stops each pipeline call
 right after step tau (a private exception raised by a UNet forward pre-hook).
+
+Device and precision: the statistics are fp64 sums kept on the device of the hooked layer (the
+weights' device), the masks are computed and returned on the weights' device; the model may run
+in fp16/bf16 (`revival.device`). Distributed (`accelerate launch`/`torchrun`): the prompt batches
+are shared among the processes, each sums its own, then one all-reduce; every prompt keeps its
+seed (seed + its index), so the masks are those of one process.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import distributed as dist
 from ..errors import RevivalError
 
 # Module names of the pruned layers (the weight keys add ".weight").
@@ -166,21 +173,31 @@ class LayerStats:
     """Accumulator for one Linear layer (sparsegpt style: `add_batch`, then read `norms`).
 
     Holds, per step, the sum over tokens of squared L2-normalised activations per input
-    column, and the token count.
+    column (fp64, on the device of the activations, i.e. of the layer's weights; fp32 on a device
+    without fp64), and the token count.
     """
 
-    def __init__(self, in_features: int, steps: int):
-        self.sq = torch.zeros(steps, in_features, dtype=torch.float64)
-        self.tokens = torch.zeros(steps, dtype=torch.float64)
+    def __init__(self, in_features: int, steps: int, device: torch.device | str = "cpu"):
+        device = torch.device(device)
+        acc = torch.float32 if device.type == "mps" else torch.float64
+        self.sq = torch.zeros(steps, in_features, dtype=acc, device=device)
+        self.tokens = torch.zeros(steps, dtype=acc, device=device)
 
     def add_batch(self, step: int, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, x.shape[-1]).float()
         x = F.normalize(x, dim=-1)
-        self.sq[step] += (x * x).sum(0).double().cpu()
+        self.sq[step] += (x * x).sum(0).to(device=self.sq.device, dtype=self.sq.dtype)
         self.tokens[step] += x.shape[0]
 
+    def all_reduce(self) -> "LayerStats":
+        """Sum the statistics over the processes of a distributed launch (a no-op alone)."""
+        dist.all_reduce_sum(self.sq)
+        dist.all_reduce_sum(self.tokens)
+        return self
+
     def norms(self) -> torch.Tensor:
-        """a[step, column] = sqrt(mean over tokens of the squared normalised activation)."""
+        """a[step, column] = sqrt(mean over tokens of the squared normalised activation), fp32,
+        on the statistics' device."""
         if bool((self.tokens == 0).any()):
             missing = int((self.tokens == 0).nonzero()[0])
             raise RevivalError(
@@ -209,13 +226,15 @@ def collect_activations(pipeline_call: Callable[[list[str], list[int]], object],
     diffusers' pipelines and the testbed do): a UNet forward pre-hook counts steps and ends the
     call after `steps` of them. Prompt i runs with seed `seed + i`. `progress(n)` is called
     after each batch with the number of prompts done. `halves="cond"` keeps only the second
-    half of a CFG-doubled batch (the conditional one).
+    half of a CFG-doubled batch (the conditional one). Distributed: the batches are shared among
+    the processes and the sums all-reduced (the same batches, hence the same statistics, as one
+    process).
     """
     prompts = list(prompts)
     if not prompts:
         raise RevivalError("The prompt list is empty.")
     layers = find_layers(unet, modules)
-    stats = {name: LayerStats(m.in_features, steps) for name, m in layers.items()}
+    stats = {name: LayerStats(m.in_features, steps, m.weight.device) for name, m in layers.items()}
     state = {"step": -1, "n": 0}
 
     def on_unet(_module, _args):
@@ -235,7 +254,8 @@ def collect_activations(pipeline_call: Callable[[list[str], list[int]], object],
     handles += [m.register_forward_pre_hook(make_hook(n)) for n, m in layers.items()]
     try:
         with torch.no_grad():
-            for start in range(0, len(prompts), batch_size):
+            starts = list(range(0, len(prompts), batch_size))
+            for start in [starts[k] for k in dist.shard(len(starts))]:
                 batch = prompts[start:start + batch_size]
                 seeds = [seed + start + i for i in range(len(batch))]
                 state["step"], state["n"] = -1, len(batch)
@@ -249,6 +269,7 @@ def collect_activations(pipeline_call: Callable[[list[str], list[int]], object],
         for h in handles:
             h.remove()
     for s in stats.values():
+        s.all_reduce()
         s.norms()  # refuses statistics with an empty step (the pipeline ran too few steps)
     return stats
 
@@ -258,10 +279,11 @@ def collect_activations(pipeline_call: Callable[[list[str], list[int]], object],
 def step_mask(weight: torch.Tensor, a_target: torch.Tensor, a_base: torch.Tensor,
               skill_ratio: float) -> torch.Tensor:
     """One (step, layer) mask: per row the top-k columns by |W|*a_target, where also
-    |W|*a_target > |W|*a_base. k = int(skill_ratio * in_features). Ties: lower column first."""
+    |W|*a_target > |W|*a_base. k = int(skill_ratio * in_features). Ties: lower column first.
+    Computed in fp32 on the weight's device; the mask lives there too."""
     w = weight.detach().abs().float()
-    s_target = w * a_target.float()[None, :]
-    s_base = w * a_base.float()[None, :]
+    s_target = w * a_target.to(w.device, torch.float32)[None, :]
+    s_base = w * a_base.to(w.device, torch.float32)[None, :]
     k = int(skill_ratio * w.shape[1])
     mask = torch.zeros_like(w, dtype=torch.bool)
     if k == 0:
@@ -277,7 +299,7 @@ def conceptprune_masks(weights: dict[str, torch.Tensor], target: dict[str, torch
     """Union over the first `steps` steps of the per-step masks.
 
     weights: weight key -> W [out, in]; target/base: the same keys -> a [>= steps, in].
-    Returns weight key -> bool mask [out, in] (True = prune).
+    Returns weight key -> bool mask [out, in] (True = prune), on the weight's device.
     """
     masks = {}
     for key, w in weights.items():
@@ -288,7 +310,7 @@ def conceptprune_masks(weights: dict[str, torch.Tensor], target: dict[str, torch
             raise RevivalError(f"Layer {key} has statistics for fewer than {steps} steps.")
         if a_t.shape[-1] != w.shape[1] or a_b.shape[-1] != w.shape[1]:
             raise RevivalError(f"Layer {key}: activation width does not match the weight's {w.shape[1]} columns.")
-        mask = torch.zeros(w.shape, dtype=torch.bool)
+        mask = torch.zeros(w.shape, dtype=torch.bool, device=w.device)
         for t in range(steps):
             mask |= step_mask(w, a_t[t], a_b[t], skill_ratio)
         masks[key] = mask
@@ -316,8 +338,11 @@ def make_pipeline_call(pipeline, config: ConceptPruneConfig) -> Callable[[list[s
         from diffusers import DiffusionPipeline
     except ImportError:  # pragma: no cover - diffusers is a dependency
         DiffusionPipeline = ()
+    from ..models import SDGenerator
+
+    if isinstance(pipeline, SDGenerator):
+        pipeline = pipeline.pipe
     if isinstance(pipeline, DiffusionPipeline):
-        device = getattr(pipeline, "device", torch.device("cpu"))
 
         def call(prompts, seeds):
             kwargs = {}
@@ -325,7 +350,8 @@ def make_pipeline_call(pipeline, config: ConceptPruneConfig) -> Callable[[list[s
                 kwargs["num_inference_steps"] = config.inference_steps
             if config.guidance is not None:
                 kwargs["guidance_scale"] = config.guidance
-            gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+            # CPU generators: the same initial noise on every device (diffusers moves it)
+            gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
             return pipeline(prompt=list(prompts), generator=gens, output_type="latent", **kwargs)
         return call
 
@@ -364,23 +390,6 @@ def artist_prompts(artist: str, things: Sequence[str] = THINGS) -> tuple[list[st
 def nudity_prompts(humans: Sequence[str] = HUMANS) -> tuple[list[str], list[str]]:
     """ConceptPrune's nudity prompts: "a photo of a naked {human}" vs "a photo of a {human}"."""
     return [f"a photo of a naked {h}" for h in humans], [f"a photo of a {h}" for h in humans]
-
-
-def read_prompts(path) -> list[str]:
-    """One prompt per non-empty line of a text file."""
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise RevivalError(f"Prompt file {p} does not exist.")
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise RevivalError(f"Prompt file {p} is not UTF-8 text.") from None
-    prompts = [ln.strip() for ln in lines if ln.strip()]
-    if not prompts:
-        raise RevivalError(f"Prompt file {p} holds no prompts.")
-    return prompts
 
 
 # --------------------------------------------------------------------------- the method
@@ -490,40 +499,22 @@ def load_masks(path) -> dict[str, torch.Tensor]:
 
 # --------------------------------------------------------------------------- whole models
 
-def load_model(model: str = "testbed", device: str | None = None):
-    """(pipeline, UNet checkpoint path) for "testbed" or a local diffusers SD pipeline folder."""
-    from pathlib import Path
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if model == "testbed":
-        from ..testbed import TESTBED_UNET_DIR, load_pipeline
-
-        return load_pipeline(device=device), Path(TESTBED_UNET_DIR)
-    path = Path(model)
-    if not (path / "model_index.json").is_file() or not (path / "unet").is_dir():
-        raise RevivalError(f"{path} is not a local diffusers pipeline folder (model_index.json and unet/ are needed).")
-    try:
-        from diffusers import StableDiffusionPipeline
-
-        kwargs = {} if device == "cpu" else {"torch_dtype": torch.float16}
-        pipe = StableDiffusionPipeline.from_pretrained(
-            path, local_files_only=True, safety_checker=None, requires_safety_checker=False, **kwargs)
-    except Exception as exc:  # diffusers raises many types for broken folders
-        raise RevivalError(f"Could not load the Stable Diffusion pipeline in {path} ({type(exc).__name__}).") from None
-    pipe = pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe, path / "unet"
-
-
 def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
     """ConceptPrune's prompt pair for a task, filled with `words` (scenes for objects, things
-    for artists, humans for nudity; None: this project's own lists). With the paper's word files
-    (common_scenes.txt, things.txt, humans.txt, read by path) this is its prompt set."""
+    for artists, humans for nudity; None: this project's own lists, or, for an object with its own
+    (base, target) pairs in the concept registry -- church, garbage truck -- those pairs). With the
+    paper's word files (common_scenes.txt, things.txt, humans.txt, read by path) this is its
+    prompt set."""
     if task not in PRESETS:
         raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
     if words is not None and not words:
         raise RevivalError("the word list is empty.")
+    if task == "objects" and words is None:
+        from ..concepts import find_pairs
+
+        pairs = find_pairs(concept)  # church, garbage truck: the reference's own pairs
+        if pairs:
+            return [t for _, t in pairs], [b for b, _ in pairs]
     fill = {"objects": (object_prompts, SCENES), "artists": (artist_prompts, THINGS),
             "nudity": (nudity_prompts, HUMANS)}[task]
     build, own = fill
@@ -531,9 +522,11 @@ def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) ->
     return build(words) if task == "nudity" else build(concept, words)
 
 
-def default_prompts(model_is_testbed: bool, concept: str, task: str = "objects",
-                    classes: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-    """The prompt sets used when none are given: testbed templates, else ConceptPrune's."""
+def unlearning_prompts(model_is_testbed: bool, concept: str, task: str = "objects",
+                       classes: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """ConceptPrune's (target, base) prompt sets used when none are given: the testbed
+    templates, else the task's ConceptPrune prompts. (Evaluation uses other, held-out prompts:
+    revival.evaluate.default_prompts.)"""
     if model_is_testbed:
         return concept_prompts(concept, classes)
     return task_prompts(task, concept)
@@ -542,12 +535,17 @@ def default_prompts(model_is_testbed: bool, concept: str, task: str = "objects",
 def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None = None,
             task: str = "objects", target_prompts: Sequence[str] | None = None,
             base_prompts: Sequence[str] | None = None, masks_path=None, report=None,
-            overwrite: bool = False, device: str | None = None, progress: bool = True,
-            target_erasure: float | None = None, search_seeds: int = 20) -> ConceptPruneResult:
+            overwrite: bool = False, device: str | None = None, dtype: str | None = None,
+            progress: bool = True, target_erasure: float | None = None,
+            search_seeds: int = 20) -> ConceptPruneResult:
     """Erase `concept` from `model` ("testbed" or a local SD folder) and write the pruned UNet
     to `out` in the input UNet's format, its JSON report (`report`, default OUT + '.unlearn.json')
     and optionally the masks (safetensors of booleans). Every output path is checked against
     the inputs (and, without `overwrite`, against existing files) before any work.
+
+    device/dtype: where and in which precision the pipeline runs (`revival.device`; default CUDA
+    + fp16 when present, else CPU + fp32). Distributed launches share the prompts; the main
+    process alone writes.
 
     With `target_erasure` (testbed only), the skill ratio is the least whose erased accuracy on
     `search_seeds` held-out validation images of the concept is at most that
@@ -555,6 +553,7 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
     from pathlib import Path
 
     from ..io import check_output_path, load_checkpoint, save_checkpoint, write_json
+    from ..models import load_model
 
     if task not in PRESETS:
         raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
@@ -571,13 +570,15 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
     for label, path in outputs[1:]:
         if path.exists() and not overwrite:
             raise RevivalError(f"{label} {path} exists; pass --overwrite to replace it.")
-    pipe, unet_dir = load_model(model, device)
-    ckpt = load_checkpoint(unet_dir)
+    dist.agree(repr((model, concept, str(out), config, task, target_prompts, base_prompts,
+                     str(masks_path), str(report), target_erasure)), "the unlearning settings")
+    pipe = load_model(model, device=device, dtype=dtype)
+    ckpt = load_checkpoint(pipe.unet_dir)
     inputs = ckpt.input_paths() + ([Path(model)] if model != "testbed" else [])
     for _, path in outputs:
         check_output_path(path, inputs)
     if target_prompts is None or base_prompts is None:
-        t, b = default_prompts(model == "testbed", concept, task, getattr(pipe, "classes", ()))
+        t, b = unlearning_prompts(model == "testbed", concept, task, getattr(pipe, "classes", ()))
         target_prompts = target_prompts if target_prompts is not None else t
         base_prompts = base_prompts if base_prompts is not None else b
     search = None
@@ -587,21 +588,26 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
                                "--skill-ratio and measure with `revival evaluate`.")
         from .least_damage import least_damage, testbed_erased_fn
 
-        stats = concept_statistics(pipe, target_prompts, base_prompts, config, progress=progress)
+        stats = concept_statistics(pipe, target_prompts, base_prompts, config, progress=progress and dist.is_main())
         search = least_damage(stats, config, testbed_erased_fn(pipe, concept, search_seeds, config),
                               target_erasure)
         config = replace(config, skill_ratio=search.skill_ratio)
         masks, result = stats.masks(config)
     else:
-        masks, result = conceptprune(pipe, target_prompts, base_prompts, config, progress=progress)
-    updates = apply_masks(ckpt.tensors, masks)
+        masks, result = conceptprune(pipe, target_prompts, base_prompts, config,
+                                     progress=progress and dist.is_main())
     meta = {"revival_unlearn": "conceptprune", "concept": concept}
-    save_checkpoint(ckpt, out, updates, overwrite=overwrite)
-    if masks_path is not None:
-        save_masks(masks, masks_path, metadata=meta, inputs=inputs)
     result.config["concept"] = concept
+    result.config.update(device=str(pipe.device), dtype=str(pipe.dtype).replace("torch.", ""),
+                         processes=dist.num_processes())
     if search is not None:
         result.config["least_damage"] = search.to_dict()
-    write_json(result.to_dict(), report, inputs)
+    if dist.is_main():
+        updates = apply_masks(ckpt.tensors, masks)
+        save_checkpoint(ckpt, out, updates, overwrite=overwrite)
+        if masks_path is not None:
+            save_masks(masks, masks_path, metadata=meta, inputs=inputs)
+        write_json(result.to_dict(), report, inputs)
+    dist.barrier()
     result.report = report
     return result

@@ -72,7 +72,7 @@ def least_damage(stats: ConceptStatistics, config: ConceptPruneConfig,
     return LeastDamageResult(target, best, best_acc, True, probes)
 
 
-SEARCH_FIRST_SEED = 2000  # validation seeds of the search; evaluation uses revival.testbed.heldout's 1000..
+SEARCH_FIRST_SEED = 2000  # validation seeds of the search; evaluation's held-out seeds start at 1000
 
 
 def testbed_erased_fn(pipeline, concept: str, seeds: int, config: ConceptPruneConfig,
@@ -82,12 +82,12 @@ def testbed_erased_fn(pipeline, concept: str, seeds: int, config: ConceptPruneCo
     The UNet's own weights are restored after each probe."""
     from ..evaluate.classifiers import get_classifier
     from ..evaluate.evaluate import evaluate_concept
-    from ..testbed.heldout import heldout_rows
+    from ..evaluate.prompts import default_prompts
     from .conceptprune import apply_masks
 
     unet = pipeline.unet
     classifier = get_classifier("testbed")
-    rows = heldout_rows([concept], seeds, first_seed)
+    rows = default_prompts([concept], seeds, first_seed)
 
     def erased(masks: dict[str, torch.Tensor]) -> float:
         original = {k: v.detach().clone() for k, v in unet.state_dict().items()}

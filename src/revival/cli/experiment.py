@@ -1,0 +1,42 @@
+"""CLI verb `experiment`: concepts x stages -> the paper's table, resumable (revival.experiment)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "experiment", help="concepts x stages -> the paper's table, as one resumable run",
+        description="Run every (concept, stage) cell of a TOML config -- original, unlearned, revived, "
+                    "obfuscated, obfuscated + attack -- and write DIR/results.{json,md,csv,png} and "
+                    "DIR/manifest.json. Finished cells are never recomputed; a stopped run resumes. "
+                    "CONFIG 'testbed' is the shipped 10-concept testbed config.")
+    p.add_argument("config", nargs="?", default=None, help="TOML config, or 'testbed' (the shipped one)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (new, or an earlier run of the same config)")
+    p.add_argument("--reproduce", type=Path, default=None, metavar="MANIFEST",
+                   help="run again the experiment a manifest.json records (model files must match)")
+    from ..device import add_arguments
+
+    add_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_experiment)
+
+
+def _experiment(args) -> int:
+    from ..distributed import is_main
+    from ..errors import RevivalError
+    from ..experiment import load_config, markdown, reproduce, run_experiment
+
+    if (args.config is None) == (args.reproduce is None):
+        raise RevivalError("give a CONFIG or --reproduce MANIFEST (one of them).")
+    kwargs = dict(device=args.device, dtype=args.dtype, progress=not args.quiet)
+    if args.reproduce is not None:
+        result = reproduce(args.reproduce, args.out, **kwargs)
+    else:
+        result = run_experiment(load_config(args.config), args.out, **kwargs)
+    if is_main():
+        if not args.quiet:
+            print(markdown(result))
+        print(f"{len(result.computed)} of {len(result.cells)} cells computed in this run; "
+              f"results: {args.out / 'results.md'} (.json, .csv, .png), manifest: {args.out / 'manifest.json'}")
+    return 0
