@@ -36,7 +36,10 @@ class TestbedPipeline:
     def __init__(self, unet: UNet2DConditionModel, device: str = "cpu", *,
                  default_steps: int = DEFAULT_STEPS, default_guidance: float = DEFAULT_GUIDANCE,
                  batch_size: int = 256, dtype: torch.dtype = torch.float32):
-        self.unet = unet.eval().to(device=device, dtype=dtype)
+        unet = unet.eval().to(device=device)
+        if unet.dtype != dtype:  # (diffusers warns on every dtype cast, even a no-op one)
+            unet = unet.to(dtype=dtype)
+        self.unet = unet
         self.device = torch.device(device)
         self.dtype = dtype
         self.scheduler = M.sample_scheduler()
