@@ -47,6 +47,15 @@ def register(sub) -> None:
                    help="comma-separated NudeNet labels that flag an image (default: every *_EXPOSED label)")
     e.add_argument("--clip-template", default=None,
                    help="text for CLIP zero-shot classes, with {} for the class (default '{}')")
+    e.add_argument("--fid-real", default=None,
+                   help="a folder of real reference images: also report FID/KID of all generated images "
+                        "against them (e.g. COCO images for COCO prompts), written to OUT/utility.json")
+    e.add_argument("--fid-features", default=None, choices=["testbed", "clip"],
+                   help="feature space of --fid-real: the testbed classifier or a local CLIP vision tower "
+                        "(default: testbed for the testbed, clip otherwise)")
+    e.add_argument("--fid-clip", default=None,
+                   help="local CLIP folder for --fid-features clip (default: --classifier-path when the "
+                        "classifier is clip)")
     e.add_argument("--out", default=None, help="output folder (default: ./evaluation-<concept>)")
     e.set_defaults(func=_evaluate)
 
@@ -97,6 +106,13 @@ def _evaluate(args) -> int:
         options = dict(template=args.clip_template)
     elif args.nudenet_threshold is not None or args.nudenet_labels or args.clip_template:
         raise RevivalError(f"--nudenet-*/--clip-template do not apply to the {name} classifier.")
+    features = args.fid_features or ("testbed" if str(args.model) == "testbed" else "clip")
+    fid_clip = args.fid_clip or (args.classifier_path if name == "clip" else None)
+    if args.fid_real is not None:
+        if not Path(args.fid_real).is_dir():
+            raise RevivalError(f"the real-image folder {args.fid_real} does not exist.")
+        if features == "clip" and fid_clip is None:
+            raise RevivalError("--fid-features clip needs a local CLIP folder (--fid-clip DIR).")
     clf = get_classifier(name, str(model.device), args.classifier_path, **options)
     slug = "-".join(args.concept.lower().split())
     out = Path(args.out or f"evaluation-{slug}")
@@ -105,4 +121,16 @@ def _evaluate(args) -> int:
                            progress=not args.quiet, settings=_settings(args))
     print(res.table())
     print(f"report: {out / 'evaluation.json'}, {out / 'evaluation.md'}, {out / 'evaluation_grid.png'}")
+    if args.fid_real is not None:
+        from ..distributed import is_main
+        from ..evaluate.fid import utility
+        from ..evaluate.generate import image_name, load_images
+        from ..io import write_json
+
+        if is_main():
+            images = load_images([out / "images" / image_name(r) for r in rows])
+            u = utility(images, args.fid_real, features, clip_folder=fid_clip, device=str(model.device))
+            write_json(u.to_dict(), out / "utility.json")
+            print(f"utility: FID {u.fid:.3f}, KID {u.kid:.5f} +- {u.kid_std:.5f} against {u.real} real images "
+                  f"({u.features}) -> {out / 'utility.json'}")
     return 0

@@ -105,3 +105,65 @@ def real_test_images(classes, per_class: int, seed: int = 0) -> torch.Tensor:
         idx = (y == CLASSES.index(c)).nonzero().flatten()
         out.append(x[idx[torch.randperm(len(idx), generator=g)[:per_class]]])
     return torch.cat(out)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def load_real_images(folder, size: int, channels: int = 3, limit: int | None = None) -> torch.Tensor:
+    """Real reference images from a local folder (PNG/JPEG/...; sorted by name), resized and
+    centre-cropped to size x size, as [N, channels, size, size] floats in [0, 1]."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RevivalError(f"the real-image folder {folder} does not exist.")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if len(files) < 2:
+        raise RevivalError(f"{folder} holds fewer than two images (.png, .jpg, ...); FID needs more.")
+    out = []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im = im.convert("RGB" if channels == 3 else "L")
+                w, h = im.size
+                s = min(w, h)
+                im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+                im = im.resize((size, size), Image.BICUBIC)
+                a = np.asarray(im, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError):
+            raise RevivalError(f"{p} is not a readable image.") from None
+        t = torch.from_numpy(a)
+        out.append(t.permute(2, 0, 1) if t.ndim == 3 else t[None])
+    return torch.stack(out)
+
+
+def clip_features(folder, device: str = "cpu"):
+    """Image features of a local CLIP folder's vision tower (L2-normalised), as a function."""
+    from .clip_score import CLIPScorer
+
+    scorer = CLIPScorer(folder, device)
+    return lambda x: scorer.image_features(x.to(device)).cpu()
+
+
+def utility(generated: torch.Tensor, real_folder, features: str = "testbed", *, clip_folder=None,
+            device: str = "cpu", seed: int = 0) -> FeatureDistance:
+    """FID/KID of `generated` images against the real images in `real_folder`, in the feature
+    space of the testbed classifier ("testbed") or of a local CLIP vision tower ("clip")."""
+    if features == "testbed":
+        real = load_real_images(real_folder, 16, channels=1)
+        fn, name = classifier_features(), "testbed-CNN penultimate (512-d)"
+    elif features == "clip":
+        if clip_folder is None:
+            raise RevivalError("--fid-features clip needs a local CLIP folder (--fid-clip DIR).")
+        size = generated.shape[-1]
+        real = load_real_images(real_folder, size, channels=3)
+        fn, name = clip_features(clip_folder, device), f"CLIP image embeddings ({clip_folder})"
+    else:
+        raise RevivalError(f"--fid-features must be 'testbed' or 'clip', got {features!r}.")
+    if generated.shape[1] != real.shape[1]:
+        generated = generated.mean(1, keepdim=True) if real.shape[1] == 1 else generated.expand(-1, 3, -1, -1)
+    return feature_distance(real, generated.float(), fn, name=name, seed=seed)
