@@ -3,6 +3,7 @@ once per test session in every checkpoint format the toolkit reads."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +14,7 @@ import torch
 # One thread for the whole suite: on this shared 2-core machine multithreaded kernels ran up to
 # 30x slower under load (benchmarks/threads.py); tests do not need the second core.
 torch.set_num_threads(1)
+os.environ.setdefault("REVIVAL_THREADS", "1")  # the CLI in subprocesses too
 
 TINY_UNET_CONFIG = dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(16, 32),
