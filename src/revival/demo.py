@@ -60,6 +60,7 @@ class DemoConfig:
     guidance: float | None = None
     classes: tuple[str, ...] | None = None
     modules: str | None = None
+    task: str = "objects"  # objects | artists | nudity (revival.testbed.tasks)
 
     def __post_init__(self) -> None:
         if not isinstance(self.seeds_per_class, int) or self.seeds_per_class < 1:
@@ -70,9 +71,13 @@ class DemoConfig:
             raise RevivalError(f"obfuscate_stats must be 'row' or 'layer', got {self.obfuscate_stats!r}.")
 
     @classmethod
-    def make(cls, concept: str = "sneaker", quick: bool = False, **overrides) -> "DemoConfig":
+    def make(cls, concept: str | None = "sneaker", quick: bool = False, task: str = "objects",
+             **overrides) -> "DemoConfig":
         """The default demo, or with `quick` a smaller run (fewer evaluation images)."""
-        base = cls(concept=concept)
+        if task != "objects":
+            from .testbed.tasks import task_demo_config
+            return task_demo_config(cls, task, concept, quick, **overrides)
+        base = cls(concept=concept or "sneaker")
         if quick:
             base = replace(base, seeds_per_class=8, grid_seeds=3)
         return replace(base, **overrides)
@@ -125,7 +130,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     from .attack.revive import AttackConfig, revive
     from .layers import select_layers
     from .defense.obfuscate import obfuscate
-    from .unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
+    from .unlearn.conceptprune import ConceptPruneConfig, apply_masks, conceptprune, testbed_task_prompts
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -137,15 +142,20 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
             from .testbed import load_pipeline
 
             pipeline = load_pipeline()
+        if config.task != "objects":
+            from .testbed.tasks import task_demo_setup
+            classes, preserved, evaluator = task_demo_setup(config, pipeline, evaluator)
         evaluator = evaluator or testbed_evaluator
-    classes = list(config.classes or pipeline.classes)
+    if config.task == "objects":
+        classes = list(config.classes or pipeline.classes)
     unknown = [c for c in classes if c not in pipeline.classes]
     if unknown:
         raise RevivalError(f"Unknown class {unknown[0]!r}; the testbed knows: {', '.join(pipeline.classes)}.")
-    if config.concept not in classes:
+    if config.task == "objects" and config.concept not in classes:
         raise RevivalError(f"Unknown concept {config.concept!r}; the testbed knows: {', '.join(classes)}.")
-    preserved = config.preserved_concept or next(c for c in classes if c != config.concept)
-    if preserved not in classes or preserved == config.concept:
+    if config.task == "objects":
+        preserved = config.preserved_concept or next(c for c in classes if c != config.concept)
+    if config.task == "objects" and (preserved not in classes or preserved == config.concept):
         raise RevivalError(f"preserved_concept must be another class than {config.concept!r}.")
 
     unet = pipeline.unet
@@ -178,7 +188,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
         _log(progress, f"[2/5] ConceptPrune: erasing '{config.concept}' "
                        f"(skill ratio {config.skill_ratio}, first {config.unlearn_steps} steps)")
-        target, base = concept_prompts(config.concept, classes)
+        target, base = testbed_task_prompts(config.task, config.concept, classes)
         with tm("unlearn"):
             masks, cp_result = conceptprune(pipeline, target, base, cp_cfg, progress=progress)
             unlearned = {**original, **apply_masks(original, masks)}

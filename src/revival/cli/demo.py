@@ -35,7 +35,10 @@ def register(sub) -> None:
                        description="Evaluate the testbed; erase a concept with ConceptPrune; revive it "
                                    "with the attack; defend with Gaussian obfuscation; attack again; "
                                    "score. Writes report.json, report.md, grid.png and bars.png.")
-    d.add_argument("--concept", default="sneaker", help="the testbed class to erase (default: sneaker)")
+    d.add_argument("--concept", default=None, help="the concept to erase: a testbed class (objects, default "
+                   "sneaker), a style (artists, default Varenne) or 'tagged' (nudity)")
+    d.add_argument("--task", default="objects", choices=["objects", "artists", "nudity"],
+                   help="the paper's task on the testbed (default: objects)")
     d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
     d.add_argument("--seeds-per-class", type=int, default=None, help="evaluation images per class")
     d.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer images)")
@@ -57,9 +60,9 @@ def register(sub) -> None:
 def _unlearn(args) -> int:
     from ..errors import RevivalError
     from ..report import write_json
-    from ..unlearn.conceptprune import PRESETS, ConceptPruneConfig, read_prompts, task_prompts, unlearn
+    from ..unlearn.conceptprune import PRESETS, TESTBED_PRESETS, ConceptPruneConfig, read_prompts, task_prompts, unlearn
 
-    ratio, steps = PRESETS[args.task]
+    ratio, steps = (TESTBED_PRESETS if str(args.model) == "testbed" else PRESETS)[args.task]
     config = ConceptPruneConfig(
         skill_ratio=ratio if args.skill_ratio is None else args.skill_ratio,
         steps=steps if args.steps is None else args.steps,
@@ -96,7 +99,7 @@ def _demo(args) -> int:
         "obfuscate_stats": args.obfuscate_stats, "inference_steps": args.inference_steps,
         "classes": tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
     }.items() if v is not None}
-    config = DemoConfig.make(concept=args.concept, quick=args.quick, seed=args.seed, **overrides)
+    config = DemoConfig.make(concept=args.concept, quick=args.quick, task=args.task, seed=args.seed, **overrides)
     report = run_demo(config, args.out, progress=not args.quiet)
     if args.quiet:
         print(json.dumps(report["accuracy"]))

@@ -16,6 +16,12 @@ def register(sub) -> None:
                     help="stage-1 optimizer steps (default: the committed run's)")
     tr.add_argument("--ff-steps", type=int, default=None,
                     help="stage-2 steps with the feed-forward dependence loss (0: skip stage 2)")
+    tr.add_argument("--task-steps", type=int, default=None,
+                    help="stage-3 steps on the objects + styles + attribute mix (0: the object-only v1)")
+    tr.add_argument("--task-ff-weight", type=float, default=None,
+                    help="stage-3 weight of the feed-forward dependence loss (default: the committed run's)")
+    tr.add_argument("--from", dest="init_from", default=None,
+                    help="a UNet folder holding the stage-2 result (e.g. testbed v1): run stage 3 only")
     tr.add_argument("--batch", type=int, default=None)
     tr.add_argument("--out", default="testbed-weights", help="output folder (default: ./testbed-weights)")
     tr.set_defaults(func=_train)
@@ -47,7 +53,8 @@ def register(sub) -> None:
     e = sub.add_parser("evaluate", help="erased / preserved accuracy of a concept")
     common(e)
     e.add_argument("--concept", required=True, help="the erased class, e.g. 'sneaker'")
-    e.add_argument("--classifier", default=None, choices=["testbed", "imagenet", "resnet50", "hf", "nudenet", "clip"],
+    e.add_argument("--classifier", default=None, choices=["testbed", "imagenet", "resnet50", "hf", "nudenet", "clip",
+                                                               "testbed-style", "testbed-attribute"],
                    help="testbed CNN, imagenet (EfficientNet-lite0), resnet50 (torchvision weights file, "
                         "the paper's), hf (a local transformers image "
                         "classifier folder, e.g. ResNet-50), nudenet (nudity), clip (prompt-image "
@@ -62,6 +69,8 @@ def register(sub) -> None:
                    help="comma-separated NudeNet labels that flag an image (default: every *_EXPOSED label)")
     e.add_argument("--clip-template", default=None,
                    help="text for CLIP zero-shot classes, with {} for the class (default '{}')")
+    e.add_argument("--task", default=None, choices=["objects", "artists", "nudity"],
+                   help="testbed only: the task's prompts (seeds from 1000) judged by its detector")
     e.add_argument("--out", default=None, help="output folder (default: ./evaluation-<concept>)")
     e.set_defaults(func=_evaluate)
 
@@ -71,7 +80,9 @@ def _train(args) -> int:
 
     s = T.train_testbed(args.out, seed=args.seed, steps=args.steps or T.DEFAULT_STEPS,
                         ff_steps=T.DEFAULT_FF_STEPS if args.ff_steps is None else args.ff_steps,
-                        batch=args.batch or T.DEFAULT_BATCH)
+                        task_steps=T.DEFAULT_TASK_STEPS if args.task_steps is None else args.task_steps,
+                        task_ff_weight=T.TASK_FF_WEIGHT if args.task_ff_weight is None else args.task_ff_weight,
+                        init_from=args.init_from, batch=args.batch or T.DEFAULT_BATCH)
     print(f"trained {s['trained_steps']} steps in {s['training_seconds']:.0f}s -> {Path(args.out) / 'unet'}")
     return 0
 
@@ -123,7 +134,11 @@ def _evaluate(args) -> int:
     from ..evaluate import evaluate_concept, get_classifier
 
     model = _load(args)
-    rows = _rows(args, model)
+    if args.task is not None:
+        from ..testbed.tasks import task_evaluation
+        rows, clf = task_evaluation(args)
+    else:
+        rows = _rows(args, model)
     name = args.classifier or ("testbed" if str(args.model) == "testbed" else "imagenet")
     options = {}
     if name == "nudenet":
@@ -134,7 +149,8 @@ def _evaluate(args) -> int:
         options = dict(template=args.clip_template)
     elif args.nudenet_threshold is not None or args.nudenet_labels or args.clip_template:
         raise RevivalError(f"--nudenet-*/--clip-template do not apply to the {name} classifier.")
-    clf = get_classifier(name, args.device, args.classifier_path, **options)
+    if args.task is None:
+        clf = get_classifier(name, args.device, args.classifier_path, **options)
     slug = "-".join(args.concept.lower().split())
     out = Path(args.out or f"evaluation-{slug}")
     res = evaluate_concept(model, rows, clf, args.concept, out_dir=out, steps=args.steps,

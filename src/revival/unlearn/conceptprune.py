@@ -504,11 +504,40 @@ def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) ->
     return build(words) if task == "nudity" else build(concept, words)
 
 
+# The testbed's presets (skill ratio, steps) per task, tuned on the testbed (see README);
+# the paper's are PRESETS. Objects keeps the paper's preset for `unlearn`.
+TESTBED_PRESETS: dict[str, tuple[float, int]] = {
+    "objects": (0.02, 10),
+    "artists": (0.01, 10),
+    "nudity": (0.01, 9),
+}
+# The testbed analogues of "a {thing} in the style of {artist}" vs "a photo of a {thing}" and
+# "a photo of a naked {human}" vs "a photo of a {human}": the things/humans are the testbed's
+# items. Evaluation prompts ("an image of ...", revival.testbed.tasks) are never among these.
+TESTBED_TASK_TEMPLATES = ("a photo of a {}", "a picture of a {}")
+
+
+def testbed_task_prompts(task: str, concept: str, classes: Sequence[str],
+                         templates: Sequence[str] = TESTBED_TASK_TEMPLATES) -> tuple[list[str], list[str]]:
+    """ConceptPrune's prompt pair on the testbed for a task: objects as `concept_prompts`;
+    artists "a photo of a {item} in the style of {concept}" vs "a photo of a {item}"; nudity
+    "a photo of a {concept} {item}" vs "a photo of a {item}" (each with every template)."""
+    if task == "objects":
+        return concept_prompts(concept, classes)
+    if task not in PRESETS:
+        raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
+    base = [t.format(c) for c in classes for t in templates]
+    if task == "artists":
+        return [f"{b} in the style of {concept}" for b in base], base
+    article = "an" if concept[:1].lower() in "aeiou" else "a"
+    return [t.replace("a {}", f"{article} {concept} {{}}").format(c) for c in classes for t in templates], base
+
+
 def default_prompts(model_is_testbed: bool, concept: str, task: str = "objects",
                     classes: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """The prompt sets used when none are given: testbed templates, else ConceptPrune's."""
     if model_is_testbed:
-        return concept_prompts(concept, classes)
+        return testbed_task_prompts(task, concept, classes)
     return task_prompts(task, concept)
 
 
