@@ -31,7 +31,7 @@ def test_renderings_are_distinct_and_deterministic(real):
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             assert (outs[a] - outs[b]).abs().mean() > 0.03, (a, b)
-    assert torch.allclose(X.apply_style(outs["Varenne"], "Varenne"), x)   # inversion is its own inverse
+    assert torch.allclose(X.apply_style(outs["Varenne"], "Varenne"), x, atol=1e-6)   # inversion is its own inverse
     assert torch.equal(X.apply_style(x, "none"), x)
     assert outs["Belgrave"][..., 1::2, :].max() <= 0.15 + 1e-6   # the dimmed rows
     assert set(outs["Kessler"].unique().tolist()) <= {0.0, 0.6000000238418579}

@@ -30,6 +30,12 @@ def register(sub) -> None:
     tc.add_argument("--epochs", type=int, default=4)
     tc.add_argument("--out", default="testbed-weights/classifier.safetensors")
     tc.set_defaults(func=_train_classifier)
+    td = tsub.add_parser("detector", help="train the style or attribute detector of the testbed's tasks")
+    td.add_argument("--kind", required=True, choices=["style", "attribute"])
+    td.add_argument("--seed", type=int, default=0)
+    td.add_argument("--epochs", type=int, default=2)
+    td.add_argument("--out", default=None, help="default: testbed-weights/<kind>_detector.safetensors")
+    td.set_defaults(func=_train_detector)
 
     def common(p):
         p.add_argument("--model", default="testbed",
@@ -97,6 +103,12 @@ def _train_classifier(args) -> int:
                                  "seed": str(args.seed), "resolution": "16"})
     print(f"test accuracy {acc:.4f} -> {out}")
     return 0
+
+
+def _train_detector(args) -> int:
+    from ..testbed.detectors import cli
+
+    return cli(args)
 
 
 def _rows(args, model):

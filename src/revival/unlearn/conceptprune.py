@@ -524,8 +524,9 @@ def testbed_task_prompts(task: str, concept: str, classes: Sequence[str],
     "a photo of a {concept} {item}" vs "a photo of a {item}" (each with every template)."""
     if task == "objects":
         return concept_prompts(concept, classes)
-    if task not in PRESETS:
-        raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
+    from ..testbed.tasks import check_concept
+
+    check_concept(task, concept)
     base = [t.format(c) for c in classes for t in templates]
     if task == "artists":
         return [f"{b} in the style of {concept}" for b in base], base
@@ -554,7 +555,7 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
     if task not in PRESETS:
         raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
     if config is None:
-        ratio, steps = PRESETS[task]
+        ratio, steps = (TESTBED_PRESETS if model == "testbed" else PRESETS)[task]
         config = ConceptPruneConfig(skill_ratio=ratio, steps=steps)
     out = Path(out)
     if masks_path is not None and Path(masks_path).resolve() == out.resolve():
