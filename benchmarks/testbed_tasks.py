@@ -63,7 +63,8 @@ def original_only(pipe, seeds: int) -> dict:
     return out
 
 
-def variants(dirs: list[str], task_list: list[str], seeds: int, ratio: float | None, steps: int | None) -> dict:
+def variants(dirs: list[str], task_list: list[str], seeds: int, ratio: float | None, steps: int | None,
+             concepts: dict[str, str] | None = None, halves: str = "both") -> dict:
     from revival.attack.revive import AttackConfig, revive
     from revival.evaluate.evaluate import evaluate_concept
     from revival.testbed import load_pipeline, tasks
@@ -75,12 +76,13 @@ def variants(dirs: list[str], task_list: list[str], seeds: int, ratio: float | N
         pipe = load_pipeline(d)
         original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
         for task in task_list:
-            concept = tasks.DEFAULT_CONCEPT[task]
+            concept = (concepts or {}).get(task, tasks.DEFAULT_CONCEPT[task])
             r, st = PRESETS[task]
-            cfg = ConceptPruneConfig(skill_ratio=ratio or r, steps=steps or st)
+            cfg = ConceptPruneConfig(skill_ratio=ratio or r, steps=steps or st, halves=halves)
             rows = tasks.task_rows(task, concept, seeds)
             if task == "artists":   # the erased style and one other (preserved)
-                rows = [x for x in rows if x.cls in (concept, "Orsolo")]
+                other = next(st for st in tasks.X.STYLES if st != concept)
+                rows = [x for x in rows if x.cls in (concept, other)]
             judge = tasks.TaskJudge(task)
             t0 = time.time()
             res = {}
@@ -95,7 +97,7 @@ def variants(dirs: list[str], task_list: list[str], seeds: int, ratio: float | N
             pipe.unet.load_state_dict(original)
             n_e = sum(x.cls == concept for x in rows)
             out[(d, task)] = res
-            print(f"{d} {task} '{concept}' ratio {cfg.skill_ratio} tau {cfg.steps} pruned "
+            print(f"{d} {task} '{concept}' ratio {cfg.skill_ratio} tau {cfg.steps} halves {cfg.halves} pruned "
                   f"{cp.pruned / cp.total:.4f} ({time.time() - t0:.0f}s): " +
                   ", ".join(f"{s} erased {_ci(v[0], n_e)} preserved {v[1]:.2f}" for s, v in res.items()), flush=True)
     return out
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skill-ratio", type=float, default=None)
     ap.add_argument("--unlearn-steps", type=int, default=None)
     ap.add_argument("--original-only", action="store_true")
+    ap.add_argument("--halves", default="both", help="ConceptPrune's statistics: both CFG halves or cond")
     ap.add_argument("--variants", default=None, help="comma-separated UNet folders to compare")
     ap.add_argument("--out", type=Path, default=Path("out/testbed_tasks"))
     ap.add_argument("--threads", type=int, default=1)
@@ -121,7 +124,8 @@ def main(argv=None) -> int:
 
     if args.variants:
         variants(args.variants.split(","), [t for t in args.tasks.split(",") if t != "objects"],
-                 args.seeds or 3, args.skill_ratio, args.unlearn_steps)
+                 args.seeds or 3, args.skill_ratio, args.unlearn_steps,
+                 dict(kv.split("=", 1) for kv in args.concepts.split(",") if kv), args.halves)
         return 0
     pipe = load_pipeline(args.unet)
     if args.original_only:

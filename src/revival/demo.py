@@ -61,6 +61,7 @@ class DemoConfig:
     classes: tuple[str, ...] | None = None
     modules: str | None = None
     task: str = "objects"  # objects | artists | nudity (revival.testbed.tasks)
+    halves: str = "both"   # ConceptPrune's CFG halves (the style/attribute tasks: "cond")
 
     def __post_init__(self) -> None:
         if not isinstance(self.seeds_per_class, int) or self.seeds_per_class < 1:
@@ -167,7 +168,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     cp_kwargs = {"modules": config.modules} if config.modules else {}
     cp_cfg = ConceptPruneConfig(skill_ratio=config.skill_ratio, steps=config.unlearn_steps,
                                 seed=config.seed, inference_steps=config.inference_steps,
-                                guidance=config.guidance, **cp_kwargs)
+                                guidance=config.guidance, halves=config.halves, **cp_kwargs)
     acc = {"erased": {}, "preserved": {}}
     per_class, grid = {}, {}
     details: dict = {"config": asdict(config), "attack_config": asdict(attack_cfg)}

@@ -36,7 +36,7 @@ def register(sub) -> None:
                                    "with the attack; defend with Gaussian obfuscation; attack again; "
                                    "score. Writes report.json, report.md, grid.png and bars.png.")
     d.add_argument("--concept", default=None, help="the concept to erase: a testbed class (objects, default "
-                   "sneaker), a style (artists, default Varenne) or 'tagged' (nudity)")
+                   "sneaker), a style (artists, default Orsolo) or 'tagged' (nudity)")
     d.add_argument("--task", default="objects", choices=["objects", "artists", "nudity"],
                    help="the paper's task on the testbed (default: objects)")
     d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
@@ -60,13 +60,16 @@ def register(sub) -> None:
 def _unlearn(args) -> int:
     from ..errors import RevivalError
     from ..report import write_json
-    from ..unlearn.conceptprune import PRESETS, TESTBED_PRESETS, ConceptPruneConfig, read_prompts, task_prompts, unlearn
+    from ..unlearn.conceptprune import (PRESETS, TESTBED_HALVES, TESTBED_PRESETS, ConceptPruneConfig, read_prompts,
+                                        task_prompts, unlearn)
 
-    ratio, steps = (TESTBED_PRESETS if str(args.model) == "testbed" else PRESETS)[args.task]
+    testbed = str(args.model) == "testbed"
+    ratio, steps = (TESTBED_PRESETS if testbed else PRESETS)[args.task]
     config = ConceptPruneConfig(
         skill_ratio=ratio if args.skill_ratio is None else args.skill_ratio,
         steps=steps if args.steps is None else args.steps,
-        seed=args.seed, inference_steps=args.inference_steps)
+        seed=args.seed, inference_steps=args.inference_steps,
+        halves=TESTBED_HALVES[args.task] if testbed else "both")
     target = read_prompts(args.target_prompts) if args.target_prompts else None
     base = read_prompts(args.base_prompts) if args.base_prompts else None
     if args.word_list is not None:

@@ -132,7 +132,7 @@ def load_detector_weights(kind: str, path: str | Path | None = None) -> FashionC
     model = FashionCNN(len(KINDS[kind]))
     try:
         model.load_state_dict(load_file(str(path)))
-    except (RuntimeError, OSError) as exc:
+    except Exception as exc:  # safetensors' own error type, or a state dict of another network
         raise RevivalError(f"{path} is not a {kind} detector of the testbed ({type(exc).__name__}).") from None
     return model.eval()
 

@@ -22,7 +22,7 @@ from . import text as T
 from . import transforms as X
 
 TASKS = ("objects", "artists", "nudity")
-DEFAULT_CONCEPT = {"objects": "sneaker", "artists": X.STYLES[0], "nudity": X.ATTRIBUTE}
+DEFAULT_CONCEPT = {"objects": "sneaker", "artists": "Orsolo", "nudity": X.ATTRIBUTE}
 PLAIN = "plain"
 EVAL_FIRST_SEED = 1000
 
@@ -117,14 +117,15 @@ def task_demo_config(cls, task: str, concept: str | None, quick: bool, **overrid
     """DemoConfig of a style/attribute task (the task's default concept, seeds and preset)."""
     from dataclasses import replace
 
-    from ..unlearn.conceptprune import TESTBED_PRESETS
+    from ..unlearn.conceptprune import TESTBED_HALVES, TESTBED_PRESETS
 
     check_task(task)
     concept = concept or DEFAULT_CONCEPT[task]
     check_concept(task, concept)
     ratio, steps = TESTBED_PRESETS[task]
     base = cls(concept=concept, task=task, seeds_per_class=(QUICK_SEEDS if quick else DEMO_SEEDS)[task],
-               grid_seeds=3 if quick else 4, skill_ratio=ratio, unlearn_steps=steps)
+               grid_seeds=3 if quick else 4, skill_ratio=ratio, unlearn_steps=steps,
+               halves=TESTBED_HALVES[task])
     return replace(base, **overrides)
 
 

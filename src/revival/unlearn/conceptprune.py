@@ -508,9 +508,13 @@ def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) ->
 # the paper's are PRESETS. Objects keeps the paper's preset for `unlearn`.
 TESTBED_PRESETS: dict[str, tuple[float, int]] = {
     "objects": (0.02, 10),
-    "artists": (0.01, 10),
-    "nudity": (0.01, 9),
+    "artists": (0.05, 10),
+    "nudity": (0.05, 9),
 }
+# ... and the classifier-free-guidance halves feeding the statistics: the style and attribute
+# tasks use only the prompt-conditioned half (with both halves the testbed's styles resist
+# erasure at any ratio that spares the other styles; measured in benchmarks/testbed_tasks.py).
+TESTBED_HALVES: dict[str, str] = {"objects": "both", "artists": "cond", "nudity": "cond"}
 # The testbed analogues of "a {thing} in the style of {artist}" vs "a photo of a {thing}" and
 # "a photo of a naked {human}" vs "a photo of a {human}": the things/humans are the testbed's
 # items. Evaluation prompts ("an image of ...", revival.testbed.tasks) are never among these.
@@ -556,7 +560,8 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
         raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
     if config is None:
         ratio, steps = (TESTBED_PRESETS if model == "testbed" else PRESETS)[task]
-        config = ConceptPruneConfig(skill_ratio=ratio, steps=steps)
+        config = ConceptPruneConfig(skill_ratio=ratio, steps=steps,
+                                    halves=TESTBED_HALVES[task] if model == "testbed" else "both")
     out = Path(out)
     if masks_path is not None and Path(masks_path).resolve() == out.resolve():
         raise RevivalError("--save-masks must differ from the output path.")
