@@ -148,3 +148,27 @@ def test_cli_evaluate_task(tmp_path, capsys):
     assert rep["concept"] == "tagged" and rep["erased_images"] == 10 and rep["preserved_images"] == 10
     assert main(["evaluate", "--task", "artists", "--concept", "Picasso", "--out", str(tmp_path / "e2")]) == 2
     assert "Unknown concept" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task,concept,preserved", [("artists", "Orsolo", "Varenne"), ("nudity", "tagged", "sneaker")])
+def test_demo_task_reduced(tmp_path, task, concept, preserved):
+    from revival.cli import main
+
+    out = tmp_path / task
+    rc = main(["demo", "--task", task, "--out", str(out), "--seeds-per-class", "1", "--classes",
+               "sneaker,trouser,bag", "--inference-steps", "6", "--unlearn-steps", "3", "--quiet"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["concept"] == concept
+    details = json.loads((out / "details.json").read_text())
+    assert details["config"]["task"] == task and details["config"]["halves"] == "cond"
+    assert details["unlearn"]["totals"]["pruned"] > 0 and details["unlearn"]["n_target_prompts"] == 6
+    assert set(details["per_class"]["original"]) >= {concept, preserved}
+    assert (out / "grid.png").stat().st_size > 0 and concept in (out / "report.md").read_text()
+
+
+def test_demo_task_bad_concept(tmp_path, capsys):
+    from revival.cli import main
+
+    assert main(["demo", "--task", "artists", "--concept", "sneaker", "--out", str(tmp_path / "d")]) == 2
+    assert "Unknown concept 'sneaker'" in capsys.readouterr().err

@@ -32,7 +32,7 @@ P_GENERIC = 0.03
 # Stage 3 (the style and attribute tasks): share of training images per rendering --
 # plain (the object task's captions), each style, tagged.
 TASK_MIX = (0.4,) + (0.1,) * len(X.STYLES) + (0.2,)
-DEFAULT_TASK_STEPS = 1500
+DEFAULT_TASK_STEPS = 900
 TASK_FF_WEIGHT = 1.0
 TASK_LR = 1e-3
 
@@ -211,6 +211,8 @@ def train_testbed(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
         init_from = Path(init_from)
         if not (init_from / "config.json").is_file():
             raise RevivalError(f"--from must be a diffusers UNet folder (with config.json): {init_from}.")
+        if task_steps < 1:
+            raise RevivalError("--from runs stage 3 only: --task-steps must be positive.")
         s = {}
     elif task_steps == 0 and ff_steps == 0:
         return train_unet(out, seed=seed, steps=steps, batch=batch, log=log)
@@ -226,26 +228,47 @@ def train_testbed(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
                      stage2_seed=seed + 1, ff_weight=FF_WEIGHT)
             last = out / "stage2" / "unet"
         init_from = last
-    note = (f"reproduce with `revival testbed train --seed {seed}` (= --steps {steps} --ff-steps "
-            f"{ff_steps} --task-steps {task_steps} --task-ff-weight {task_ff_weight:g}): stage 1, "
-            f"{steps} steps of plain denoising from scratch on the object captions; stage 2, {ff_steps} "
-            f"steps from the stage-1 EMA weights with the feed-forward dependence loss (weight "
-            f"{FF_WEIGHT}, lr {FF_LR:g}, seed {seed + 1}); stage 3, {task_steps} steps from the "
-            f"stage-2 EMA weights on the three tasks' mix {list(TASK_MIX)} (plain, styles "
-            f"{', '.join(X.STYLES)}, tagged) with the feed-forward dependence loss (weight "
-            f"{task_ff_weight:g}, lr {TASK_LR:g}, seed {seed + 2}). Stages 1-2 alone are the "
-            f"object-only testbed v1; `--from V1_UNET_DIR` runs stage 3 only.")
+    if not s:   # --from: the earlier stages' record, when the folder's testbed.json has it
+        prev = init_from.parent / "testbed.json"
+        if prev.is_file():
+            s = {k: v for k, v in json.loads(prev.read_text()).items() if k.startswith(("stage1", "stage2"))}
+            s.update(stage3_init=str(init_from))
+            s.pop("stage3_task_steps", None)
     if task_steps:
         s3 = train_unet(out, seed=seed + 2, steps=task_steps, batch=batch, lr=TASK_LR, init=init_from,
                         ff_weight=task_ff_weight, mix=TASK_MIX, save_every=100, log=log)
-        base = dict(s3) if not s else {**s3, **{k: v for k, v in s.items() if k.startswith("stage")}}
-        base.update(stage3_task_steps=task_steps, stage3_seconds=s3["training_seconds"],
-                    stage3_lr=TASK_LR, stage3_seed=seed + 2, stage3_ff_weight=task_ff_weight,
-                    stage3_init=str(init_from) if not s else "stage 2")
-        s = base
-    s.pop("init", None)
-    s.update(steps=steps, trained_steps=(0 if not s.get("stage1_steps") else steps + ff_steps) + task_steps,
-             training_seconds=round(time.time() - t0, 1), threads=torch.get_num_threads(),
-             sampler=SAMPLER_NOTE, training_note=note, seed=seed, batch=batch)
+        s = task_settings(s, s3, seed=seed, steps=steps, ff_steps=ff_steps, task_steps=task_steps,
+                          task_ff_weight=task_ff_weight, batch=batch, seconds=time.time() - t0)
+    else:
+        s.pop("init", None)
+        s.update(trained_steps=steps + ff_steps, training_seconds=round(time.time() - t0, 1),
+                 sampler=SAMPLER_NOTE, threads=torch.get_num_threads())
     _write_settings(s, out / "testbed.json")
+    return s
+
+
+def task_settings(earlier: dict, s3: dict, *, seed: int, steps: int, ff_steps: int, task_steps: int,
+                  task_ff_weight: float, batch: int, seconds: float) -> dict:
+    """testbed.json of the three-stage recipe: stage 3's settings (captions, mix, renderings),
+    the earlier stages' record (`earlier`: stage1_*/stage2_* keys) and how to reproduce it."""
+    s = dict(s3)
+    s.update({k: v for k, v in earlier.items() if k.startswith("stage")})
+    s.pop("init", None)
+    s.update(stage3_task_steps=task_steps, stage3_seconds=s3["training_seconds"], stage3_lr=TASK_LR,
+             stage3_seed=seed + 2, stage3_ff_weight=task_ff_weight, stage3_mix=list(TASK_MIX),
+             stage2_ff_weight=FF_WEIGHT, ff_weight=task_ff_weight, steps=steps,
+             trained_steps=(steps + ff_steps if "stage1_steps" in s else 0) + task_steps,
+             training_seconds=round(seconds, 1), threads=torch.get_num_threads(), sampler=SAMPLER_NOTE,
+             seed=seed, batch=batch,
+             training_note=(
+                 f"reproduce with `revival testbed train --seed {seed}` (= --steps {steps} --ff-steps "
+                 f"{ff_steps} --task-steps {task_steps} --task-ff-weight {task_ff_weight:g}): stage 1, "
+                 f"{steps} steps of plain denoising from scratch on the object captions; stage 2, {ff_steps} "
+                 f"steps from the stage-1 EMA weights with the feed-forward dependence loss (weight "
+                 f"{FF_WEIGHT:g}, lr {FF_LR:g}, seed {seed + 1}); stage 3, {task_steps} steps from the "
+                 f"stage-2 EMA weights on the three tasks' mix {list(TASK_MIX)} (plain, styles "
+                 f"{', '.join(X.STYLES)}, tagged) with the feed-forward dependence loss (weight "
+                 f"{task_ff_weight:g}, lr {TASK_LR:g}, seed {seed + 2}). Stages 1-2 alone are the "
+                 f"object-only testbed v1 (--task-steps 0); `--from DIR/unet` with DIR holding v1 runs "
+                 f"stage 3 only."))
     return s

@@ -509,7 +509,7 @@ def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) ->
 TESTBED_PRESETS: dict[str, tuple[float, int]] = {
     "objects": (0.02, 10),
     "artists": (0.05, 10),
-    "nudity": (0.05, 9),
+    "nudity": (0.07, 9),
 }
 # ... and the classifier-free-guidance halves feeding the statistics: the style and attribute
 # tasks use only the prompt-conditioned half (with both halves the testbed's styles resist
