@@ -136,7 +136,10 @@ def test_training_runs_and_loads(tmp_path):
     weights = lambda d: (d / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     train_testbed(tmp_path / "again", seed=1, steps=2, ff_steps=1, task_steps=1, batch=4, log=logs.append)
     assert weights(tmp_path / "again") == weights(tmp_path)
-    train_testbed(tmp_path / "other", seed=2, steps=2, ff_steps=1, task_steps=1, batch=4, log=logs.append)
+    # stage 3 alone from the stage-2 weights (--from), with another seed: other weights
+    s3 = train_testbed(tmp_path / "other", seed=2, task_steps=1, batch=4, init_from=tmp_path / "stage2" / "unet",
+                       log=logs.append)
+    assert s3["stage3_seed"] == 4 and s3["stage3_task_steps"] == 1
     assert weights(tmp_path / "other") != weights(tmp_path)
 
 

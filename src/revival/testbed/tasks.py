@@ -23,7 +23,6 @@ from . import transforms as X
 
 TASKS = ("objects", "artists", "nudity")
 DEFAULT_CONCEPT = {"objects": "sneaker", "artists": "Orsolo", "nudity": X.ATTRIBUTE}
-PLAIN = "plain"
 EVAL_FIRST_SEED = 1000
 
 
@@ -87,8 +86,8 @@ class TaskJudge(Classifier):
         self.labels = (self.detector.labels if self.detector else []) + (self.objects.labels if self.objects else [])
 
     def predict(self, images):
-        return (self.detector or self.objects).predict(images) if self.objects is None or self.detector is None \
-            else self.detector(images)
+        """The task's detector (the classifier for objects); `judge` applies the per-row rule."""
+        return (self.detector or self.objects).predict(images)
 
     def judge(self, images, rows):
         if self.task == "objects":
