@@ -122,19 +122,24 @@ def test_training_runs_and_loads(tmp_path):
     from revival.testbed.train import train_testbed
 
     logs = []
-    s = train_testbed(tmp_path, seed=1, steps=2, ff_steps=1, batch=4, log=logs.append)
-    assert s["stage1_steps"] == 2 and s["stage2_ff_steps"] == 1 and s["trained_steps"] == 3 and s["ff_weight"] > 0
-    assert s["seed"] == 1 and s["stage2_seed"] == 2 and "init" not in s
+    s = train_testbed(tmp_path, seed=1, steps=2, ff_steps=1, task_steps=1, batch=4, log=logs.append)
+    assert s["stage1_steps"] == 2 and s["stage2_ff_steps"] == 1 and s["stage3_task_steps"] == 1
+    assert s["trained_steps"] == 4 and s["ff_weight"] > 0
+    assert s["seed"] == 1 and s["stage2_seed"] == 2 and s["stage3_seed"] == 3 and "init" not in s
     assert json.loads((tmp_path / "testbed.json").read_text()) == s
-    assert (tmp_path / "testbed.json").is_file() and (tmp_path / "stage1" / "unet" / "config.json").is_file()
+    assert (tmp_path / "stage1" / "unet" / "config.json").is_file()
+    assert (tmp_path / "stage2" / "unet" / "config.json").is_file()
     p = load_pipeline(tmp_path / "unet")
     assert p(["an image of a bag"], [0], steps=2).shape == (1, 1, 16, 16)
     assert any("step 2/2" in line for line in logs) and any("step 1/1" in line for line in logs)
-    # the same seed reproduces the weights bit for bit (both stages); another seed does not
+    # the same seed reproduces the weights bit for bit (all stages); another seed does not
     weights = lambda d: (d / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
-    train_testbed(tmp_path / "again", seed=1, steps=2, ff_steps=1, batch=4, log=logs.append)
+    train_testbed(tmp_path / "again", seed=1, steps=2, ff_steps=1, task_steps=1, batch=4, log=logs.append)
     assert weights(tmp_path / "again") == weights(tmp_path)
-    train_testbed(tmp_path / "other", seed=2, steps=2, ff_steps=1, batch=4, log=logs.append)
+    # stage 3 alone from the stage-2 weights (--from), with another seed: other weights
+    s3 = train_testbed(tmp_path / "other", seed=2, task_steps=1, batch=4, init_from=tmp_path / "stage2" / "unet",
+                       log=logs.append)
+    assert s3["stage3_seed"] == 4 and s3["stage3_task_steps"] == 1
     assert weights(tmp_path / "other") != weights(tmp_path)
 
 

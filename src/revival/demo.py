@@ -69,6 +69,8 @@ class DemoConfig:
     guidance: float | None = None
     classes: tuple[str, ...] | None = None
     modules: str | None = None
+    task: str = "objects"  # objects | artists | nudity (revival.testbed.tasks)
+    halves: str = "both"   # ConceptPrune's CFG halves (the style/attribute tasks: "cond")
 
     def __post_init__(self) -> None:
         if not isinstance(self.seeds_per_class, int) or self.seeds_per_class < 1:
@@ -82,9 +84,14 @@ class DemoConfig:
             raise RevivalError(f"--target-erasure must be an accuracy in [0, 1], got {self.target_erasure!r}.")
 
     @classmethod
-    def make(cls, concept: str = "sneaker", quick: bool = False, **overrides) -> "DemoConfig":
-        """The default demo, or with `quick` a smaller run (fewer evaluation images)."""
-        base = cls(concept=concept)
+    def make(cls, concept: str | None = "sneaker", quick: bool = False, task: str = "objects",
+             **overrides) -> "DemoConfig":
+        """The default demo, or with `quick` a smaller run (fewer evaluation images); `task`
+        other than objects: the testbed's style or attribute task (revival.testbed.tasks)."""
+        if task != "objects":
+            from .testbed.tasks import task_demo_config
+            return task_demo_config(cls, task, concept, quick, **overrides)
+        base = cls(concept=concept or "sneaker")
         if quick:
             base = replace(base, seeds_per_class=8, grid_seeds=3, search_seeds=10)
         return replace(base, **overrides)
@@ -163,7 +170,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     from .intervals import Proportion
     from .layers import select_layers
     from .evaluate.prompts import HELDOUT_FIRST_SEED
-    from .unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, concept_statistics
+    from .unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_statistics, testbed_task_prompts
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -175,16 +182,20 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
             from .testbed import load_pipeline
 
             pipeline = load_pipeline()
+        if config.task != "objects":
+            from .testbed.tasks import task_demo_setup
+            classes, preserved, evaluator = task_demo_setup(config, pipeline, evaluator)
         evaluator = evaluator or testbed_evaluator
-    classes = list(config.classes or pipeline.classes)
-    unknown = [c for c in classes if c not in pipeline.classes]
-    if unknown:
-        raise RevivalError(f"Unknown class {unknown[0]!r}; the testbed knows: {', '.join(pipeline.classes)}.")
-    if config.concept not in classes:
-        raise RevivalError(f"Unknown concept {config.concept!r}; the testbed knows: {', '.join(classes)}.")
-    preserved = config.preserved_concept or next(c for c in classes if c != config.concept)
-    if preserved not in classes or preserved == config.concept:
-        raise RevivalError(f"preserved_concept must be another class than {config.concept!r}.")
+    if config.task == "objects":
+        classes = list(config.classes or pipeline.classes)
+        unknown = [c for c in classes if c not in pipeline.classes]
+        if unknown:
+            raise RevivalError(f"Unknown class {unknown[0]!r}; the testbed knows: {', '.join(pipeline.classes)}.")
+        if config.concept not in classes:
+            raise RevivalError(f"Unknown concept {config.concept!r}; the testbed knows: {', '.join(classes)}.")
+        preserved = config.preserved_concept or next(c for c in classes if c != config.concept)
+        if preserved not in classes or preserved == config.concept:
+            raise RevivalError(f"preserved_concept must be another class than {config.concept!r}.")
 
     unet = pipeline.unet
     original = {k: v.detach().clone() for k, v in unet.state_dict().items()}
@@ -195,8 +206,8 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     cp_kwargs = {"modules": config.modules} if config.modules else {}
     cp_cfg = ConceptPruneConfig(skill_ratio=config.skill_ratio, steps=config.unlearn_steps,
                                 seed=config.seed, inference_steps=config.inference_steps,
-                                guidance=config.guidance, **cp_kwargs)
-    n_erased, n_preserved = config.seeds_per_class, config.seeds_per_class * (len(classes) - 1)
+                                guidance=config.guidance, halves=config.halves, **cp_kwargs)
+    n_images = {"erased": 0, "preserved": 0}  # per stage, from the evaluator's images
     acc = {"erased": {}, "preserved": {}}
     ci = {"erased": {}, "preserved": {}}
     per_class, grid = {}, {}
@@ -208,6 +219,9 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         unet.load_state_dict(state)
         e, p, table, images = evaluator(pipeline, classes, config.concept, config.seeds_per_class, config,
                                         HELDOUT_FIRST_SEED)
+        n_erased = len(images[config.concept])
+        n_preserved = sum(len(v) for c, v in images.items() if c != config.concept)
+        n_images.update(erased=n_erased, preserved=n_preserved)
         pe, pp = Proportion(round(e * n_erased), n_erased), Proportion(round(p * n_preserved), n_preserved)
         return float(e), float(p), pe.to_dict()["ci95"], pp.to_dict()["ci95"], table, images
 
@@ -219,7 +233,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         nonlocal reals
         with tm(f"evaluate_{stage}"):
             e, p, ce, cpv, table, images = measure(state)
-        if config.utility and len(others) * config.seeds_per_class >= 4:
+        if config.utility and config.task == "objects" and len(others) * config.seeds_per_class >= 4:
             from .evaluate.fid import classifier_features, feature_distance, real_test_images
 
             with tm(f"utility_{stage}"):
@@ -243,10 +257,10 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         _log(progress, f"[1/5] evaluating the original testbed model ({config.seeds_per_class} held-out images per class)")
         evaluate("original", original)
 
-        target, base = concept_prompts(config.concept, classes)
+        target, base = testbed_task_prompts(config.task, config.concept, classes)
         with tm("unlearn"):
             stats = concept_statistics(pipeline, target, base, cp_cfg, progress=progress)
-            if config.target_erasure is not None:
+            if config.target_erasure is not None and config.task == "objects":
                 from .unlearn.least_damage import SEARCH_FIRST_SEED, least_damage
 
                 _log(progress, f"[2/5] ConceptPrune: the least skill ratio that erases '{config.concept}' to "
@@ -334,7 +348,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         "concept": config.concept,
         "accuracy": {side: {s: acc[side][s] for s in STAGES} for side in ("erased", "preserved")},
         "intervals": {side: {s: ci[side][s] for s in STAGES} for side in ("erased", "preserved")},
-        "images": {"erased": n_erased, "preserved": n_preserved},
+        "images": dict(n_images),
         "sign_recovery": {k: float(signs[k]) for k in ("completion", "kept", "all")},
         "unlearn": unlearn_info,
         **({"controls": controls} if controls else {}),

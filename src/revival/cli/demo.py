@@ -10,7 +10,10 @@ def register(sub) -> None:
                        description="Evaluate the testbed; erase a concept with ConceptPrune; revive it "
                                    "with the attack; defend with Gaussian obfuscation; attack again; "
                                    "score. Writes report.json, report.md, grid.png and bars.png.")
-    d.add_argument("--concept", default="sneaker", help="the testbed class to erase (default: sneaker)")
+    d.add_argument("--concept", default=None, help="the concept to erase: a testbed class (objects, default "
+                   "sneaker), a style (artists, default Orsolo) or 'tagged' (nudity)")
+    d.add_argument("--task", default="objects", choices=["objects", "artists", "nudity"],
+                   help="the paper's task on the testbed (default: objects)")
     d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
     d.add_argument("--seeds-per-class", type=int, default=None, help="evaluation images per class")
     d.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer images)")
@@ -48,7 +51,7 @@ def _demo(args) -> int:
     }.items() if v is not None}
     if args.skill_ratio is not None and args.target_erasure is None:
         overrides["target_erasure"] = None  # a fixed ratio: no search
-    config = DemoConfig.make(concept=args.concept, quick=args.quick, seed=args.seed, **overrides)
+    config = DemoConfig.make(concept=args.concept, quick=args.quick, task=args.task, seed=args.seed, **overrides)
     report = run_demo(config, args.out, progress=not args.quiet)
     if args.quiet:
         print(json.dumps(report["accuracy"]))

@@ -32,7 +32,8 @@ def register(sub) -> None:
     e = sub.add_parser("evaluate", help="erased / preserved accuracy of a concept")
     common(e)
     e.add_argument("--concept", required=True, help="the erased class, e.g. 'sneaker'")
-    e.add_argument("--classifier", default=None, choices=["testbed", "imagenet", "resnet50", "hf", "nudenet", "clip"],
+    e.add_argument("--classifier", default=None, choices=["testbed", "imagenet", "resnet50", "hf", "nudenet", "clip",
+                                                           "testbed-style", "testbed-attribute"],
                    help="testbed CNN, imagenet (EfficientNet-lite0), resnet50 (torchvision weights file, "
                         "the paper's), hf (a local transformers image "
                         "classifier folder, e.g. ResNet-50), nudenet (nudity), clip (prompt-image "
@@ -47,6 +48,8 @@ def register(sub) -> None:
                    help="comma-separated NudeNet labels that flag an image (default: every *_EXPOSED label)")
     e.add_argument("--clip-template", default=None,
                    help="text for CLIP zero-shot classes, with {} for the class (default '{}')")
+    e.add_argument("--task", default=None, choices=["objects", "artists", "nudity"],
+                   help="testbed only: the task's prompts (seeds from 1000) judged by its detector")
     e.add_argument("--fid-real", default=None,
                    help="a folder of real reference images: also report FID/KID of all generated images "
                         "against them (e.g. COCO images for COCO prompts), written to OUT/utility.json")
@@ -95,7 +98,12 @@ def _evaluate(args) -> int:
     from ..evaluate import evaluate_concept, get_classifier
 
     model = _load(args)
-    rows = _rows(args, model)
+    if args.task is not None:
+        from ..testbed.tasks import task_evaluation
+
+        rows, task_judge = task_evaluation(args)
+    else:
+        rows, task_judge = _rows(args, model), None
     name = args.classifier or ("testbed" if str(args.model) == "testbed" else "imagenet")
     options = {}
     if name == "nudenet":
@@ -113,7 +121,7 @@ def _evaluate(args) -> int:
             raise RevivalError(f"the real-image folder {args.fid_real} does not exist.")
         if features == "clip" and fid_clip is None:
             raise RevivalError("--fid-features clip needs a local CLIP folder (--fid-clip DIR).")
-    clf = get_classifier(name, str(model.device), args.classifier_path, **options)
+    clf = task_judge or get_classifier(name, str(model.device), args.classifier_path, **options)
     slug = "-".join(args.concept.lower().split())
     out = Path(args.out or f"evaluation-{slug}")
     res = evaluate_concept(model, rows, clf, args.concept, out_dir=out, steps=args.steps,

@@ -15,6 +15,12 @@ def register(sub) -> None:
     tr.add_argument("--ff-steps", type=int, default=None,
                     help="stage-2 steps with the feed-forward dependence loss (0: skip stage 2)")
     tr.add_argument("--batch", type=int, default=None)
+    tr.add_argument("--task-steps", type=int, default=None,
+                    help="stage-3 steps on the objects + styles + attribute mix (0: the object-only v1)")
+    tr.add_argument("--task-ff-weight", type=float, default=None,
+                    help="stage-3 weight of the feed-forward dependence loss (default: the committed run's)")
+    tr.add_argument("--from", dest="init_from", default=None,
+                    help="a UNet folder holding the stage-2 result (e.g. testbed v1): run stage 3 only")
     tr.add_argument("--out", default="testbed-weights", help="output folder (default: ./testbed-weights)")
     tr.set_defaults(func=_train)
     tc = tsub.add_parser("classifier", help="train the testbed's Fashion-MNIST classifier")
@@ -22,6 +28,12 @@ def register(sub) -> None:
     tc.add_argument("--epochs", type=int, default=4)
     tc.add_argument("--out", default="testbed-weights/classifier.safetensors")
     tc.set_defaults(func=_train_classifier)
+    td = tsub.add_parser("detector", help="train the style or attribute detector of the testbed's tasks")
+    td.add_argument("--kind", required=True, choices=["style", "attribute"])
+    td.add_argument("--seed", type=int, default=0)
+    td.add_argument("--epochs", type=int, default=2)
+    td.add_argument("--out", default=None, help="default: testbed-weights/<kind>_detector.safetensors")
+    td.set_defaults(func=_train_detector)
 
 
 
@@ -30,7 +42,9 @@ def _train(args) -> int:
 
     s = T.train_testbed(args.out, seed=args.seed, steps=args.steps or T.DEFAULT_STEPS,
                         ff_steps=T.DEFAULT_FF_STEPS if args.ff_steps is None else args.ff_steps,
-                        batch=args.batch or T.DEFAULT_BATCH)
+                        task_steps=T.DEFAULT_TASK_STEPS if args.task_steps is None else args.task_steps,
+                        task_ff_weight=T.TASK_FF_WEIGHT if args.task_ff_weight is None else args.task_ff_weight,
+                        init_from=args.init_from, batch=args.batch or T.DEFAULT_BATCH)
     print(f"trained {s['trained_steps']} steps in {s['training_seconds']:.0f}s -> {Path(args.out) / 'unet'}")
     return 0
 
@@ -45,3 +59,9 @@ def _train_classifier(args) -> int:
                                  "seed": str(args.seed), "resolution": "16"})
     print(f"test accuracy {acc:.4f} -> {out}")
     return 0
+
+
+def _train_detector(args) -> int:
+    from ..testbed.detectors import cli
+
+    return cli(args)

