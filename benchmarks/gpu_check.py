@@ -143,7 +143,7 @@ def full_unet(tmp: Path, device: str) -> str:
     t = time.perf_counter()
     cli("attack", src, "-o", tmp / "sd15-revived", "--device", device, "--quiet")
     wall = time.perf_counter() - t
-    rep = json.loads(Path(str(tmp / "sd15-revived") + ".report.json").read_text())
+    rep = json.loads((tmp / "sd15-revived" / "revival_report.json").read_text())
     assert rep["attack"]["totals"]["kept"] > 0
     return (f"{n / 1e6:.0f}M params, {size / 2**30:.2f} GiB: attack {wall:.1f} s incl. load+write "
             f"(copy of the folder, the I/O floor: {floor:.1f} s; target <= 20 s)")

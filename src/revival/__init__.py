@@ -40,6 +40,10 @@ _LAZY = {
     "get_classifier": "revival.evaluate",
     "DemoConfig": "revival.demo",
     "run_demo": "revival.demo",
+    "load_model": "revival.models",
+    "ExperimentConfig": "revival.experiment",
+    "load_config": "revival.experiment",
+    "run_experiment": "revival.experiment",
 }
 
 
