@@ -161,3 +161,32 @@ def test_shipped_config_names_every_testbed_concept():
     assert [c.name for c in cfg.concepts] == CLASSES and cfg.stages == STAGES
     assert all(c.classifier == "testbed" and c.classes == tuple(CLASSES) for c in cfg.concepts)
     assert registry()[1]["testbed"] == CLASSES
+
+
+def test_a_new_concept_on_a_local_sd_folder_needs_no_code(tmp_path):
+    """A concept the registry does not know, defined in the config, on a tiny random SD folder."""
+    from tiny_models import make_tiny_sd
+
+    sd = make_tiny_sd(tmp_path / "m")
+    (tmp_path / "c.toml").write_text(f"""
+model = "{sd}"
+seeds_per_class = 2
+inference_steps = 3
+unlearn_steps = 2
+skill_ratio = 0.1
+stages = ["original", "unlearned", "obfuscated"]
+[[concepts]]
+name = "bag"
+classes = ["bag", "coat"]
+classifier = "testbed"
+unlearning = "prompts"
+target_prompts = ["a bag in a kitchen", "a bag on a road"]
+base_prompts = ["a kitchen", "a road"]
+""")
+    assert main(["experiment", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet"]) == 0
+    rows = json.loads((tmp_path / "o" / "results.json").read_text())["rows"]
+    assert rows[0]["images"] == {"erased": 2, "preserved": 2} and set(rows[0]["erased"]) == {"original", "unlearned", "obfuscated"}
+    cells = [json.loads((tmp_path / "o" / "cells" / "bag" / s / "cell.json").read_text()) for s in ("original", "unlearned")]
+    assert cells[0]["unet_sha256"] != cells[1]["unet_sha256"]  # the unlearned weights differ
+    man = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert "unet/diffusion_pytorch_model.safetensors" in man["model_files"]
