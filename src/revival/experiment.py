@@ -422,7 +422,9 @@ def run_experiment(config: ExperimentConfig, out, *, device=None, dtype=None, pr
         man["model_files"] = files
         atomic_write(out / "manifest.json", json.dumps(man, indent=2) + "\n")
     dist.barrier()
-    original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+    # the stages' weights live on the CPU (the attack and the defense move each layer where they
+    # compute); a stage's state shares every tensor it does not change with the original
+    original = {k: v.detach().cpu().clone() for k, v in pipe.unet.state_dict().items()}
     classifiers: dict[str, object] = {}
     result = ExperimentResult(config, {})
     todo = [(c, s) for c in config.concepts for s in config.stages]
