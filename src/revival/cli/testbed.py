@@ -118,7 +118,10 @@ def _generate(args) -> int:
     rows = _rows(args, model)
     paths = generate(model, rows, args.out, steps=args.steps, guidance=args.guidance,
                      batch_size=args.batch_size, progress=not args.quiet, settings=_settings(args))
-    print(f"{len(paths)} images in {args.out}")
+    from ..distributed import is_main
+
+    if is_main():
+        print(f"{len(paths)} images in {args.out}")
     return 0
 
 
@@ -143,6 +146,9 @@ def _evaluate(args) -> int:
     res = evaluate_concept(model, rows, clf, args.concept, out_dir=out, steps=args.steps,
                            guidance=args.guidance, batch_size=args.batch_size,
                            progress=not args.quiet, settings=_settings(args))
-    print(res.table())
-    print(f"report: {out / 'evaluation.json'}, {out / 'evaluation.md'}, {out / 'evaluation_grid.png'}")
+    from ..distributed import is_main
+
+    if is_main():  # a distributed launch: one table, from the process that wrote the report
+        print(res.table())
+        print(f"report: {out / 'evaluation.json'}, {out / 'evaluation.md'}, {out / 'evaluation_grid.png'}")
     return 0
