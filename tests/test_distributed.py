@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from revival.cli import main
 from revival.unlearn.conceptprune import load_masks
-from tiny_models import make_tiny_sd
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
