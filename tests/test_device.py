@@ -95,3 +95,22 @@ def test_testbed_in_bf16_draws_the_same_classes(device):
     assert clf(x16) == clf(x32)
     assert unet_digest(f32.unet) != unet_digest(b16.unet)
     assert unet_digest(f32.unet) == unet_digest(load_model("testbed", device="cpu", dtype="fp32").unet)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_attack_and_defense_on_the_weights_device(tiny_unet, device, dtype):
+    """The attack and the Gaussian defense take weights on any device and dtype, and give the
+    CPU's result (noise and magnitudes are drawn from CPU generators)."""
+    from revival import AttackConfig, obfuscate, revive
+
+    dt = DTYPES[dtype]
+    cpu = {k: tiny_unet.pruned[k].to(dt) for k in tiny_unet.layers}
+    dev = {k: v.to(device) for k, v in cpu.items()}
+    o_cpu, _ = obfuscate(cpu, tiny_unet.layers, seed=3)
+    o_dev, _ = obfuscate(dev, tiny_unet.layers, seed=3)
+    assert o_dev.keys() == o_cpu.keys() and all(o_dev[k].device.type == device for k in o_dev)
+    assert all(torch.equal(o_dev[k].cpu(), o_cpu[k]) for k in o_cpu)
+    cfg = AttackConfig(device=device, seed=1)
+    r_dev, _ = revive(dev, tiny_unet.layers, cfg, progress=False)
+    assert all(r_dev[k].dtype == dt and bool((r_dev[k] != 0).sum() > (dev[k] != 0).sum()) for k in r_dev)

@@ -1,21 +1,20 @@
-"""Data parallelism: `revival evaluate` and `revival unlearn` under torchrun with two CPU (gloo)
-processes give exactly what one process gives -- the same image bytes, accuracies and masks --
-and the evaluation records the number of processes."""
+"""Data parallelism: `revival unlearn` and `revival experiment` (generation, evaluation and the
+unlearning statistics inside it) under torchrun with two CPU (gloo) processes give exactly what one
+process gives -- the same masks, image bytes and accuracies -- and the reports record the number
+of processes; processes launched with different settings are refused. (`revival evaluate` alone:
+benchmarks/distributed.py.)"""
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from revival.cli import main
 from revival.unlearn.conceptprune import load_masks
-from tiny_models import make_tiny_sd
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -36,21 +35,6 @@ def _report(path: Path) -> dict:
     return d
 
 
-def test_evaluate_two_processes_equal_one(tmp_path):
-    args = ["evaluate", "--concept", "bag", "--seeds", "3", "--steps", "3", "--batch-size", "4",
-            "--device", "cpu", "--quiet"]
-    assert main(args + ["--out", str(tmp_path / "one")]) == 0
-    torchrun(args + ["--out", "two"], tmp_path)
-    one, two = tmp_path / "one", tmp_path / "two"
-    names = sorted(p.name for p in (one / "images").glob("*.png"))
-    assert len(names) == 30 and names == sorted(p.name for p in (two / "images").glob("*.png"))
-    assert all((one / "images" / n).read_bytes() == (two / "images" / n).read_bytes() for n in names)
-    r1, r2 = _report(one / "evaluation.json"), _report(two / "evaluation.json")
-    assert r1["settings"].pop("processes") == 1 and r2["settings"].pop("processes") == 2
-    assert r1 == r2
-    assert not list(two.rglob("*.tmp"))  # each image written once, no temporaries left
-
-
 def test_unlearn_statistics_all_reduced(tmp_path):
     """ConceptPrune's statistics summed per process, then all-reduced: the same masks."""
     args = ["unlearn", "--concept", "sneaker", "--steps", "2", "--inference-steps", "3",
@@ -62,3 +46,49 @@ def test_unlearn_statistics_all_reduced(tmp_path):
     assert all(torch.equal(m1[k], m2[k]) for k in m1)
     r2 = json.loads((tmp_path / "u2.unlearn.json").read_text())
     assert r2["config"]["processes"] == 2
+
+
+AGREE = """
+import os, sys
+from revival.distributed import agree
+from revival.errors import RevivalError
+try:
+    agree("config-" + os.environ["RANK"] if os.environ.get("DISAGREE") else "same", "the experiment config")
+except RevivalError as exc:
+    print(f"revival: error: {exc}", file=sys.stderr)
+    sys.exit(2)
+print("agreed")
+"""
+
+
+def test_processes_that_disagree_are_refused(tmp_path):
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE)
+    exe = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [str(exe), "--standalone", "--nproc_per_node=2", str(script)]
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and ok.stdout.count("agreed") == 2
+    bad = subprocess.run(cmd, env=dict(env, DISAGREE="1"), capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0
+    assert bad.stderr.count("revival: error: the 2 processes of this launch disagree on the experiment config") == 2
+
+
+def test_experiment_under_torchrun_equals_one_process(tmp_path):
+    """`revival experiment` runs unchanged under torchrun: the same cells, images and table."""
+    from test_experiment import SMALL, files
+
+    (tmp_path / "small.toml").write_text(SMALL)
+    args = ["experiment", "small.toml", "--device", "cpu", "--quiet"]
+    assert main([a if a != "small.toml" else str(tmp_path / a) for a in args] + ["--out", str(tmp_path / "one")]) == 0
+    torchrun(args + ["--out", "two"], tmp_path)
+    one, two = files(tmp_path / "one"), files(tmp_path / "two")
+    m1, m2 = (json.loads(x.pop("manifest.json")) for x in (one, two))
+    assert m1["runtime"]["processes"] == 1 and m2["runtime"]["processes"] == 2
+    assert m1["config"] == m2["config"] and m1["model_files"] == m2["model_files"]
+    for x in (one, two):  # evaluation.json records the process count
+        for k in [k for k in x if k.endswith("evaluation.json")]:
+            d = json.loads(x[k])
+            d["settings"].pop("processes")
+            x[k] = json.dumps(d).encode()
+    assert one == two

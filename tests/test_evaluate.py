@@ -250,3 +250,17 @@ def test_report_carries_wilson_intervals(tmp_path):
     assert lo == pytest.approx(0.1078, abs=1e-3) and hi == pytest.approx(0.6032, abs=1e-3)  # Wilson, z=1.96
     assert d["preserved"]["ci95"][1] == 1.0 and d["per_class"]["coat"]["ci95"][1] == 1.0
     assert "(95% [0.108, 0.603])" in r.table()
+
+
+def test_testbed_does_not_import_the_evaluation_package():
+    """The import graph runs one way: evaluate -> testbed (no cycle back)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, revival.testbed as t; t.load_classifier(); t.load_pipeline(); "
+            "print(sorted(m for m in sys.modules if m.startswith('revival.evaluate')))")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": src, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

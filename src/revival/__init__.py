@@ -45,6 +45,10 @@ _LAZY = {
     "run_demo": "revival.demo",
     "least_damage": "revival.unlearn.least_damage",
     "feature_distance": "revival.evaluate.fid",
+    "load_model": "revival.models",
+    "ExperimentConfig": "revival.experiment",
+    "load_config": "revival.experiment",
+    "run_experiment": "revival.experiment",
 }
 
 

@@ -9,7 +9,7 @@ A config may add entries of its own (`[[concepts]]` tables carrying the same key
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib import resources
 

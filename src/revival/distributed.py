@@ -12,6 +12,7 @@ bytes, accuracies, masks) do not depend on the number of processes.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 
@@ -27,9 +28,24 @@ def _launched() -> bool:
 def state():
     """accelerate's PartialState (initialises the process group once when launched): NCCL over
     the GPUs when torch sees them, else gloo over CPU processes (also with `accelerate launch --cpu`)."""
+    global _EXIT_HOOK
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    st = PartialState(cpu=not torch.cuda.is_available())
+    if _launched() and not _EXIT_HOOK:
+        atexit.register(_close)  # a process group left open can abort the interpreter at exit
+        _EXIT_HOOK = True
+    return st
+
+
+_EXIT_HOOK = False
+
+
+def _close() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def num_processes() -> int:

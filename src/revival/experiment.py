@@ -422,7 +422,9 @@ def run_experiment(config: ExperimentConfig, out, *, device=None, dtype=None, pr
         man["model_files"] = files
         atomic_write(out / "manifest.json", json.dumps(man, indent=2) + "\n")
     dist.barrier()
-    original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+    # the stages' weights live on the CPU (the attack and the defense move each layer where they
+    # compute); a stage's state shares every tensor it does not change with the original
+    original = {k: v.detach().cpu().clone() for k, v in pipe.unet.state_dict().items()}
     classifiers: dict[str, object] = {}
     result = ExperimentResult(config, {})
     todo = [(c, s) for c in config.concepts for s in config.stages]
@@ -543,9 +545,10 @@ def bar_png(result: ExperimentResult) -> bytes:
     ax.bar([i - 0.2 for i in x], e, 0.4, label="erased concept")
     ax.bar([i + 0.2 for i in x], p, 0.4, label="other classes")
     ax.set_xticks(list(x), [LABELS[s] for s in st], fontsize=8)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.15)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("classifier accuracy (mean over concepts)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})

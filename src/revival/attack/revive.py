@@ -182,8 +182,8 @@ def revive_matrix(w: torch.Tensor, config: AttackConfig, *, name: str = "",
     gen = torch.Generator(device="cpu").manual_seed(seed)
     values = get_magnitude(config.magnitude)(
         wd, ~md, rows, cols, signs[rows, cols].double(), comp.matrix[rows, cols].double(), gen)
-    out = w.clone()
-    out[rows.cpu(), cols.cpu()] = values.cpu().to(w.dtype)
+    out = w.clone()  # on w's device: every tensor meeting it is moved there
+    out[rows.to(out.device), cols.to(out.device)] = values.to(device=out.device, dtype=w.dtype)
     return out, n_pruned, int(rows.numel()), comp.iterations, comp.info
 
 

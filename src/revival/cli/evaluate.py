@@ -90,7 +90,10 @@ def _generate(args) -> int:
     rows = _rows(args, model)
     paths = generate(model, rows, args.out, steps=args.steps, guidance=args.guidance,
                      batch_size=args.batch_size, progress=not args.quiet, settings=_settings(args))
-    print(f"{len(paths)} images in {args.out}")
+    from ..distributed import is_main
+
+    if is_main():
+        print(f"{len(paths)} images in {args.out}")
     return 0
 
 
@@ -127,10 +130,12 @@ def _evaluate(args) -> int:
     res = evaluate_concept(model, rows, clf, args.concept, out_dir=out, steps=args.steps,
                            guidance=args.guidance, batch_size=args.batch_size,
                            progress=not args.quiet, settings=_settings(args))
-    print(res.table())
-    print(f"report: {out / 'evaluation.json'}, {out / 'evaluation.md'}, {out / 'evaluation_grid.png'}")
+    from ..distributed import is_main
+
+    if is_main():  # a distributed launch: one table, from the process that wrote the report
+        print(res.table())
+        print(f"report: {out / 'evaluation.json'}, {out / 'evaluation.md'}, {out / 'evaluation_grid.png'}")
     if args.fid_real is not None:
-        from ..distributed import is_main
         from ..evaluate.fid import utility
         from ..evaluate.generate import image_name, load_images
         from ..io import write_json

@@ -115,19 +115,21 @@ def obfuscate_matrix(w: torch.Tensor, stats: str = "row", generator: torch.Gener
     rows = mask.nonzero()[:, 0]  # row-major order of the pruned positions
     mu, sigma = mean[rows], std[rows]
     sigma = torch.where(sigma > 0, sigma, l_std if float(l_std) > 0 else torch.tensor(1e-3, dtype=torch.float64))
-    values = (mu + sigma * torch.randn(n, generator=g, dtype=torch.float64)).to(w.dtype)
+    # noise drawn on the CPU (the same bytes on every device), then moved to the weight's device
+    values = (mu + sigma * torch.randn(n, generator=g, dtype=torch.float64).to(mu.device)).to(w.dtype)
     zero = values == 0
     info.nudged = int(zero.sum())
     for _ in range(_MAX_REDRAWS):
         if not bool(zero.any()):
             break
         idx = zero.nonzero()[:, 0]
-        redraw = (mu[idx] + sigma[idx] * torch.randn(idx.numel(), generator=g, dtype=torch.float64)).to(w.dtype)
+        redraw = (mu[idx] + sigma[idx] * torch.randn(idx.numel(), generator=g, dtype=torch.float64).to(mu.device)
+                  ).to(w.dtype)
         values[idx] = redraw
         zero = values == 0
     if bool(zero.any()):  # astronomically unlikely after redraws: the smallest normal, random sign
         tiny = torch.finfo(w.dtype).tiny
-        signs = torch.randint(0, 2, (int(zero.sum()),), generator=g) * 2 - 1
+        signs = (torch.randint(0, 2, (int(zero.sum()),), generator=g) * 2 - 1).to(values.device)
         values[zero] = (signs * tiny).to(w.dtype)
     out = w.clone()
     out[mask] = values

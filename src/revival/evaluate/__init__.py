@@ -1,7 +1,8 @@
 """Image generation and concept evaluation (erased / preserved accuracy)."""
 from .classifiers import Classifier, HFImageClassifier, ImageNetEfficientNet, TestbedCNN, get_classifier
 from .evaluate import ClassScore, EvalResult, evaluate_concept, image_grid, score, write_report
-from .generate import SDGenerator, generate, load_images, load_model, load_sd
+from ..models import SDGenerator, load_model, load_sd  # the one model loader (revival.models)
+from .generate import generate, load_images
 from .prompts import PromptRow, default_prompts, read_prompts, write_prompts
 
 __all__ = ["Classifier", "HFImageClassifier", "ImageNetEfficientNet", "TestbedCNN", "get_classifier", "ClassScore",

@@ -24,9 +24,7 @@ from .. import distributed as dist
 from ..errors import RevivalError
 from ..io import atomic_write
 from .prompts import PromptRow
-
-# The model loader lives in revival.models (one for unlearn, generate and evaluate).
-from ..models import TESTBED, SDGenerator, load_model, load_sd, unet_digest  # noqa: E402,F401
+from ..models import unet_digest
 
 
 def image_name(row: PromptRow) -> str:
