@@ -93,6 +93,10 @@ class LayerResult:
     skipped: bool = False
     side: bool = False                 # side information was used (found, and chosen by validation)
     validation: dict | None = None     # regress: held-out sign accuracy with / without side info
+    partner: str | None = None         # the other linear of the same hidden units (side information)
+    partner_pruned: bool = False       # the partner was itself pruned (its pruned entries: missing)
+    side_set: str | None = None        # which side vectors validation chose
+    whole_rows: dict | None = None     # rows with no surviving entry: estimated or not recoverable
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -243,8 +247,9 @@ def revive(
     for name in it:
         w = tensors[name]
         t0 = time.perf_counter()
-        feats = side_features(tensors, name, tuple(w.shape), side) if config.solver in SOLVERS_TAKE_SIDE and config.side else None
-        out, n_pruned, n_kept, iters, info = revive_matrix(w, config, name=name, features=feats, device=device)
+        from .partners import revive_layer  # partner side information both ways, whole rows
+
+        out, n_pruned, n_kept, iters, info = revive_layer(tensors, name, config, device, side)
         secs = time.perf_counter() - t0
         if n_pruned == 0:
             result.layers.append(LayerResult(name, list(w.shape), 0, 0, 0, round(secs, 4), skipped=True))
@@ -252,7 +257,10 @@ def revive(
         updates[name] = out
         result.layers.append(LayerResult(name, list(w.shape), n_pruned, n_kept, iters, round(secs, 4),
                                          side=bool(info.get("side", False)),
-                                         validation=info.get("validation")))
+                                         validation=info.get("validation"), partner=info.get("partner"),
+                                         partner_pruned=bool(info.get("partner_pruned", False)),
+                                         side_set=info.get("side_set") if info.get("side") else None,
+                                         whole_rows=info.get("whole_rows")))
     result.seconds = time.perf_counter() - start
     return updates, result
 

@@ -20,6 +20,9 @@ from ..errors import RevivalError
 
 _LAYERS_HELP = ("regex (re.search) choosing the target layers by name, diffusers or the file's own "
                 "naming (default: every transformer block's ff.net.2.weight)")
+_FOUND_HELP = ("regex (re.search) choosing the target layers by name, diffusers or the file's own "
+               "naming (default: every 2-D weight holding more exact zeros than chance explains "
+               "for its dtype and size)")
 
 
 def register(sub) -> None:
@@ -28,7 +31,7 @@ def register(sub) -> None:
                                    "format, naming, dtypes, the target layers and their pruned (exactly zero) "
                                    "positions with their row/column clustering.")
     p.add_argument("checkpoint", type=Path, help="UNet checkpoint: diffusers folder, .safetensors or .ckpt/.pt")
-    p.add_argument("--layers", default=None, help=_LAYERS_HELP)
+    p.add_argument("--layers", default=None, help=_FOUND_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=_inspect)
 
@@ -51,7 +54,7 @@ def register(sub) -> None:
     a.add_argument("--max-iters", type=int, default=None, help="solver iteration cap (default: the solver's)")
     a.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     a.add_argument("--seed", type=int, default=None, help="seed of every random choice (default 0)")
-    a.add_argument("--layers", default=None, help=_LAYERS_HELP)
+    a.add_argument("--layers", default=None, help=_FOUND_HELP)
     a.add_argument("--report", type=Path, default=None,
                    help="JSON report path (default: OUTPUT.report.json, or OUTPUT/revival_report.json for a folder)")
     a.add_argument("--quiet", action="store_true", help="no progress bars or summary")
@@ -113,10 +116,20 @@ def inspect_checkpoint(path, layers: str | None = None) -> dict:
     from ..masks import mask_report
 
     ckpt = load_checkpoint(path)
-    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
+    found = None
+    if layers is None:  # the layers pruned, found by their exact zeros (ff.net.2 when none is)
+        from ..layers import detect_pruned_layers
+        from ..masks import guess_method
+
+        found = detect_pruned_layers(ckpt.tensors)
+        names = [p.name for p in found] or select_layers(ckpt.tensors, DEFAULT_LAYERS)
+    else:
+        names = select_layers(ckpt.tensors, layers)
     check_finite(ckpt.tensors, names, str(ckpt.path))
     info = ckpt.summary(names)
-    info["layer_pattern"] = layers or DEFAULT_LAYERS
+    info["layer_pattern"] = layers or ("found by their exact zeros" if found else DEFAULT_LAYERS)
+    if found is not None:
+        info["found"] = {"layers": [p.to_dict() for p in found], "method": guess_method(found)}
     report = mask_report(ckpt.tensors, names)
     info["pruned"] = report.to_dict()
     info["exposed"], info["verdict"] = exposure(report)
@@ -152,7 +165,7 @@ def attack_checkpoint(path, output, config=None, *, layers: str | None = None, r
     RevivalError for bad input (nothing pruned, NaN/inf, output == input, ...), before writing.
     """
     from ..io import CheckpointWriter, TensorStore, check_output_path, load_checkpoint, write_report
-    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
+    from ..layers import DEFAULT_LAYERS, check_finite, target_layers
     from ..masks import MaskReport, mask_stats
 
     try:
@@ -164,7 +177,7 @@ def attack_checkpoint(path, output, config=None, *, layers: str | None = None, r
     output = check_output_path(output, ckpt.input_paths())
     report_path = Path(report) if report is not None else default_report_path(output, ckpt.format)
     _check_report(report_path, output, ckpt.input_paths())
-    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
+    names = target_layers(ckpt.tensors, layers)  # default: every layer found pruned by its zeros
     config = config if config is not None else AttackConfig()
     release = ckpt.tensors.release if isinstance(ckpt.tensors, TensorStore) else (lambda *a: None)
     stats = []
@@ -209,7 +222,7 @@ def attack_checkpoint(path, output, config=None, *, layers: str | None = None, r
     t3 = time.perf_counter()
     data = {
         "input": str(ckpt.path), "output": str(writer.path), "format": ckpt.format, "naming": ckpt.naming,
-        "layer_pattern": layers or DEFAULT_LAYERS, "mask": masks.to_dict(), "attack": result.to_dict(),
+        "layer_pattern": layers or "found by their exact zeros", "mask": masks.to_dict(), "attack": result.to_dict(),
         "seconds": {"load_and_check": round(t1 - t0, 4), "attack": round(seconds_attack, 4),
                     "write": round(t_write, 4), "total": round(t3 - t0, 4)},
     }
@@ -233,6 +246,13 @@ def _inspect(args) -> int:
     if info["metadata"]:
         print("metadata    " + ", ".join(f"{k}={v}" for k, v in info["metadata"].items()))
     print(f"layers      {len(info['layers'])} matching {info['layer_pattern']!r}\n")
+    if info.get("found"):
+        from ..masks import PrunedLayer, ZeroPattern, pruned_layers_table
+
+        found = [PrunedLayer(**{**d, "shape": tuple(d["shape"]), "pattern": ZeroPattern(**d["pattern"])})
+                 for d in info["found"]["layers"]]
+        print(pruned_layers_table(found))
+        print(f"\nlooks like  {info['found']['method']}\n")
     stats = MaskReport(tuple(MaskStats(**{**s, "shape": tuple(s["shape"])}) for s in info["pruned"]["layers"]))
     print(stats.table())
     print(f"\nverdict     {info['verdict']}")
