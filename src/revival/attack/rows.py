@@ -7,7 +7,8 @@ recover it. When the layer is a feed-forward (or attention value) input linear, 
 still holds the unit's output column (`revival.attack.partners`): a linear map from output
 columns to input rows, fitted on the intact units, estimates the missing rows. The map is kept
 only when it predicts the signs of held-out intact units clearly better than a coin (the lower
-95% Wilson bound of the kept-sign accuracy above 0.5); otherwise the rows are reported as not
+95% Wilson bound of the kept-sign accuracy above 0.5, counting held-out rows as the sample,
+since the entries of one row are not independent); otherwise the rows are reported as not
 recoverable and left at zero.
 """
 from __future__ import annotations
@@ -78,6 +79,7 @@ def estimate_unit_rows(w_in: torch.Tensor, w_out: torch.Tensor, rows: torch.Tens
     intact = ~(w_in == 0).any(1)                              # rows with no pruned entry
     gen = torch.Generator(device="cpu").manual_seed(seed)
     counts = [0, 0, 0, 0]
+    n_rows_held = 0
     for grp in range(g):
         sl = slice(grp * hidden, (grp + 1) * hidden)
         ok = intact[sl].nonzero().squeeze(1).cpu()
@@ -91,13 +93,17 @@ def estimate_unit_rows(w_in: torch.Tensor, w_out: torch.Tensor, rows: torch.Tens
             est = (x_all[test.to(x_all.device)].double() @ b).float()
             c = _kept_accuracy(w_in[sl].float()[test.to(w_in.device)], est, keep)
             counts = [a + b_ for a, b_ in zip(counts, c)]
+            n_rows_held += test.numel()
     if counts[1] == 0:
         res.note = ("not recoverable from this matrix (no entry of these rows survives), and too few "
                     "intact units to fit a map from the partner")
         return None, res
-    lo, hi = wilson(counts[0], counts[1])
+    # entries of one row share its unit's sign and scale: count rows, not entries, as the sample
+    acc = counts[0] / counts[1]
+    lo, hi = wilson(int(round(acc * n_rows_held)), n_rows_held)
     res.validation = {"kept": round(counts[0] / counts[1], 4), "all": round(counts[2] / counts[3], 4),
-                      "kept_interval": [round(lo, 4), round(hi, 4)], "held_out": counts[1]}
+                      "kept_interval": [round(lo, 4), round(hi, 4)], "held_out_entries": counts[1],
+                      "held_out_rows": n_rows_held}
     if lo <= 0.5:
         res.note = ("not recoverable from this matrix (no entry of these rows survives); the partner's "
                     f"columns do not predict them either (held-out kept-sign accuracy {counts[0] / counts[1]:.3f}, "

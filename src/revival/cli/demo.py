@@ -6,11 +6,19 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("unlearn", help="erase a concept by pruning ff.net.2 weights (ConceptPrune)",
+    p = sub.add_parser("unlearn", help="erase a concept by pruning (ConceptPrune, CAD-Erase-like, neuron deactivation)",
                        description="ConceptPrune: WANDA scores of concept vs. base prompts over the "
                                    "first denoising steps; the concept's weights are set to zero.")
     p.add_argument("--model", default="testbed",
                    help="'testbed' (the embedded model, default) or a local diffusers Stable Diffusion folder")
+    p.add_argument("--method", default="conceptprune", choices=["conceptprune", "cad", "neurons"],
+                   help="conceptprune (WANDA on ff.net.2, default), cad (per-row weight x gradient in both "
+                        "feed-forward linears), neurons (whole hidden units deactivated)")
+    p.add_argument("--modules", default=None,
+                   help="conceptprune: ff.net.2 (default), ff.net.0.proj, ff, to_v, attn2.to_v or a regex over "
+                        "UNet module names; neurons: ff (default) or attn2; cad: a regex (default: both ff linears)")
+    p.add_argument("--ratio", type=float, default=None,
+                   help="cad: share of each row zeroed (default 0.02); neurons: share of units (default 0.05)")
     p.add_argument("--concept", required=True, help="the concept to erase (a testbed class name, an object, an artist)")
     p.add_argument("--task", default="objects", choices=["objects", "artists", "nudity"],
                    help="preset of skill ratio/steps and of the default prompt sets (default: objects)")
@@ -73,9 +81,21 @@ def _unlearn(args) -> int:
     report = args.report or args.output.with_name(args.output.name + ".unlearn.json")
     if report.resolve() == args.output.resolve():
         raise RevivalError("--report must differ from the output path.")
-    result = unlearn(args.model, args.concept, args.output, config=config, task=args.task,
-                     target_prompts=target, base_prompts=base, masks_path=args.save_masks,
-                     device=args.device, progress=not args.quiet)
+    if args.method != "conceptprune" or args.modules is not None or args.ratio is not None:
+        from ..unlearn.methods import unlearn_method
+
+        ratio = args.ratio if args.method != "conceptprune" else config.skill_ratio
+        if args.method == "conceptprune" and args.ratio is not None:
+            raise RevivalError("--ratio is for cad and neurons; ConceptPrune takes --skill-ratio.")
+        steps = config.steps if args.method != "cad" else None
+        result = unlearn_method(args.method, args.model, args.concept, args.output, task=args.task,
+                                target_prompts=target, base_prompts=base, masks_path=args.save_masks,
+                                device=args.device, progress=not args.quiet, ratio=ratio, steps=steps,
+                                modules=args.modules, seed=args.seed, inference_steps=args.inference_steps)
+    else:
+        result = unlearn(args.model, args.concept, args.output, config=config, task=args.task,
+                         target_prompts=target, base_prompts=base, masks_path=args.save_masks,
+                         device=args.device, progress=not args.quiet)
     d = result.to_dict()
     write_json(d, report)
     t = d["totals"]
