@@ -1,0 +1,114 @@
+"""Every pruning-based unlearning method on the testbed and on a local SD folder; `revival inspect`
+finds each method's pruned layers by their zeros alone and names the method they look like."""
+import json
+
+import pytest
+import torch
+
+from revival.cli import main as cli
+from revival.layers import detect_pruned_layers
+from revival.masks import guess_method
+from revival.unlearn.conceptprune import apply_masks, concept_prompts
+from revival.unlearn.methods import CONCEPTPRUNE_MODULES, make_masks
+
+FAST = dict(seed=0, inference_steps=3)
+CASES = {
+    # label: (method, modules, ratio, steps, suffixes of the pruned weights, expected look)
+    "conceptprune": ("conceptprune", None, 0.05, 2, ("ff.net.2.weight",), "conceptprune"),
+    "conceptprune-proj": ("conceptprune", "ff.net.0.proj", 0.05, 2, ("ff.net.0.proj.weight",), None),
+    "conceptprune-to_v": ("conceptprune", "attn2.to_v", 0.05, 2, ("attn2.to_v.weight",), None),
+    "cad": ("cad", None, 0.05, None, ("ff.net.0.proj.weight", "ff.net.2.weight"), "cad"),
+    "neurons": ("neurons", "ff", 0.2, 2, ("ff.net.0.proj.weight",), "neurons"),
+}
+
+
+@pytest.fixture(scope="module")
+def testbed():
+    from revival.testbed import load_pipeline
+
+    pipe = load_pipeline()
+    original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+    return pipe, original
+
+
+@pytest.mark.parametrize("label", sorted(CASES))
+def test_method_on_the_testbed_is_found_by_its_zeros(testbed, label):
+    pipe, original = testbed
+    method, modules, ratio, steps, suffixes, look = CASES[label]
+    target, base = concept_prompts("sneaker", pipe.classes)
+    masks, result = make_masks(method, pipe, target[:2], base[:4], ratio=ratio, steps=steps, modules=modules, **FAST)
+    assert torch.equal(pipe.unet.state_dict()[next(iter(masks))], original[next(iter(masks))])  # model untouched
+    pruned = sorted(k for k, m in masks.items() if m.ndim == 2 and m.any())
+    assert pruned and all(k.endswith(suffixes) for k in pruned)
+    assert {k.rsplit("transformer_blocks", 1)[1].split(".", 2)[2] for k in pruned} == set(suffixes)
+    assert result.to_dict()["method"] == method and result.pruned == sum(int(masks[k].sum()) for k in pruned)
+    unlearned = {**original, **apply_masks(original, masks)}
+    found = detect_pruned_layers(unlearned)
+    assert sorted(p.name for p in found) == pruned          # exactly the pruned layers, nothing else
+    if look is not None:
+        assert guess_method(found) == look
+    if method == "neurons":                                  # whole units: rows, and their biases zeroed
+        for p in found:
+            assert p.pattern.kind == "rows"
+            bias = unlearned[p.name[:-len("weight")] + "bias"]
+            assert torch.equal(bias == 0, (unlearned[p.name] == 0).all(1))
+    if method == "cad":                                      # the same count in every row
+        assert all(p.pattern.fixed_per_row == 1.0 and p.pattern.rows_touched == 1.0 for p in found)
+    # seeded: the same call gives the same masks
+    again, _ = make_masks(method, pipe, target[:2], base[:4], ratio=ratio, steps=steps, modules=modules, **FAST)
+    assert all(torch.equal(again[k], masks[k]) for k in masks)
+
+
+def test_conceptprune_module_presets_are_regexes():
+    import re
+
+    sample = {"ff": ("ff.net.2", "ff.net.0.proj"), "to_v": ("attn1.to_v", "attn2.to_v")}
+    for name, rx in CONCEPTPRUNE_MODULES.items():
+        for module in sample.get(name, (name,)):
+            assert re.compile(rx).search(f"down_blocks.1.attentions.0.transformer_blocks.0.{module}")
+        assert not re.compile(rx).search("down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k")
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    from tiny_models import make_tiny_sd
+
+    root = tmp_path_factory.mktemp("sd")
+    sd = make_tiny_sd(root)
+    (root / "target.txt").write_text("a red cat\na small cat\n")
+    (root / "base.txt").write_text("a red box\na small box\n")
+    return root, sd
+
+
+@pytest.mark.parametrize("method,extra,suffixes", [
+    ("conceptprune", ["--skill-ratio", "0.3"], ("ff.net.2.weight",)),
+    ("conceptprune", ["--skill-ratio", "0.3", "--modules", "ff.net.0.proj"], ("ff.net.0.proj.weight",)),
+    ("cad", ["--ratio", "0.2"], ("ff.net.0.proj.weight", "ff.net.2.weight")),
+    ("neurons", ["--ratio", "0.2"], ("ff.net.0.proj.weight",)),
+])
+def test_unlearn_cli_on_a_local_sd_folder_then_inspect_names_the_layers(tiny_sd, method, extra, suffixes, capsys):
+    root, sd = tiny_sd
+    out = root / f"out-{method}-{len(extra)}"
+    rc = cli(["unlearn", "--model", str(sd), "--method", method, "--concept", "cat", "--device", "cpu",
+              "--target-prompts", str(root / "target.txt"), "--base-prompts", str(root / "base.txt"),
+              "--steps", "2", "--inference-steps", "2", "--quiet", "-o", str(out), *extra])
+    assert rc == 0
+    report = json.loads(out.with_name(out.name + ".unlearn.json").read_text())
+    assert report["method"] == method and report["totals"]["pruned"] > 0
+    pruned = sorted(k for k, v in report["layers"].items() if v["pruned"] > 0)
+    capsys.readouterr()
+    assert cli(["inspect", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert sorted(l["name"] for l in info["found"]["layers"]) == pruned
+    assert all(k.endswith(suffixes) for k in pruned) and info["exposed"] is True
+    assert cli(["inspect", str(out)]) == 0                   # the table names the look too
+    assert "looks like" in capsys.readouterr().out
+
+
+def test_unlearn_cli_rejects_bad_method_options(tiny_sd, capsys):
+    root, sd = tiny_sd
+    rc = cli(["unlearn", "--model", str(sd), "--method", "conceptprune", "--ratio", "0.1", "--concept", "cat",
+              "--target-prompts", str(root / "target.txt"), "--base-prompts", str(root / "base.txt"),
+              "-o", str(root / "never")])
+    assert rc == 2 and "--ratio is for cad and neurons" in capsys.readouterr().err
+    assert not (root / "never").exists()
