@@ -103,6 +103,13 @@ def test_unlearn_cli_on_a_local_sd_folder_then_inspect_names_the_layers(tiny_sd,
     assert all(k.endswith(suffixes) for k in pruned) and info["exposed"] is True
     assert cli(["inspect", str(out)]) == 0                   # the table names the look too
     assert "looks like" in capsys.readouterr().out
+    # the attack with no options revives every pruned layer (not only ff.net.2)
+    assert cli(["attack", str(out), "-o", str(root / f"rev-{out.name}"), "--quiet"]) == 0
+    rep = json.loads((root / f"rev-{out.name}" / "revival_report.json").read_text())
+    attacked = sorted(l["name"] for l in rep["attack"]["layers"] if not l["skipped"])
+    assert attacked == pruned
+    if method == "neurons":                                   # whole rows: an explicit answer per layer
+        assert all(l["whole_rows"]["rows"] > 0 and l["whole_rows"]["note"] for l in rep["attack"]["layers"])
 
 
 def test_unlearn_cli_rejects_bad_method_options(tiny_sd, capsys):

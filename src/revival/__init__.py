@@ -18,10 +18,10 @@ import importlib
 
 from .attack import AttackConfig, AttackResult, LayerResult, revive
 from .io import Checkpoint, load_checkpoint, save_checkpoint
-from .layers import DEFAULT_LAYERS, select_layers
+from .layers import DEFAULT_LAYERS, detect_pruned_layers, select_layers, target_layers
 from .defense.obfuscate import ObfuscateResult, defend, obfuscate
 from .errors import RevivalError
-from .masks import MaskReport, mask_report, pruned_mask
+from .masks import MaskReport, guess_method, mask_report, pruned_mask, zero_pattern
 from .metrics import ScoreResult, score, score_checkpoints
 
 __version__ = "0.1.0"
@@ -53,5 +53,6 @@ __all__ = [
     "AttackConfig", "AttackResult", "Checkpoint", "DEFAULT_LAYERS", "LayerResult", "MaskReport",
     "ObfuscateResult", "RevivalError", "ScoreResult", "defend", "load_checkpoint", "mask_report",
     "obfuscate", "pruned_mask", "revive", "save_checkpoint", "score", "score_checkpoints",
-    "select_layers", "__version__", *_LAZY,
+    "select_layers", "__version__", "detect_pruned_layers", "target_layers", "zero_pattern", "guess_method",
+    *_LAZY,
 ]
