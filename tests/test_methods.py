@@ -119,3 +119,26 @@ def test_unlearn_cli_rejects_bad_method_options(tiny_sd, capsys):
               "-o", str(root / "never")])
     assert rc == 2 and "--ratio is for cad and neurons" in capsys.readouterr().err
     assert not (root / "never").exists()
+
+
+def test_conceptprune_on_the_real_text_encoder_feed_forwards_found_and_revived():
+    from revival.attack import AttackConfig, revive
+    from revival.testbed.text import shared_encoder
+    from revival.unlearn.text_encoder import text_encoder_masks
+
+    enc = shared_encoder()
+    target, base = concept_prompts("sneaker", list(__import__("revival.testbed", fromlist=["CLASSES"]).CLASSES))
+    masks = text_encoder_masks(enc.model, enc.tokenizer, target, base, skill_ratio=0.05, max_length=16)
+    assert sorted(masks) == [f"encoder.layer.{i}.output.dense.weight" for i in range(6)]   # not attention.output
+    original = {k: v.detach().clone() for k, v in enc.model.state_dict().items()}
+    pruned = {**original, **apply_masks(original, masks)}
+    found = detect_pruned_layers(pruned)
+    assert sorted(p.name for p in found) == sorted(k for k, m in masks.items() if m.any())
+    updates, result = revive(pruned, [p.name for p in found][:2], AttackConfig(), progress=False)  # two: time
+    right = n = 0
+    for k in updates:
+        kept = masks[k] & (updates[k] != 0)
+        right += int(((updates[k][kept] > 0) == (original[k][kept] > 0)).sum())
+        n += int(kept.sum())
+    assert n > 0 and right / n >= 0.75                      # intact intermediate.dense partners help
+    assert all(l.partner and l.partner.endswith("intermediate.dense.weight") for l in result.layers)
