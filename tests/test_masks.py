@@ -144,3 +144,16 @@ def test_guess_method_over_layers():
     assert guess_method(cad) == "cad"
     assert guess_method([layer("x.ff.net.2.weight", "conceptprune")] * 3) == "conceptprune"
     assert guess_method([layer("x", "conceptprune"), layer("y", "neurons", "rows")]) == "mixed"
+
+
+def test_uniform_random_zeros_are_not_taken_for_clustered_or_per_row():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(256, 32, generator=g)
+    p = zero_pattern(w.masked_fill(torch.rand(256, 32, generator=g) < 0.15, 0))
+    assert p.kind == "entries" and not p.clustered and p.method == "unknown"
+    assert 0.5 < p.column_dispersion < 2.0
+    # the same density concentrated on a few columns (activation-driven, as ConceptPrune) is clustered
+    hot = torch.rand(32, generator=g) < 0.2
+    m = torch.rand(256, 32, generator=g) < torch.where(hot, 0.6, 0.05)
+    q = zero_pattern(w.masked_fill(m, 0))
+    assert q.clustered and q.column_dispersion > 4 and q.method == "conceptprune"

@@ -216,7 +216,10 @@ class ZeroPattern:
         columns) | "all" (the whole matrix is zero).
     row_share / column_share: share of the zeros that lie in whole-zero rows / columns.
     column_clustering: columns touched / columns a uniformly random mask of the same per-row
-        counts would touch (1 = no clustering; ConceptPrune's masks are well below 1).
+        counts would touch (1 = no clustering; ConceptPrune's sparse masks are well below 1).
+    column_dispersion: variance of the per-column counts / the variance a uniformly random
+        mask of the same per-row counts would give (1 = no clustering; dense masks over few
+        columns, where nearly every column is touched anyway, still show it).
     fixed_per_row: share of touched rows holding exactly the most common per-row count
         (a per-row top-k leaves the same count in every row).
     method: the pruning-based unlearning these zeros look like: "conceptprune" (ff.net.2 or
@@ -235,9 +238,14 @@ class ZeroPattern:
     column_clustering: float
     fixed_per_row: float
     method: str
+    column_dispersion: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def clustered(self) -> bool:
+        return self.column_clustering < 0.7 or self.column_dispersion > 4.0
 
     def describe(self) -> str:
         if self.kind == "none":
@@ -249,8 +257,8 @@ class ZeroPattern:
         if self.kind == "columns":
             return f"{self.whole_columns} whole columns"
         how = []
-        if self.column_clustering < 0.7:
-            how.append(f"clustered in columns ({self.column_clustering:.2f} of uniform)")
+        if self.clustered:
+            how.append(f"clustered in columns (x{self.column_dispersion:.1f} uniform variance)")
         if self.fixed_per_row >= 0.8 and self.rows_touched >= 0.9:
             how.append("a fixed count per row")
         return "entries" + (", " + ", ".join(how) if how else "")
@@ -269,7 +277,7 @@ def zero_pattern(w: torch.Tensor, name: str = "") -> ZeroPattern:
     full_r = per_row == cols_n
     full_c = per_col == rows_n
     if zeros == 0:
-        return ZeroPattern(0, 0.0, "none", 0, 0, 0.0, 0.0, 0.0, 1.0, 0.0, "")
+        return ZeroPattern(0, 0.0, "none", 0, 0, 0.0, 0.0, 0.0, 1.0, 0.0, "", 1.0)
     row_share = float(per_row[full_r].sum()) / zeros
     col_share = float(per_col[full_c].sum()) / zeros
     touched = per_row > 0
@@ -280,6 +288,9 @@ def zero_pattern(w: torch.Tensor, name: str = "") -> ZeroPattern:
     p_untouched = torch.exp(torch.log1p(-(per_row.double() / cols_n).clamp(max=1 - 1e-12)).sum())
     expected_cols = cols_n * (1 - float(p_untouched))
     clustering = float((per_col > 0).sum()) / expected_cols if expected_cols > 0 else 1.0
+    p_row = per_row.double() / cols_n
+    var_uniform = float((p_row * (1 - p_row)).sum())
+    dispersion = float(per_col.double().var(unbiased=False)) / var_uniform if var_uniform > 0 else 1.0
     if zeros == w.numel():
         kind = "all"
     elif row_share >= 0.9:
@@ -293,13 +304,13 @@ def zero_pattern(w: torch.Tensor, name: str = "") -> ZeroPattern:
         method = "neurons"
     elif kind == "entries" and fixed >= 0.8 and rows_touched >= 0.9:
         method = "cad"
-    elif kind == "entries" and clustering < 0.7:
+    elif kind == "entries" and (clustering < 0.7 or dispersion > 4.0):
         method = "conceptprune"
     else:
         method = "unknown"
     return ZeroPattern(zeros, zeros / w.numel(), kind, int(full_r.sum()), int(full_c.sum()),
                        round(row_share, 4), round(col_share, 4), round(rows_touched, 4),
-                       round(clustering, 4), round(fixed, 4), method)
+                       round(clustering, 4), round(fixed, 4), method, round(dispersion, 3))
 
 
 @dataclass(frozen=True)
