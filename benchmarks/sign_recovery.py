@@ -111,7 +111,49 @@ SETTINGS = {
 }
 
 
-def both_layers(seeds: list[int], keep: float = 0.6) -> int:
+def ablation(sd: dict, seeds: list[int], keep: float = 0.6) -> None:
+    """Kept-sign accuracy per layer type when both linears are pruned: no side information;
+    the damaged partner taken as it is (its zeros read as values); the default (partner's
+    pruned entries left out of the fit, first estimates in their place, validated)."""
+    from revival.attack.completion import complete
+    from revival.attack.partners import Partner, side_info
+
+    rows = {}
+    for seed in seeds:
+        for n in range(6):
+            w = {kind: sd[f"encoder.layer.{n}.{kind}.weight"] for kind in ("intermediate.dense", "output.dense")}
+            m = {kind: conceptprune_like_mask(w[kind], seed * 100 + 10 * n + j) for j, kind in enumerate(w)}
+            p = {kind: w[kind].masked_fill(m[kind], 0) for kind in w}
+            for kind, other in (("intermediate.dense", "output.dense"), ("output.dense", "intermediate.dense")):
+                partner = Partner(other, kind == "intermediate.dense")
+                t = partner.layer_is_input
+                x, mx, truth = (p[kind].T, m[kind].T.contiguous(), w[kind].T) if t else (p[kind], m[kind], w[kind])
+                filled = complete(p[other], m[other], solver="regress", seed=seed + 1, validate=False).matrix
+                variants = {
+                    "no side": dict(side=None),
+                    "damaged partner as is": "naive",
+                    "default (unknown partner entries left out)": "default",
+                }
+                for label, v in variants.items():
+                    if v == "naive":
+                        si = side_info(p[kind], p[other], partner, None, None, None)
+                        kw = dict(side=si.side, side_sets=si.side_sets)
+                    elif v == "default":
+                        si = side_info(p[kind], p[other], partner, m[other], filled, m[kind])
+                        kw = dict(side=si.side, side_missing=si.side_missing, side_sets=si.side_sets)
+                    else:
+                        kw = v
+                    est = complete(x, mx, solver="regress", seed=seed, **kw).matrix
+                    kept, _ = top_k_signs(est, mx, keep)
+                    acc = float(((est[kept] >= 0) == (truth[kept] >= 0)).float().mean())
+                    rows.setdefault((kind, label), []).append(acc)
+    print("\n| layer type | side information | mean kept-sign accuracy | min |")
+    print("|---|---|---|---|")
+    for (kind, label), accs in rows.items():
+        print(f"| {kind} | {label} | {statistics.mean(accs):.3f} | {min(accs):.3f} |")
+
+
+def both_layers(seeds: list[int], keep: float = 0.6, compare: bool = False) -> int:
     """Both feed-forward linears pruned (CAD-Erase's setting): ConceptPrune-like masks on every
     layer's `intermediate.dense` [1536, 384] and `output.dense` [384, 1536]; then the default
     attack exactly as a user runs it: layers found by their zeros, `revive` with no options.
@@ -157,6 +199,8 @@ def both_layers(seeds: list[int], keep: float = 0.6) -> int:
             print(f"| {seed} | {kinds[kind]} | {sum(k in found for k in keys)}/{len(keys)} | {n_a} | "
                   f"{acc:.3f} | {right_a / max(1, n_a):.3f} | {', '.join(sides)} |", flush=True)
         print(f"(seed {seed}: {len(found)} layers found, attack {secs:.1f} s)", flush=True)
+    if compare:
+        ablation(sd, seeds, keep)
     ok = all(v >= 0.75 for v in worst.values())
     print("\nlowest kept-sign accuracy per layer type: " +
           ", ".join(f"{k} {v:.3f}" for k, v in worst.items()) + f"; target >= 0.75: {'met' if ok else 'NOT met'}")
@@ -174,10 +218,12 @@ def main() -> None:
                     help="the committed testbed UNet's ff.net.2 layers (GEGLU side info) instead of MiniLM")
     ap.add_argument("--both", action="store_true",
                     help="prune both feed-forward linears and run the default attack (no flags) on them")
+    ap.add_argument("--compare", action="store_true",
+                    help="with --both: also no side / damaged partner as is / default, per layer type")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.both:
-        both_layers(args.seeds)
+        both_layers(args.seeds, compare=args.compare)
         return
     if args.quick:
         args.layers, args.seeds = [0, 3], [0]
