@@ -274,6 +274,11 @@ def _attack(args) -> int:
         t, m = data["attack"]["totals"], data["mask"]["totals"]
         print(f"revived {t.get('kept', '?')} of {m['pruned']} pruned weights in {t.get('layers', '?')} layers "
               f"({data['seconds']['total']:.1f} s) -> {data['output']}")
+        rows = [l["whole_rows"] for l in data["attack"]["layers"] if l.get("whole_rows")]
+        lost = sum(r["rows"] - r["estimated"] for r in rows)
+        if lost:
+            print(f"{lost} whole missing rows in {sum(r['rows'] > r['estimated'] for r in rows)} layers are not "
+                  "recoverable from their matrices (see each layer's whole_rows in the report)")
         print(f"report -> {data['report']}")
     return 0
 
