@@ -79,6 +79,8 @@ def test_rounding_bound_and_poisson_tail():
     assert poisson_tail(1, 2.0) == pytest.approx(1 - math.exp(-2.0))
     assert poisson_tail(3, 0.5) == pytest.approx(1 - math.exp(-0.5) * (1 + 0.5 + 0.125))
     assert poisson_tail(50, 1.0) < 1e-50
+    assert poisson_tail(2, 5000.0) == 1.0 and poisson_tail(5000, 5000.0) == pytest.approx(0.5, abs=0.01)
+    assert poisson_tail(5400, 5000.0) < 1e-6 < poisson_tail(5100, 5000.0)
 
 
 def test_real_unpruned_weights_hold_no_more_zeros_than_chance_in_any_dtype():

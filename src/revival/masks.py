@@ -196,6 +196,15 @@ def poisson_tail(observed: int, expected: float) -> float:
     if expected <= 0:
         return 0.0
     lam = float(expected)
+    if observed <= lam:      # 1 - P(X < observed): sum downwards from observed - 1, where terms fall
+        j = observed - 1
+        term = -lam + j * math.log(lam) - math.lgamma(j + 1)
+        first, lower = term, 0.0
+        while j >= 0 and term > first - 40:
+            lower += math.exp(term)
+            term -= math.log(lam) - math.log(j) if j > 0 else float("inf")
+            j -= 1
+        return max(0.0, min(1.0, 1.0 - lower))
     # sum_{j >= observed} e^-lam lam^j / j!, from the first term's log, a few hundred terms
     log_term = -lam + observed * math.log(lam) - math.lgamma(observed + 1)
     total, term, j = 0.0, log_term, observed
