@@ -142,3 +142,41 @@ def test_conceptprune_on_the_real_text_encoder_feed_forwards_found_and_revived()
         n += int(kept.sum())
     assert n > 0 and right / n >= 0.75                      # intact intermediate.dense partners help
     assert all(l.partner and l.partner.endswith("intermediate.dense.weight") for l in result.layers)
+
+
+def test_full_single_file_with_text_encoder_every_pruned_layer_found_and_attacked(tiny_unet, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from conftest import to_ldm_full
+    from revival.io import diffusers_to_ldm
+    from revival.masks import synthetic_prune_mask
+
+    sd = {k: v.clone() for k, v in tiny_unet.original.items()}
+    g = torch.Generator().manual_seed(9)
+    te = "cond_stage_model.transformer.text_model.encoder.layers.0.mlp."
+    fc1 = torch.randn(64, 4, generator=g) @ torch.randn(4, 16, generator=g) + 0.1 * torch.randn(64, 16, generator=g)
+    fc2 = 0.5 * fc1.T + 0.05 * torch.randn(16, 64, generator=g)
+    ff2 = next(k for k in sd if k.endswith("ff.net.2.weight"))
+    proj = ff2.replace("ff.net.2", "ff.net.0.proj")
+    per_row = lambda w, k: torch.zeros_like(w, dtype=torch.bool).scatter_(1, w.abs().topk(k, dim=1).indices, True)  # noqa: E731
+    sd[ff2] = sd[ff2].masked_fill(synthetic_prune_mask(sd[ff2], 0.1, seed=1), 0)
+    sd[proj] = sd[proj].masked_fill(per_row(sd[proj], 2), 0)
+    full = to_ldm_full({k: v.half() if v.is_floating_point() else v for k, v in sd.items()})
+    full[te + "fc1.weight"] = fc1.half()
+    full[te + "fc2.weight"] = fc2.masked_fill(synthetic_prune_mask(fc2, 0.1, seed=2), 0).half()
+    path = tmp_path / "full.safetensors"
+    save_file(full, str(path))
+    assert cli(["inspect", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    found = sorted(l["name"] for l in info["found"]["layers"])
+    assert found == sorted([ff2, proj, te + "fc2.weight"])             # UNet (both ff) and the text encoder
+    assert cli(["attack", str(path), "-o", str(tmp_path / "rev.safetensors"), "--quiet"]) == 0
+    rep = json.loads((tmp_path / "rev.safetensors.report.json").read_text())
+    layers = {l["name"]: l for l in rep["attack"]["layers"]}
+    assert sorted(layers) == found and all(l["kept"] > 0 for l in layers.values())
+    assert layers[ff2]["partner_pruned"] and layers[proj]["partner_pruned"]
+    assert layers[te + "fc2.weight"]["partner"] == te + "fc1.weight"
+    from safetensors.torch import load_file
+
+    out = load_file(str(tmp_path / "rev.safetensors"))
+    assert diffusers_to_ldm(ff2) in out and torch.equal(out[te + "fc1.weight"], full[te + "fc1.weight"])
