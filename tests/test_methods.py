@@ -180,3 +180,12 @@ def test_full_single_file_with_text_encoder_every_pruned_layer_found_and_attacke
 
     out = load_file(str(tmp_path / "rev.safetensors"))
     assert diffusers_to_ldm(ff2) in out and torch.equal(out[te + "fc1.weight"], full[te + "fc1.weight"])
+
+
+def test_cad_takes_few_inference_steps_without_conceptprune_steps(tiny_sd):
+    root, sd = tiny_sd
+    out = root / "cad-few-steps"
+    assert cli(["unlearn", "--model", str(sd), "--method", "cad", "--ratio", "0.2", "--concept", "cat",
+                "--target-prompts", str(root / "target.txt"), "--base-prompts", str(root / "base.txt"),
+                "--inference-steps", "2", "--device", "cpu", "--quiet", "-o", str(out)]) == 0
+    assert json.loads(out.with_name(out.name + ".unlearn.json").read_text())["config"]["inference_steps"] == 2

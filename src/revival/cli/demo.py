@@ -68,10 +68,10 @@ def _unlearn(args) -> int:
     from ..unlearn.conceptprune import PRESETS, ConceptPruneConfig, read_prompts, task_prompts, unlearn
 
     ratio, steps = PRESETS[args.task]
-    config = ConceptPruneConfig(
-        skill_ratio=ratio if args.skill_ratio is None else args.skill_ratio,
-        steps=steps if args.steps is None else args.steps,
-        seed=args.seed, inference_steps=args.inference_steps)
+    ratio = ratio if args.skill_ratio is None else args.skill_ratio
+    steps = steps if args.steps is None else args.steps
+    config = ConceptPruneConfig(skill_ratio=ratio, steps=steps, seed=args.seed,
+                                inference_steps=args.inference_steps) if args.method == "conceptprune" else None
     target = read_prompts(args.target_prompts) if args.target_prompts else None
     base = read_prompts(args.base_prompts) if args.base_prompts else None
     if args.word_list is not None:
@@ -84,10 +84,10 @@ def _unlearn(args) -> int:
     if args.method != "conceptprune" or args.modules is not None or args.ratio is not None:
         from ..unlearn.methods import unlearn_method
 
-        ratio = args.ratio if args.method != "conceptprune" else config.skill_ratio
         if args.method == "conceptprune" and args.ratio is not None:
             raise RevivalError("--ratio is for cad and neurons; ConceptPrune takes --skill-ratio.")
-        steps = config.steps if args.method != "cad" else None
+        ratio = args.ratio if args.method != "conceptprune" else ratio
+        steps = steps if args.method != "cad" else None
         result = unlearn_method(args.method, args.model, args.concept, args.output, task=args.task,
                                 target_prompts=target, base_prompts=base, masks_path=args.save_masks,
                                 device=args.device, progress=not args.quiet, ratio=ratio, steps=steps,
