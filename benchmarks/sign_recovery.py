@@ -19,7 +19,8 @@ and seconds (one thread).
     python benchmarks/sign_recovery.py                 # all settings, 6 layers x 3 seeds
     python benchmarks/sign_recovery.py --quick         # no svt / slow softimpute, 2 layers x 1 seed
     python benchmarks/sign_recovery.py --testbed       # the committed testbed UNet instead (GEGLU side info)
-    python benchmarks/sign_recovery.py --both          # both FFN linears pruned; the default attack, no flags
+    python benchmarks/sign_recovery.py --both [--compare]  # both FFN linears pruned; the default attack, no flags
+                                                           # (--compare: no side / damaged partner as is / default)
 """
 from __future__ import annotations
 
