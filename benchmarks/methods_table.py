@@ -16,7 +16,8 @@ against the original weights per layer type: over kept positions and over all pr
 (unrevived count wrong).
 
     python benchmarks/methods_table.py [--per-class 5] [--concepts sneaker,bag] [--methods cad,neurons]
-                                       [--out out/methods_table]
+                                       [--ratios "cad=0.25"] [--out out/methods_table]
+    python benchmarks/methods_table.py --render A/results.json B/results.json   # one table of several runs
 
 Writes OUT/results.json (after every concept, so a partial run keeps what it did) and OUT/table.md.
 """
@@ -33,10 +34,10 @@ import torch
 METHODS = {
     # label: (method, modules, ratio). ConceptPrune on ff.net.2 keeps the demo's skill ratio; the
     # others are set so that most concepts are erased (ff.net.0.proj has only 32-64 input
-    # columns, so a per-row share prunes few entries; a first run at 0.05 / 0.08 / 0.3 left
-    # t-shirt and trouser drawable).
+    # columns, so a per-row share prunes few entries; the model breaks sooner there). Other
+    # ratios: --ratios "cad=0.25,conceptprune ff.net.0.proj=0.15" (README lists both).
     "conceptprune ff.net.2": ("conceptprune", None, 0.05),
-    "conceptprune ff.net.0.proj": ("conceptprune", "ff.net.0.proj", 0.15),
+    "conceptprune ff.net.0.proj": ("conceptprune", "ff.net.0.proj", 0.08),
     "cad": ("cad", None, 0.15),
     "neurons": ("neurons", "ff", 0.5),
 }
@@ -84,8 +85,27 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=None, help="comma-separated labels or method names")
     ap.add_argument("--out", type=Path, default=Path("out/methods_table"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ratios", default=None, help='per-method ratio overrides, e.g. "cad=0.25,neurons=0.3"')
+    ap.add_argument("--render", type=Path, nargs="+", default=None,
+                    help="only render the table from these results.json files (merged; labels get their ratio)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.render:
+        merged = {"settings": None, "runs": []}
+        for path in args.render:
+            part = json.loads(Path(path).read_text())
+            merged["settings"] = merged["settings"] or part["settings"]
+            for run in part["runs"]:
+                ratio = part["settings"]["methods"][run["method"]][2]
+                merged["runs"].append({**run, "method": f"{run['method']} ({ratio})"})
+        print(render(merged))
+        return 0
+    if args.ratios:
+        for item in args.ratios.split(","):
+            label, _, value = item.rpartition("=")
+            if label not in METHODS:
+                raise SystemExit(f"--ratios: unknown method label {label!r}; known: {', '.join(METHODS)}")
+            METHODS[label] = (*METHODS[label][:2], float(value))
 
     from revival.attack.revive import AttackConfig, revive
     from revival.defense.obfuscate import obfuscate
