@@ -21,10 +21,10 @@ from .attack.revive import revive_checkpoint
 from .inspect import exposure, inspect_checkpoint
 from .intervals import Proportion, wilson
 from .io import Checkpoint, load_checkpoint, save_checkpoint
-from .layers import DEFAULT_LAYERS, select_layers
+from .layers import DEFAULT_LAYERS, detect_pruned_layers, select_layers, target_layers
 from .defense.obfuscate import ObfuscateResult, defend, obfuscate
 from .errors import RevivalError
-from .masks import MaskReport, mask_report, pruned_mask
+from .masks import MaskReport, guess_method, mask_report, pruned_mask, zero_pattern
 from .metrics import ScoreResult, score, score_checkpoints
 
 __version__ = "0.1.0"
@@ -63,5 +63,6 @@ __all__ = [
     "ObfuscateResult", "RevivalError", "ScoreResult", "defend", "load_checkpoint", "mask_report",
     "obfuscate", "pruned_mask", "revive", "save_checkpoint", "score", "score_checkpoints",
     "revive_checkpoint", "inspect_checkpoint", "exposure", "Proportion", "wilson",
-    "select_layers", "__version__", *_LAZY,
+    "select_layers", "__version__", "detect_pruned_layers", "target_layers", "zero_pattern", "guess_method",
+    *_LAZY,
 ]

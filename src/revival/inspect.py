@@ -28,14 +28,21 @@ def inspect_checkpoint(path, layers: str | None = None) -> dict:
     """JSON-able description of a checkpoint: format, naming, dtypes, target layers, pruned
     statistics, and the exposure verdict (`exposed`, `verdict`)."""
     from .io import load_checkpoint
-    from .layers import DEFAULT_LAYERS, check_finite, select_layers
-    from .masks import mask_report
+    from .layers import DEFAULT_LAYERS, check_finite, detect_pruned_layers, select_layers
+    from .masks import guess_method, mask_report
 
     ckpt = load_checkpoint(path)
-    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
+    found = None
+    if layers is None:  # the layers pruned, found by their exact zeros (ff.net.2 when none is)
+        found = detect_pruned_layers(ckpt.tensors)
+        names = [p.name for p in found] or select_layers(ckpt.tensors, DEFAULT_LAYERS)
+    else:
+        names = select_layers(ckpt.tensors, layers)
     check_finite(ckpt.tensors, names, str(ckpt.path))
     info = ckpt.summary(names)
-    info["layer_pattern"] = layers or DEFAULT_LAYERS
+    info["layer_pattern"] = layers or ("found by their exact zeros" if found else DEFAULT_LAYERS)
+    if found is not None:
+        info["found"] = {"layers": [p.to_dict() for p in found], "method": guess_method(found)}
     report = mask_report(ckpt.tensors, names)
     info["pruned"] = report.to_dict()
     info["exposed"], info["verdict"] = exposure(report)

@@ -46,3 +46,59 @@ def check_finite(tensors: Mapping[str, torch.Tensor], layers: list[str], where: 
             bad = int((~torch.isfinite(t)).sum())
             raise RevivalError(f"{where} has {bad} NaN/inf value(s) in the target layer {name}.")
 
+
+
+# --------------------------------------------------------------------------- found by their zeros
+
+# 2-D weights that are not linear maps: token / position embedding tables (a padding row may be
+# zero by design). Their zeros are never taken for a pruning mask.
+NOT_PRUNABLE = r"(^|\.)(embeddings?|embed_tokens|word_embeddings|position_embedding|token_embedding)(\.|$)"
+
+
+def detect_pruned_layers(tensors: Mapping[str, torch.Tensor], *, alpha: float | None = None,
+                         exclude: str | None = NOT_PRUNABLE, progress: bool = False) -> list:
+    """Every 2-D floating-point weight whose exact zeros are more than chance explains for its
+    dtype and size (`revival.masks.layer_zero_test`), in checkpoint order, as
+    `revival.masks.PrunedLayer` (name, zeros, expected by chance, p-value, zero pattern).
+
+    Works on any state dict: a UNet, a text encoder, a full single-file checkpoint. A lazy
+    TensorStore reads one tensor at a time and forgets those it had not loaded before.
+    """
+    from .masks import CHANCE_ALPHA, layer_zero_test
+
+    alpha = CHANCE_ALPHA if alpha is None else alpha
+    rx = re.compile(exclude) if exclude else None
+    store = tensors if isinstance(tensors, TensorStore) else None
+    had = set(store.loaded()) if store is not None else set()
+    names = list(tensors)
+    if progress:
+        from tqdm.auto import tqdm
+
+        names = tqdm(names, desc="find pruned layers", unit="tensor", leave=False)
+    found = []
+    for name in names:
+        dtype, shape = tensor_meta(tensors, name)
+        if not dtype.is_floating_point or len(shape) != 2 or (rx is not None and rx.search(name)):
+            continue
+        hit = layer_zero_test(name, tensors[name], alpha=alpha)
+        if hit is not None:
+            found.append(hit)
+        if store is not None and name not in had:
+            store.release(name)
+    return found
+
+
+def target_layers(tensors: Mapping[str, torch.Tensor], pattern: str | None = None) -> list[str]:
+    """The layers to act on: those matching `pattern` (`select_layers`) when one is given,
+    else every layer found pruned by its exact zeros (`detect_pruned_layers`).
+
+    RevivalError when no layer is found (with the hint to choose layers with --layers).
+    """
+    if pattern is not None:
+        return select_layers(tensors, pattern)
+    found = detect_pruned_layers(tensors)
+    if not found:
+        raise RevivalError("no 2-D weight holds more exact zeros than chance explains for its dtype "
+                           "and size, so no pruned layer was found (not pruned, or obfuscated); "
+                           "choose layers with --layers REGEX.")
+    return [p.name for p in found]

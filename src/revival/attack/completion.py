@@ -253,6 +253,8 @@ def regress(
     *,
     rank: int | None = None,
     side: torch.Tensor | None = None,
+    side_missing: torch.Tensor | None = None,
+    side_sets: dict[str, list[int]] | None = None,
     ridge: float = 1e-3,
     shrink: float = 3.0,
     shrink_mode: str = "spectral",
@@ -279,6 +281,12 @@ def regress(
         rank: size of the low-rank basis; None -> 32.
         side: [d, out, in] side vectors aligned with W (side[:, :, j] for column j; any dtype,
             may be a strided view), or None.
+        side_missing: [out, in] bool, True where some side vector's entry is itself unknown
+            (the partner matrix was pruned there too; `side` then holds an estimate). Such rows
+            are left out of each column's fit, as if missing, but still predicted from the
+            estimate. None: every side entry is known.
+        side_sets: candidate subsets of the side vectors, {name: [feature indices]}; validation
+            tries each (and none) and keeps the best. None: one set, all of them ("side").
         ridge: Tikhonov weight relative to the mean diagonal of each Gram matrix.
         shrink: ridge on the basis coefficients (the basis is orthonormal, so this is
             scale-free); with shrink_mode "spectral" component i gets
@@ -295,6 +303,8 @@ def regress(
             choice and both validation accuracies. On a matrix with more than `max_val_cols`
             pruned columns the validation runs on a seeded sample of that many of them.
     Confidence: |estimate|.
+    info: "side" (bool: side vectors used), "side_set" (the candidate chosen), "validation"
+        (held-out sign accuracy of every candidate and of "no_side").
     """
     if lam is not None:
         shrink = float(lam)
@@ -303,18 +313,31 @@ def regress(
     m, n = w.shape
     if side is not None and (side.ndim != 3 or tuple(side.shape[1:]) != (m, n)):
         raise RevivalError(f"side features must have shape [d, {m}, {n}], got {tuple(side.shape)}.")
+    if side_missing is not None and tuple(side_missing.shape) != (m, n):
+        raise RevivalError(f"side_missing must have shape [{m}, {n}], got {tuple(side_missing.shape)}.")
+    if side is None:
+        side_missing, side_sets = None, None
+    elif side_sets is None:
+        side_sets = {"side": list(range(side.shape[0]))}
+    elif not side_sets or any(not ix or max(ix) >= side.shape[0] or min(ix) < 0 for ix in side_sets.values()):
+        raise RevivalError(f"side_sets must name non-empty subsets of the {side.shape[0]} side vectors.")
     dev = w.device
     info: dict = {"side": side is not None}
+    if side is not None and len(side_sets) == 1 and not (validate and (rank is None or rank > 0)):
+        info["side_set"] = next(iter(side_sets))
+        side = side[side_sets[info["side_set"]]]
     if side is not None and validate and (rank is None or rank > 0):
         kw = dict(rank=rank, ridge=ridge, shrink=shrink, shrink_mode=shrink_mode, max_iters=max_iters,
                   validate=False, chunk=chunk, dtype=dtype)
-        vw, vm, vs = w, missing, side
+        vw, vm, vs, vsm = w, missing, side, side_missing
         cand = missing.any(0).nonzero().squeeze(1)
         if cand.numel() > max_val_cols:                        # big matrix: validate on a column sample
             g = torch.Generator(device="cpu").manual_seed(seed + 104729)
             pick = cand[torch.randperm(cand.numel(), generator=g)[:max_val_cols].to(cand.device)].sort().values
             vw, vm, vs = w[:, pick], missing[:, pick], side[:, :, pick]
-        hits = {"side": 0.0, "no_side": 0.0}
+            vsm = None if side_missing is None else side_missing[:, pick]
+        hits = {name: 0.0 for name in side_sets}
+        hits["no_side"] = 0.0
         total, rep, n_all = 0, 0, 0
         while rep < 4 and (rep == 0 or total < 2000):       # small matrices: pool a few hold-outs
             held = holdout_mask(vw, vm, seed + rep) & ~vm
@@ -325,16 +348,26 @@ def regress(
             n_all += n_held
             both = vm | held
             n_top = max(1, int(round(0.6 * n_held)))
-            hits["side"] += n_top * kept_sign_accuracy(vw, regress(vw, both, side=vs, seed=seed, **kw).matrix, held)
+            for name, ix in side_sets.items():
+                est = regress(vw, both, side=vs[ix], side_missing=vsm, seed=seed, **kw).matrix
+                hits[name] += n_top * kept_sign_accuracy(vw, est, held)
             hits["no_side"] += n_top * kept_sign_accuracy(vw, regress(vw, both, side=None, seed=seed, **kw).matrix, held)
             total += n_top
         if total:
             acc = {key: v / total for key, v in hits.items()}
-            info = {"side": acc["side"] > acc["no_side"],
-                    "validation": {"side": round(acc["side"], 4), "no_side": round(acc["no_side"], 4),
-                                   "held_out": n_all, "rounds": rep}}
-            if not info["side"]:
-                side = None
+            best = max(side_sets, key=lambda name: (acc[name], -len(side_sets[name])))
+            info = {"side": acc[best] > acc["no_side"],
+                    "validation": {**{name: round(acc[name], 4) for name in side_sets},
+                                   "no_side": round(acc["no_side"], 4), "held_out": n_all, "rounds": rep}}
+            if info["side"]:
+                info["side_set"] = best
+                side = side[side_sets[best]]
+            else:
+                side, side_missing = None, None
+        elif len(side_sets) == 1:
+            info["side_set"] = next(iter(side_sets))
+        else:                                              # nothing to validate on: all side vectors
+            info["side_set"] = "all"
     x = column_mean_fill(w, missing, dtype=dtype)
     feats = side if side is not None else torch.zeros(0, m, n, dtype=dtype, device=dev)
     d = feats.shape[0]
@@ -342,11 +375,15 @@ def regress(
     p = d + k
     if p == 0:
         raise RevivalError("the regress solver needs side features or rank >= 1.")
-    r_idx, c_idx = missing.nonzero(as_tuple=True)          # row-major
-    if r_idx.numel() == 0:
+    # Left out of each column's fit: its missing rows and the rows where a side entry is unknown;
+    # predicted: its missing rows. Only columns with a missing entry are solved.
+    excl = missing if side_missing is None else missing | (side_missing.to(dev).bool() & missing.any(0)[None])
+    r_idx, c_idx = excl.nonzero(as_tuple=True)             # row-major
+    if not bool(missing.any()):
         return Completion(x, 0, None, info)
     order = torch.argsort(c_idx, stable=True)              # entries grouped by column
     r_s, c_s = r_idx[order], c_idx[order]
+    predict = missing[r_s, c_s]
     cols = torch.unique(c_s)
     bounds = torch.searchsorted(c_s, cols)                  # first entry of each column
     ones = torch.ones(m, dtype=dtype, device=dev)
@@ -400,7 +437,7 @@ def regress(
             coef = torch.linalg.solve(g, b)                                 # [nc, p]
             est = (a.double() * coef[pos]).sum(1)
             est_s[e0:e1] = torch.nan_to_num(est, nan=0.0, posinf=0.0, neginf=0.0).to(dtype)
-        x_new[r_s, c_s] = est_s
+        x_new[r_s[predict], c_s[predict]] = est_s[predict]
         x = x_new
     return Completion(x, it, None, info)
 

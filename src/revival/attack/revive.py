@@ -93,6 +93,10 @@ class LayerResult:
     skipped: bool = False
     side: bool = False                 # side information was used (found, and chosen by validation)
     validation: dict | None = None     # regress: held-out sign accuracy with / without side info
+    partner: str | None = None         # the other linear of the same hidden units (side information)
+    partner_pruned: bool = False       # the partner was itself pruned (its pruned entries: missing)
+    side_set: str | None = None        # which side vectors validation chose
+    whole_rows: dict | None = None     # rows with no surviving entry: estimated or not recoverable
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -239,8 +243,9 @@ def revive(
     for name in it:
         w = tensors[name]
         t0 = time.perf_counter()
-        feats = side_features(tensors, name, tuple(w.shape), side) if config.solver in SOLVERS_TAKE_SIDE and config.side else None
-        out, n_pruned, n_kept, iters, info = revive_matrix(w, config, name=name, features=feats, device=device)
+        from .partners import revive_layer  # partner side information both ways, whole rows
+
+        out, n_pruned, n_kept, iters, info = revive_layer(tensors, name, config, device, side)
         secs = time.perf_counter() - t0
         if n_pruned == 0:
             result.layers.append(LayerResult(name, list(w.shape), 0, 0, 0, round(secs, 4), skipped=True))
@@ -248,7 +253,10 @@ def revive(
         updates[name] = out
         result.layers.append(LayerResult(name, list(w.shape), n_pruned, n_kept, iters, round(secs, 4),
                                          side=bool(info.get("side", False)),
-                                         validation=info.get("validation")))
+                                         validation=info.get("validation"), partner=info.get("partner"),
+                                         partner_pruned=bool(info.get("partner_pruned", False)),
+                                         side_set=info.get("side_set") if info.get("side") else None,
+                                         whole_rows=info.get("whole_rows")))
     result.seconds = time.perf_counter() - start
     return updates, result
 
@@ -297,7 +305,7 @@ def revive_checkpoint(path, output, config: AttackConfig | None = None, *, layer
     from pathlib import Path
 
     from ..io import CheckpointWriter, TensorStore, check_output_path, load_checkpoint, write_report
-    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
+    from ..layers import check_finite, target_layers
     from ..masks import MaskReport, mask_stats
 
     t0 = time.perf_counter()
@@ -306,7 +314,7 @@ def revive_checkpoint(path, output, config: AttackConfig | None = None, *, layer
     report_path = Path(report) if report is not None else default_report_path(output, ckpt.format)
     check_report_path(report_path, output, ckpt.input_paths(),
                       overwrite=overwrite or (report is None and ckpt.format == "diffusers"))
-    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
+    names = target_layers(ckpt.tensors, layers)  # default: every layer found pruned by its zeros
     config = config if config is not None else AttackConfig()
     release = ckpt.tensors.release if isinstance(ckpt.tensors, TensorStore) else (lambda *a: None)
     stats = []
@@ -351,7 +359,7 @@ def revive_checkpoint(path, output, config: AttackConfig | None = None, *, layer
     t3 = time.perf_counter()
     data = {
         "input": str(ckpt.path), "output": str(writer.path), "format": ckpt.format, "naming": ckpt.naming,
-        "layer_pattern": layers or DEFAULT_LAYERS, "mask": masks.to_dict(), "attack": result.to_dict(),
+        "layer_pattern": layers or "found by their exact zeros", "mask": masks.to_dict(), "attack": result.to_dict(),
         "seconds": {"load_and_check": round(t1 - t0, 4), "attack": round(seconds_attack, 4),
                     "write": round(t_write, 4), "total": round(t3 - t0, 4)},
     }

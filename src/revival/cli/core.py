@@ -20,13 +20,18 @@ _LAYERS_HELP = ("regex (re.search) choosing the target layers by name, diffusers
                 "naming (default: every transformer block's ff.net.2.weight)")
 
 
+_FOUND_HELP = ("regex (re.search) choosing the target layers by name, diffusers or the file's own "
+               "naming (default: every 2-D weight holding more exact zeros than chance explains "
+               "for its dtype and size)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="format, dtype, target layers and pruned positions of a checkpoint",
                        description="Describe a UNet checkpoint (diffusers folder, .safetensors, .ckpt/.pt): "
                                    "format, naming, dtypes, the target layers and their pruned (exactly zero) "
                                    "positions with their row/column clustering.")
     p.add_argument("checkpoint", type=Path, help="UNet checkpoint: diffusers folder, .safetensors or .ckpt/.pt")
-    p.add_argument("--layers", default=None, help=_LAYERS_HELP)
+    p.add_argument("--layers", default=None, help=_FOUND_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=_inspect)
 
@@ -49,7 +54,7 @@ def register(sub) -> None:
     a.add_argument("--max-iters", type=int, default=None, help="solver iteration cap (default: the solver's)")
     a.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     a.add_argument("--seed", type=int, default=None, help="seed of every random choice (default 0)")
-    a.add_argument("--layers", default=None, help=_LAYERS_HELP)
+    a.add_argument("--layers", default=None, help=_FOUND_HELP)
     a.add_argument("--report", type=Path, default=None,
                    help="JSON report path (default: OUTPUT.report.json, or OUTPUT/revival_report.json for a folder)")
     a.add_argument("--overwrite", action="store_true",
@@ -107,6 +112,14 @@ def _inspect(args) -> int:
     print(f"layers      {len(info['layers'])} matching {info['layer_pattern']!r}\n")
     stats = MaskReport(tuple(MaskStats(**{**s, "shape": tuple(s["shape"])}) for s in info["pruned"]["layers"]))
     print(stats.table())
+    if info.get("found"):
+        from ..masks import PrunedLayer, ZeroPattern, pruned_layers_table
+
+        found = [PrunedLayer(**{**d, "shape": tuple(d["shape"]), "pattern": ZeroPattern(**d["pattern"])})
+                 for d in info["found"]["layers"]]
+        print()
+        print(pruned_layers_table(found))
+        print(f"\nlooks like  {info['found']['method']}")
     print(f"\nverdict     {info['verdict']}")
     return 0
 
@@ -124,6 +137,11 @@ def _attack(args) -> int:
         t, m = data["attack"]["totals"], data["mask"]["totals"]
         print(f"revived {t.get('kept', '?')} of {m['pruned']} pruned weights in {t.get('layers', '?')} layers "
               f"({data['seconds']['total']:.1f} s) -> {data['output']}")
+        rows = [l["whole_rows"] for l in data["attack"]["layers"] if l.get("whole_rows")]
+        lost = sum(r["rows"] - r["estimated"] for r in rows)
+        if lost:
+            print(f"{lost} whole missing rows in {sum(r['rows'] > r['estimated'] for r in rows)} layers are not "
+                  "recoverable from their matrices (see each layer's whole_rows in the report)")
         print(f"report -> {data['report']}")
     return 0
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("unlearn", help="erase a concept by pruning ff.net.2 weights (ConceptPrune)",
+    p = sub.add_parser("unlearn", help="erase a concept by pruning (ConceptPrune, CAD-Erase-like, neuron deactivation)",
                        description="ConceptPrune: WANDA scores of concept vs. base prompts over the "
                                    "first denoising steps; the concept's weights are set to zero.")
     p.add_argument("--model", default="testbed",
@@ -29,6 +29,14 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="the pruned UNet (the input UNet's format)")
     p.add_argument("--save-masks", type=Path, default=None, help="also write the masks (safetensors of booleans)")
     p.add_argument("--report", type=Path, default=None, help="JSON report (default: OUTPUT + '.unlearn.json')")
+    p.add_argument("--method", default="conceptprune", choices=["conceptprune", "cad", "neurons"],
+                   help="conceptprune (WANDA on ff.net.2, default), cad (per-row weight x gradient in both "
+                        "feed-forward linears), neurons (whole hidden units deactivated)")
+    p.add_argument("--modules", default=None,
+                   help="conceptprune: ff.net.2 (default), ff.net.0.proj, ff, to_v, attn2.to_v or a regex over "
+                        "UNet module names; neurons: ff (default) or attn2; cad: a regex (default: both ff linears)")
+    p.add_argument("--ratio", type=float, default=None,
+                   help="cad: share of each row zeroed (default 0.02); neurons: share of units (default 0.05)")
     p.add_argument("--target-erasure", type=float, default=None,
                    help="testbed: use the smallest skill ratio whose erased accuracy on held-out validation "
                         "images is at most this (the least-damage setting); the ratio is in the report")
@@ -46,21 +54,32 @@ def _unlearn(args) -> int:
 
     testbed = str(args.model) == "testbed"
     ratio, steps = (TESTBED_PRESETS if testbed else PRESETS)[args.task]
-    config = ConceptPruneConfig(
-        skill_ratio=ratio if args.skill_ratio is None else args.skill_ratio,
-        steps=steps if args.steps is None else args.steps,
-        seed=args.seed, inference_steps=args.inference_steps,
-        halves=TESTBED_HALVES[args.task] if testbed else "both")
+    ratio = ratio if args.skill_ratio is None else args.skill_ratio
+    steps = steps if args.steps is None else args.steps
+    config = ConceptPruneConfig(skill_ratio=ratio, steps=steps, seed=args.seed, inference_steps=args.inference_steps,
+                                halves=TESTBED_HALVES[args.task] if testbed else "both"
+                                ) if args.method == "conceptprune" else None
     target = read_prompts(args.target_prompts) if args.target_prompts else None
     base = read_prompts(args.base_prompts) if args.base_prompts else None
     if args.word_list is not None:
         if target is not None or base is not None:
             raise RevivalError("give either --word-list or --target-prompts/--base-prompts, not both.")
         target, base = task_prompts(args.task, args.concept, read_prompts(args.word_list))
-    result = unlearn(args.model, args.concept, args.output, config=config, task=args.task,
-                     target_prompts=target, base_prompts=base, masks_path=args.save_masks,
-                     report=args.report, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
-                     progress=not args.quiet, target_erasure=args.target_erasure)
+    common = dict(task=args.task, target_prompts=target, base_prompts=base, masks_path=args.save_masks,
+                  report=args.report, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
+                  progress=not args.quiet)
+    if args.method != "conceptprune" or args.modules is not None or args.ratio is not None:
+        from ..unlearn.methods import unlearn_method
+
+        if args.method == "conceptprune" and args.ratio is not None:
+            raise RevivalError("--ratio is for cad and neurons; ConceptPrune takes --skill-ratio.")
+        result = unlearn_method(args.method, args.model, args.concept, args.output,
+                                ratio=args.ratio if args.method != "conceptprune" else ratio,
+                                steps=steps if args.method != "cad" else None, modules=args.modules,
+                                seed=args.seed, inference_steps=args.inference_steps, **common)
+    else:
+        result = unlearn(args.model, args.concept, args.output, config=config,
+                         target_erasure=args.target_erasure, **common)
     from ..distributed import is_main
 
     if not is_main():  # a distributed launch: the main process reports

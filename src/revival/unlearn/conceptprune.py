@@ -571,7 +571,7 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
             base_prompts: Sequence[str] | None = None, masks_path=None, report=None,
             overwrite: bool = False, device: str | None = None, dtype: str | None = None,
             progress: bool = True, target_erasure: float | None = None,
-            search_seeds: int = 20) -> ConceptPruneResult:
+            search_seeds: int = 20, method: str = "conceptprune", masks_fn=None) -> ConceptPruneResult:
     """Erase `concept` from `model` ("testbed" or a local SD folder) and write the pruned UNet
     to `out` in the input UNet's format, its JSON report (`report`, default OUT + '.unlearn.json')
     and optionally the masks (safetensors of booleans). Every output path is checked against
@@ -583,7 +583,10 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
 
     With `target_erasure` (testbed only), the skill ratio is the least whose erased accuracy on
     `search_seeds` held-out validation images of the concept is at most that
-    (`revival.unlearn.least_damage`); the search is in the report under "least_damage"."""
+    (`revival.unlearn.least_damage`); the search is in the report under "least_damage".
+
+    `masks_fn(pipe, target_prompts, base_prompts) -> (masks, result)` replaces ConceptPrune by
+    another pruning method (`revival.unlearn.methods`), named `method` in the outputs."""
     from pathlib import Path
 
     from ..io import check_output_path, load_checkpoint, save_checkpoint, write_json
@@ -591,7 +594,7 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
 
     if task not in PRESETS:
         raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
-    if config is None:
+    if config is None and masks_fn is None:
         ratio, steps = (TESTBED_PRESETS if model == "testbed" else PRESETS)[task]
         config = ConceptPruneConfig(skill_ratio=ratio, steps=steps,
                                     halves=TESTBED_HALVES[task] if model == "testbed" else "both")
@@ -617,7 +620,11 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
         target_prompts = target_prompts if target_prompts is not None else t
         base_prompts = base_prompts if base_prompts is not None else b
     search = None
-    if target_erasure is not None:
+    if masks_fn is not None:
+        if target_erasure is not None:
+            raise RevivalError("--target-erasure is for ConceptPrune's skill ratio.")
+        masks, result = masks_fn(pipe, target_prompts, base_prompts)
+    elif target_erasure is not None:
         if model != "testbed":
             raise RevivalError("--target-erasure needs the testbed's classifier; for Stable Diffusion, sweep "
                                "--skill-ratio and measure with `revival evaluate`.")
@@ -631,7 +638,7 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
     else:
         masks, result = conceptprune(pipe, target_prompts, base_prompts, config,
                                      progress=progress and dist.is_main())
-    meta = {"revival_unlearn": "conceptprune", "concept": concept}
+    meta = {"revival_unlearn": method, "concept": concept}
     result.config["concept"] = concept
     result.config.update(device=str(pipe.device), dtype=str(pipe.dtype).replace("torch.", ""),
                          processes=dist.num_processes())
