@@ -174,19 +174,27 @@ def rounding_zero_bound(dtype: torch.dtype) -> float:
     return 0.5 * fi.tiny * fi.eps
 
 
-def chance_zeros(w: torch.Tensor, k: int | None = None) -> float:
+def chance_zeros(w: torch.Tensor, k: int | None = None, max_sample: int = 1 << 20) -> float:
     """Expected number of exact zeros a dense (unpruned) matrix like `w` holds by chance, for
-    its dtype and size (see the section comment): h * k / t_k + STRAY_RATE * n."""
+    its dtype and size (see the section comment): h * k / t_k + STRAY_RATE * n.
+
+    The density at zero is read off an evenly strided sample of at most `max_sample` entries
+    (deterministic), so a large matrix costs one small copy: with s sampled entries and t_k the
+    k-th smallest non-zero |w| among them, the expectation is h * k * (n / s) / t_k.
+    """
     n = w.numel()
     floor = STRAY_RATE * n
-    nz = w[w != 0].abs().float()
+    flat = w.reshape(-1)
+    stride = max(1, -(-n // max_sample))
+    sample = flat[::stride].float()
+    nz = sample[sample != 0].abs()
     if nz.numel() == 0:
         return floor
     k = k or max(32, nz.numel() // 1000)
     k = min(k, nz.numel())
     t = float(nz.kthvalue(k).values)
     h = rounding_zero_bound(w.dtype)
-    return (h * k / t if t > 0 else float(n)) + floor
+    return (h * k * (n / sample.numel()) / t if t > 0 else float(n)) + floor
 
 
 def poisson_tail(observed: int, expected: float) -> float:

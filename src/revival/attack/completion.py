@@ -247,6 +247,11 @@ def kept_sign_accuracy(truth: torch.Tensor, estimate: torch.Tensor, positions: t
     return float(((t[top] >= 0) == (e[top] >= 0)).float().mean()) if e.numel() else 0.0
 
 
+def _pick(side: torch.Tensor, ix: list[int]) -> torch.Tensor:
+    """side[ix], without a copy when ix is every side vector in order."""
+    return side if list(ix) == list(range(side.shape[0])) else side[ix]
+
+
 def regress(
     w: torch.Tensor,
     missing: torch.Tensor,
@@ -325,7 +330,7 @@ def regress(
     info: dict = {"side": side is not None}
     if side is not None and len(side_sets) == 1 and not (validate and (rank is None or rank > 0)):
         info["side_set"] = next(iter(side_sets))
-        side = side[side_sets[info["side_set"]]]
+        side = _pick(side, side_sets[info["side_set"]])
     if side is not None and validate and (rank is None or rank > 0):
         kw = dict(rank=rank, ridge=ridge, shrink=shrink, shrink_mode=shrink_mode, max_iters=max_iters,
                   validate=False, chunk=chunk, dtype=dtype)
@@ -349,7 +354,7 @@ def regress(
             both = vm | held
             n_top = max(1, int(round(0.6 * n_held)))
             for name, ix in side_sets.items():
-                est = regress(vw, both, side=vs[ix], side_missing=vsm, seed=seed, **kw).matrix
+                est = regress(vw, both, side=_pick(vs, ix), side_missing=vsm, seed=seed, **kw).matrix
                 hits[name] += n_top * kept_sign_accuracy(vw, est, held)
             hits["no_side"] += n_top * kept_sign_accuracy(vw, regress(vw, both, side=None, seed=seed, **kw).matrix, held)
             total += n_top
@@ -361,7 +366,7 @@ def regress(
                                    "no_side": round(acc["no_side"], 4), "held_out": n_all, "rounds": rep}}
             if info["side"]:
                 info["side_set"] = best
-                side = side[side_sets[best]]
+                side = _pick(side, side_sets[best])
             else:
                 side, side_missing = None, None
         elif len(side_sets) == 1:

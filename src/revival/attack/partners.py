@@ -75,7 +75,8 @@ class SideInfo:
     """Side information for one matrix in its completion orientation.
 
     transpose: complete W.T (the layer is an input linear: its units are rows).
-    side: [d, m, n] side vectors aligned with the oriented matrix [m, n] (float32).
+    side: [d, m, n] side vectors aligned with the oriented matrix [m, n] (the partner's dtype;
+        a strided view for an output linear).
     side_missing: [m, n] bool or None: where a side entry is itself unknown (partner pruned).
     side_sets: candidate subsets for validation ({name: indices}).
     partner: the partner's key. units: g.
@@ -102,7 +103,8 @@ def side_info(w: torch.Tensor, partner_w: torch.Tensor, partner: Partner,
     """
     if w.ndim != 2 or partner_w.ndim != 2:
         return None
-    pw = (partner_filled if partner_filled is not None else partner_w).float()
+    # the partner's own dtype and, for an output linear, a strided view: no copy of a large matrix
+    pw = partner_filled.to(partner_w.dtype) if partner_filled is not None else partner_w
     if partner.layer_is_input:
         g = units_of(tuple(w.shape), tuple(partner_w.shape))
         if g is None:
@@ -112,7 +114,7 @@ def side_info(w: torch.Tensor, partner_w: torch.Tensor, partner: Partner,
         miss = [partner_pruned.repeat(1, g)] if partner_pruned is not None else []
         sets = {"partner": [0]}
         if g == 2:                                                 # the unit's other input row
-            wt = w.float().T
+            wt = w.T
             feats.append(wt.roll(hidden, dims=1))
             if own_pruned is not None:
                 miss.append(own_pruned.T.roll(hidden, dims=1))
@@ -135,7 +137,7 @@ def side_info(w: torch.Tensor, partner_w: torch.Tensor, partner: Partner,
             side_missing |= extra
         if not bool(side_missing.any()):
             side_missing = None
-    if not bool(torch.isfinite(side).all()):
+    if not all(bool(torch.isfinite(f).all()) for f in side.unbind(0)):
         return None
     return SideInfo(partner.layer_is_input, side, side_missing, sets, partner.name, g)
 
@@ -183,6 +185,7 @@ def revive_layer(tensors: Mapping[str, torch.Tensor], name: str, config, device:
                 first = complete(pw.to(device), p_pruned, solver="regress", seed=item_seed(config.seed, name, "partner"), validate=False)
                 p_filled = first.matrix
             si = side_info(w.to(device), pw.to(device), partner, p_pruned, p_filled, missing.to(device))
+            del p_filled
     whole = missing.all(1)
     n_whole = int(whole.sum())
     wd = w.to(device)
