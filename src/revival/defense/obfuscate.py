@@ -54,6 +54,7 @@ class LayerObfuscation:
 class ObfuscateResult:
     stats: str
     seed: int
+    scale: float = 1.0
     layers: list[LayerObfuscation] = field(default_factory=list)
     metadata_removed: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -63,12 +64,20 @@ class ObfuscateResult:
         return sum(layer.pruned for layer in self.layers)
 
     def to_dict(self) -> dict:
-        return {"stats": self.stats, "seed": self.seed, "layers": [layer.to_dict() for layer in self.layers],
+        return {"method": "gaussian", "stats": self.stats, "seed": self.seed, "scale": self.scale, "layers": [layer.to_dict() for layer in self.layers],
                 "metadata_removed": list(self.metadata_removed),
                 "totals": {"layers": len(self.layers), "filled": self.pruned,
                            "layers_filled": sum(layer.pruned > 0 for layer in self.layers),
                            "nudged": sum(layer.nudged for layer in self.layers),
                            "seconds": round(self.seconds, 4)}}
+
+
+def check_scale(scale) -> float:
+    import math
+
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise RevivalError(f"the noise scale must be a positive number, got {scale!r}.")
+    return float(scale)
 
 
 def layer_seed(seed: int, name: str) -> int:
@@ -77,8 +86,10 @@ def layer_seed(seed: int, name: str) -> int:
 
 
 def obfuscate_matrix(w: torch.Tensor, stats: str = "row", generator: torch.Generator | None = None,
-                     ) -> tuple[torch.Tensor, LayerObfuscation]:
-    """Fill the exact zeros of `w` [out, in] with Gaussian noise; other entries bit-identical."""
+                     scale: float = 1.0) -> tuple[torch.Tensor, LayerObfuscation]:
+    """Fill the exact zeros of `w` [out, in] with Gaussian noise N(mean, (scale * std)^2) of the
+    surviving weights of the row (or layer); other entries bit-identical."""
+    check_scale(scale)
     if stats not in STATS:
         raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
     if w.dim() != 2 or not w.is_floating_point():
@@ -114,6 +125,7 @@ def obfuscate_matrix(w: torch.Tensor, stats: str = "row", generator: torch.Gener
     rows = mask.nonzero()[:, 0]  # row-major order of the pruned positions
     mu, sigma = mean[rows], std[rows]
     sigma = torch.where(sigma > 0, sigma, l_std if float(l_std) > 0 else torch.tensor(1e-3, dtype=torch.float64))
+    sigma = sigma * scale
     values = (mu + sigma * torch.randn(n, generator=g, dtype=torch.float64)).to(w.dtype)
     zero = values == 0
     info.nudged = int(zero.sum())
@@ -137,19 +149,21 @@ def obfuscate_matrix(w: torch.Tensor, stats: str = "row", generator: torch.Gener
 
 
 def obfuscate(tensors: Mapping[str, torch.Tensor], layers: list[str], stats: str = "row", seed: int = 0,
-              *, progress: bool = False) -> tuple[dict[str, torch.Tensor], ObfuscateResult]:
+              *, progress: bool = False, scale: float = 1.0) -> tuple[dict[str, torch.Tensor], ObfuscateResult]:
     """Gaussian obfuscation of the pruned (exactly zero) positions of `layers`.
 
     Returns (updates, result): updates maps each layer with pruned positions to its obfuscated
     tensor (same dtype and shape; unpruned entries bit-identical). Each layer's noise comes from
-    a torch.Generator seeded by (seed, layer name): same seed -> same bytes.
+    a torch.Generator seeded by (seed, layer name): same seed -> same bytes. `scale` multiplies
+    the noise's standard deviation (1: the surviving weights' own).
     Raises RevivalError for a bad `stats`/`seed`, a missing or non-2-D layer, or NaN/inf weights.
     """
     if stats not in STATS:
         raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise RevivalError(f"seed must be a non-negative integer, got {seed!r}.")
-    result = ObfuscateResult(stats=stats, seed=seed)
+    check_scale(scale)
+    result = ObfuscateResult(stats=stats, seed=seed, scale=float(scale))
     updates: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     it = layers
@@ -164,7 +178,7 @@ def obfuscate(tensors: Mapping[str, torch.Tensor], layers: list[str], stats: str
         if not bool(torch.isfinite(w).all()):
             raise RevivalError(f"target layer {name!r} contains NaN or infinite weights.")
         g = torch.Generator().manual_seed(layer_seed(seed, name))
-        out, info = obfuscate_matrix(w, stats, g)
+        out, info = obfuscate_matrix(w, stats, g, scale)
         info.name = name
         result.layers.append(info)
         if info.pruned:
