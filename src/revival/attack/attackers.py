@@ -208,9 +208,13 @@ def localisation(located: Located, truth: Mapping[str, torch.Tensor], layers: Se
 
 
 def _quantiles(s: torch.Tensor) -> torch.Tensor:
+    """Within-layer quantiles in [0, 1]; tied scores share their average rank."""
     flat = s.flatten().double()
+    order = torch.argsort(flat, stable=True)
+    _, inv, counts = torch.unique_consecutive(flat[order], return_inverse=True, return_counts=True)
+    avg = counts.cumsum(0).double() - (counts.double() + 1) / 2       # 0-based average rank
     ranks = torch.empty_like(flat)
-    ranks[torch.argsort(flat, stable=True)] = torch.arange(flat.numel(), dtype=flat.dtype)
+    ranks[order] = avg[inv]
     return (ranks / max(1, flat.numel() - 1)).view(s.shape)
 
 

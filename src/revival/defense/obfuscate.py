@@ -45,6 +45,7 @@ class LayerObfuscation:
     nudged: int  # draws that rounded to exactly 0 in the stored dtype and were redrawn or nudged
     noise_mean: float  # mean of the filled values (float32)
     noise_std: float  # their std
+    decoys: int = 0  # decoy zeros set after filling (defense "decoy")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +56,7 @@ class ObfuscateResult:
     stats: str
     seed: int
     scale: float = 1.0
+    method: str = "gaussian"
     layers: list[LayerObfuscation] = field(default_factory=list)
     metadata_removed: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -64,7 +66,7 @@ class ObfuscateResult:
         return sum(layer.pruned for layer in self.layers)
 
     def to_dict(self) -> dict:
-        return {"method": "gaussian", "stats": self.stats, "seed": self.seed, "scale": self.scale, "layers": [layer.to_dict() for layer in self.layers],
+        return {"method": self.method, "stats": self.stats, "seed": self.seed, "scale": self.scale, "layers": [layer.to_dict() for layer in self.layers],
                 "metadata_removed": list(self.metadata_removed),
                 "totals": {"layers": len(self.layers), "filled": self.pruned,
                            "layers_filled": sum(layer.pruned > 0 for layer in self.layers),
