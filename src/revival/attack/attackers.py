@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -265,9 +266,8 @@ def revive_located(tensors: Mapping[str, torch.Tensor], layers: Sequence[str], l
             out, _, kept, _, info = revive_matrix(zeroed, config, name=name, features=feats)
             side = bool(info.get("side", False))
         # the attack keeps signs at some positions; the rest of the located entries keep the release's value
-        revived = mask.to(w.device) & (out != 0) & (out != w)
         updates[name] = torch.where(mask.to(w.device) & (out == 0), w, out)
-        per_layer[name] = {"located": int(mask.sum()), "revived": int(revived.sum()), "side": side}
+        per_layer[name] = {"located": int(mask.sum()), "revived": int((updates[name] != w).sum()), "side": side}
     return updates, per_layer
 
 
@@ -347,3 +347,66 @@ def run_attacker(name: str, tensors: Mapping[str, torch.Tensor], layers: Sequenc
     result.layers = len(per_layer)
     result.seconds = time.perf_counter() - t0
     return updates, result
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def attack_release(path, output, attacker: str, config: AttackConfig | None = None, *, layers: str | None = None,
+                   report=None, model: str | None = None, concept: str | None = None,
+                   fraction: float | None = None, progress: bool = False) -> dict:
+    """Load a release, run `attacker`, write the revived checkpoint (input's format) and a JSON
+    report (OUT.report.json, or OUT/revival_report.json for a folder; `report` to choose).
+    method-aware also needs `model` ("testbed" or a local SD pipeline folder) and `concept`.
+    Returns the report dict. Bad input raises RevivalError before anything is written."""
+    from ..io import check_output_path, load_checkpoint, save_checkpoint, write_report
+    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
+
+    check_attacker(attacker)
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(path)
+    output = check_output_path(output, ckpt.input_paths())
+    report_path = Path(report) if report is not None else (
+        output / "revival_report.json" if ckpt.format == "diffusers" else output.with_name(output.name + ".report.json"))
+    check_output_path(report_path, ckpt.input_paths())
+    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
+    check_finite(ckpt.tensors, names, str(ckpt.path))
+    config = config or AttackConfig()
+    ctx_kw: dict = {"config": config, "fraction": fraction}
+    tensors = {n: ckpt.tensors[n] for n in names}
+    for n in names:   # side information of each target layer, when the checkpoint holds it
+        if n.endswith("ff.net.2.weight"):
+            p = n[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight"
+            if p in ckpt.tensors:
+                tensors[p] = ckpt.tensors[p]
+    if attacker == "method-aware":
+        if not concept:
+            raise RevivalError("the method-aware attacker needs --concept (and --model, default testbed).")
+        ctx_kw.update(_method_context(model or "testbed", concept, ckpt))
+    updates, result = run_attacker(attacker, tensors, names, AttackContext(**ctx_kw))
+    if not updates:
+        raise RevivalError(f"the {attacker} attacker found nothing to revive in {ckpt.path} ({result.refused}).")
+    written = save_checkpoint(ckpt, output, updates)
+    data = {"input": str(ckpt.path), "output": str(written), "format": ckpt.format, "naming": ckpt.naming,
+            "layer_pattern": layers or DEFAULT_LAYERS, "attacker": result.to_dict(),
+            "attack": {"config": asdict(config)}, "seconds": {"total": round(time.perf_counter() - t0, 4)}}
+    data["report"] = str(write_report(report_path, data, ckpt.input_paths()))
+    return data
+
+
+def _method_context(model: str, concept: str, ckpt) -> dict:
+    """prompts and activation statistics of the release, for the method-aware attacker."""
+    from ..audit import release_activations
+    from ..evaluate.generate import load_model
+    from ..unlearn.conceptprune import PRESETS, concept_prompts, task_prompts
+
+    pipe = load_model(model)
+    own = pipe.unet.state_dict()
+    state = {k: ckpt.tensors[k].to(own[k].dtype) for k in ckpt.tensors if k in own}
+    if model == "testbed":
+        if concept not in pipe.classes:
+            raise RevivalError(f"unknown concept {concept!r}; the testbed knows: {', '.join(pipe.classes)}.")
+        prompts, ratio, steps = concept_prompts(concept, pipe.classes), 0.05, 10
+    else:
+        prompts, (ratio, steps) = task_prompts("objects", concept), PRESETS["objects"]
+    return {"prompts": prompts, "skill_ratio": ratio, "steps": steps,
+            "activations": release_activations(pipe, state, steps)}

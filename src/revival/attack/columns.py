@@ -25,8 +25,9 @@ from .locate import residual_scores
 
 
 def column_misfit(w: torch.Tensor, side: torch.Tensor, rank: int = 32) -> torch.Tensor:
-    """Per-column relative residual of the side + low-rank fit (float32 [in])."""
-    r = residual_scores(w, side, rank=rank).double()          # |r| / median |r|
+    """Per-column relative residual of the side + low-rank fit (float32 [in]). The basis is capped
+    at a quarter of the rows, so that it cannot explain every column of a short matrix."""
+    r = residual_scores(w, side, rank=min(rank, w.shape[0] // 4)).double()          # |r| / median |r|
     energy = (w.double() ** 2).sum(0).clamp(min=1e-30)
     return ((r ** 2).sum(0) / (energy / energy.median().clamp(min=1e-30))).float()
 

@@ -13,7 +13,7 @@ from ..errors import RevivalError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import core, demo, testbed
+    from . import audit, core, demo, testbed
 
     parser = argparse.ArgumentParser(
         prog="revival",
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: REVIVAL_THREADS or 1; see README)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (core, testbed, demo):
+    for module in (core, testbed, demo, audit):
         module.register(sub)
     return parser
 

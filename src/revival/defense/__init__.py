@@ -31,10 +31,11 @@ def get_defense(name: str):
     if name == "resample":
         from .resample import resample
 
-        def resample_(tensors, layers, seed=0, *, scale=1.0, stats=None, progress=False, column_share=None,
+        def resample_(tensors, layers, seed=0, *, scale=1.0, stats="row", progress=False, column_share=None,
                       fresh_units=False):
-            kw = {"fresh_units": fresh_units} if column_share is None else {"column_share": column_share,
-                                                                           "fresh_units": fresh_units}
+            kw = {"fresh_units": fresh_units, "stats": stats}
+            if column_share is not None:
+                kw["column_share"] = column_share
             return resample(tensors, layers, seed, scale=scale, progress=progress, **kw)
         return resample_
     raise RevivalError(f"defense method must be one of {', '.join(DEFENSES)}, got {name!r}.")
@@ -46,10 +47,8 @@ def apply_defense(tensors, layers, method: str = DEFAULT_DEFENSE, seed: int = 0,
     """Run defense `method` on the pruned (exactly zero) positions of `layers` -> (updates, result).
     stats: row | layer noise statistics (gaussian, decoy); column_share: hot-unit threshold (resample)."""
     fn = get_defense(method)
-    kwargs = {"scale": scale, "progress": progress}
+    kwargs = {"scale": scale, "progress": progress, "stats": stats}
     if method == "resample":
         kwargs["column_share"] = column_share
         kwargs["fresh_units"] = fresh_units
-    else:
-        kwargs["stats"] = stats
     return fn(tensors, layers, seed, **kwargs)

@@ -201,16 +201,24 @@ def strip_pruning_metadata(metadata: Mapping[str, str]) -> tuple[dict[str, str],
 
 
 def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: int = 0,
-           progress: bool = False) -> tuple[Path, ObfuscateResult, "MaskReport"]:
-    """Load a pruned checkpoint, obfuscate its target layers, strip telltale metadata, write `out`
-    in the same format. Returns (output path, ObfuscateResult, MaskReport of the input).
+           progress: bool = False, method: str | None = None, scale: float = 1.0,
+           column_share: float | None = None, fresh_units: bool = False) -> tuple[Path, object, "MaskReport"]:
+    """Load a pruned checkpoint, defend its target layers with `method` (`revival.defense.DEFENSES`;
+    None: the default, resample), strip telltale metadata, write `out` in the same format. Returns
+    (output path, the defense's result, MaskReport of the input).
 
     Raises RevivalError when the target layers hold no exact zero (nothing to hide).
     """
     from ..io import check_output_path, load_checkpoint, save_checkpoint
     from ..layers import DEFAULT_LAYERS, check_finite, select_layers
     from ..masks import mask_report
+    from . import DEFAULT_DEFENSE, apply_defense, get_defense
 
+    method = method or DEFAULT_DEFENSE
+    get_defense(method)  # refuse an unknown method before reading anything
+    check_scale(scale)
+    if stats not in STATS:
+        raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
     ckpt = load_checkpoint(path)
     check_output_path(out, ckpt.input_paths())
     names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
@@ -219,7 +227,15 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
     if report.pruned == 0:
         raise RevivalError(f"{ckpt.path} has no pruned (exactly zero) weights in its {len(names)} target "
                            "layer(s); there is nothing to obfuscate.")
-    updates, result = obfuscate(ckpt.tensors, names, stats, seed, progress=progress)
+    tensors = ckpt.tensors
+    if method == "resample":  # the side information (ff.net.0.proj) travels with the target layers
+        tensors = {n: ckpt.tensors[n] for n in names}
+        for n in names:
+            p = n[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight" if n.endswith("ff.net.2.weight") else None
+            if p is not None and p in ckpt.tensors:
+                tensors[p] = ckpt.tensors[p]
+    updates, result = apply_defense(tensors, names, method, seed, scale=scale, stats=stats,
+                                    column_share=column_share, fresh_units=fresh_units, progress=progress)
     clean, removed = strip_pruning_metadata(ckpt.metadata)
     result.metadata_removed = removed
     written = save_checkpoint(ckpt, out, updates, metadata=clean if removed else None)

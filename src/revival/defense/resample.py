@@ -15,7 +15,7 @@ W [out, in] with pruned (exactly zero) positions P:
 1. hot units: the columns j with at least `column_share` of their rows pruned (where pruning
    concentrated);
 2. a hot column is replaced whole, its surviving entries too, by Gaussian noise of each row's
-   surviving weights (the same draw as Gaussian obfuscation); the other pruned positions get
+   (or, stats="layer", the layer's) surviving weights (the same draw as Gaussian obfuscation); the other pruned positions get
    that fill as well. The hot units keep their input rows, so they still fire for the concept
    (and rarely otherwise: the cost to other concepts stays small), but now write noise: nothing
    is left in their columns to extrapolate a direction from.
@@ -68,6 +68,8 @@ class ResampleResult:
     seed: int
     scale: float
     column_share: float
+    stats: str = "row"
+    fresh_units: bool = False
     layers: list[LayerResample] = field(default_factory=list)
     seconds: float = 0.0
     metadata_removed: list[str] = field(default_factory=list)
@@ -77,7 +79,8 @@ class ResampleResult:
         return sum(l.pruned for l in self.layers)
 
     def to_dict(self) -> dict:
-        return {"method": "resample", "seed": self.seed, "scale": self.scale, "column_share": self.column_share,
+        return {"method": "resample", "stats": self.stats, "seed": self.seed, "scale": self.scale,
+                "column_share": self.column_share, "fresh_units": self.fresh_units,
                 "layers": [l.to_dict() for l in self.layers], "metadata_removed": list(self.metadata_removed),
                 "totals": {"layers": len(self.layers), "filled": self.pruned,
                            "hot_columns": sum(l.hot_columns for l in self.layers),
@@ -86,8 +89,8 @@ class ResampleResult:
 
 
 def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch.Generator, *,
-                    column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False
-                    ) -> tuple[torch.Tensor, torch.Tensor | None, LayerResample]:
+                    column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
+                    stats: str = "row") -> tuple[torch.Tensor, torch.Tensor | None, LayerResample]:
     """The defense on one matrix W [out, in] and its block's input projection `proj` [d*in, out]
     (or None). Returns (new W, new proj or None when unchanged, facts); dtypes kept."""
     from ..attack.columns import predict_columns
@@ -107,7 +110,7 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
     if int(hot.sum()) >= n_in - 1:        # (almost) every unit hot: nothing to learn from
         hot = torch.zeros_like(hot)
     # Gaussian row fill of the pruned positions and of every entry of the hot units
-    out, _ = obfuscate_matrix(w.masked_fill(hot[None, :], 0), "row", generator, scale)
+    out, _ = obfuscate_matrix(w.masked_fill(hot[None, :], 0), stats, generator, scale)
     info.hot_columns = int(hot.sum())
     info.survivors_changed = int((hot[None, :] & ~pruned).sum())
     new_proj = None
@@ -157,7 +160,7 @@ def proj_name(name: str) -> str | None:
 
 def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int = 0, *,
              column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
-             progress: bool = False) -> tuple[dict[str, torch.Tensor], ResampleResult]:
+             stats: str = "row", progress: bool = False) -> tuple[dict[str, torch.Tensor], ResampleResult]:
     """The defense over `layers` of a state dict -> (updates, ResampleResult); per-layer seeds
     from (seed, layer name): same seed -> same bytes."""
     from ..attack.revive import side_features
@@ -167,7 +170,11 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int =
         raise RevivalError(f"seed must be a non-negative integer, got {seed!r}.")
     if isinstance(column_share, bool) or not isinstance(column_share, (int, float)) or not 0 < column_share <= 1:
         raise RevivalError(f"the hot-unit share must be in (0, 1], got {column_share!r}.")
-    result = ResampleResult(seed, float(scale), float(column_share))
+    from .obfuscate import STATS
+
+    if stats not in STATS:
+        raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
+    result = ResampleResult(seed, float(scale), float(column_share), stats=stats, fresh_units=bool(fresh_units))
     updates: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     it = layers
@@ -189,7 +196,8 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int =
             proj = None                   # not a usable projection (shape, NaN)
         g = torch.Generator().manual_seed(layer_seed(seed, name))
         out, new_proj, info = resample_matrix(w.cpu(), None if proj is None else proj.cpu(), g,
-                                              column_share=column_share, scale=scale, fresh_units=fresh_units)
+                                              column_share=column_share, scale=scale, fresh_units=fresh_units,
+                                              stats=stats)
         info.name = name
         result.layers.append(info)
         if info.pruned:
