@@ -39,6 +39,10 @@ _LAZY = {
     "generate": "revival.evaluate",
     "get_classifier": "revival.evaluate",
     "DemoConfig": "revival.demo",
+    "AuditConfig": "revival.audit",
+    "run_attacker": "revival.attack.attackers",
+    "AttackContext": "revival.attack.attackers",
+    "apply_defense": "revival.defense",
     "run_demo": "revival.demo",
 }
 
