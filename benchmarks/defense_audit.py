@@ -49,7 +49,8 @@ def run_concept(pipe, clf, concept: str, defenses, args) -> dict:
         if d == "zeros":
             release, cost = unlearned, {}
         else:
-            upd, res = apply_defense(unlearned, layers, d, 0)
+            method, opts = parse_defense(d)
+            upd, res = apply_defense(unlearned, layers, method, 0, **opts)
             release, cost = {**unlearned, **upd}, res.to_dict()["totals"]
         result, _ = audit_states(pipe, original, release, layers, concept, rows, clf, cfg,
                                  original=original, prompts=prompts)
@@ -58,6 +59,19 @@ def run_concept(pipe, clf, concept: str, defenses, args) -> dict:
               f"preserved {result.release['preserved']:.2f}  worst gain {result.worst[1]:+.2f} ({result.worst[0]})  "
               f"[{out[d]['seconds']:.0f} s]", flush=True)
     return out
+
+
+def parse_defense(spec: str) -> tuple[str, dict]:
+    """"resample:column_share=0.4,hot=column" -> ("resample", {"column_share": 0.4, "hot": "column"})."""
+    method, _, rest = spec.partition(":")
+    opts = {}
+    for part in filter(None, rest.split(",")):
+        k, _, v = part.partition("=")
+        try:
+            opts[k] = float(v)
+        except ValueError:
+            opts[k] = {"true": True, "false": False}.get(v.lower(), v)
+    return method, opts
 
 
 def table(results: dict, defenses) -> str:
@@ -110,7 +124,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--concepts", nargs="*", default=None)
-    ap.add_argument("--defenses", nargs="*", default=list(RELEASES), help=f"releases among {', '.join(RELEASES)}")
+    ap.add_argument("--defenses", nargs="*", default=list(RELEASES),
+                    help=f"releases among {', '.join(RELEASES)}; options as resample:column_share=0.4,hot=column")
     ap.add_argument("--erased", type=int, default=30, help="evaluation images of the concept")
     ap.add_argument("--preserved", type=int, default=5, help="evaluation images of every other class")
     ap.add_argument("--skill-ratio", type=float, default=0.05)
@@ -132,7 +147,7 @@ def main() -> None:
             write_json(results, args.json)
     done = {c: results[c] for c in concepts if c in results}
     print()
-    print(table(done, [d for d in RELEASES if d in args.defenses]))
+    print(table(done, list(args.defenses)))
     print(f"\ndefault defense: {DEFAULT_DEFENSE}; {args.erased} erased + {args.preserved} x 9 preserved images per "
           f"model; ({time.time() - t0:.0f} s, {args.threads} thread(s))")
 

@@ -32,8 +32,8 @@ def get_defense(name: str):
         from .resample import resample
 
         def resample_(tensors, layers, seed=0, *, scale=1.0, stats="row", progress=False, column_share=None,
-                      fresh_units=False):
-            kw = {"fresh_units": fresh_units, "stats": stats}
+                      fresh_units=False, hot="row"):
+            kw = {"fresh_units": fresh_units, "stats": stats, "hot": hot}
             if column_share is not None:
                 kw["column_share"] = column_share
             return resample(tensors, layers, seed, scale=scale, progress=progress, **kw)
@@ -43,7 +43,7 @@ def get_defense(name: str):
 
 def apply_defense(tensors, layers, method: str = DEFAULT_DEFENSE, seed: int = 0, *, scale: float = 1.0,
                   stats: str = "row", column_share: float | None = None, fresh_units: bool = False,
-                  progress: bool = False):
+                  hot: str = "row", progress: bool = False):
     """Run defense `method` on the pruned (exactly zero) positions of `layers` -> (updates, result).
     stats: row | layer noise statistics (gaussian, decoy); column_share: hot-unit threshold (resample)."""
     fn = get_defense(method)
@@ -51,4 +51,5 @@ def apply_defense(tensors, layers, method: str = DEFAULT_DEFENSE, seed: int = 0,
     if method == "resample":
         kwargs["column_share"] = column_share
         kwargs["fresh_units"] = fresh_units
+        kwargs["hot"] = hot
     return fn(tensors, layers, seed, **kwargs)

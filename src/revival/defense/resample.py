@@ -19,6 +19,8 @@ W [out, in] with pruned (exactly zero) positions P:
    that fill as well. The hot units keep their input rows, so they still fire for the concept
    (and rarely otherwise: the cost to other concepts stays small), but now write noise: nothing
    is left in their columns to extrapolate a direction from.
+   With `hot="column"` the hot units' noise is zero-mean at the scale of each unit's own
+   surviving weights instead (smaller: ConceptPrune took the large ones).
 3. `fresh_units=True` (an option, measured in benchmarks/defense_audit.py) also redraws the hot
    units' ff.net.0.proj rows from the other units' statistics and their output columns from a
    ridge map (side vectors -> output column, fitted on the other units) plus residual noise: the
@@ -70,6 +72,7 @@ class ResampleResult:
     column_share: float
     stats: str = "row"
     fresh_units: bool = False
+    hot: str = "row"
     layers: list[LayerResample] = field(default_factory=list)
     seconds: float = 0.0
     metadata_removed: list[str] = field(default_factory=list)
@@ -80,7 +83,7 @@ class ResampleResult:
 
     def to_dict(self) -> dict:
         return {"method": "resample", "stats": self.stats, "seed": self.seed, "scale": self.scale,
-                "column_share": self.column_share, "fresh_units": self.fresh_units,
+                "column_share": self.column_share, "fresh_units": self.fresh_units, "hot": self.hot,
                 "layers": [l.to_dict() for l in self.layers], "metadata_removed": list(self.metadata_removed),
                 "totals": {"layers": len(self.layers), "filled": self.pruned,
                            "hot_columns": sum(l.hot_columns for l in self.layers),
@@ -90,7 +93,7 @@ class ResampleResult:
 
 def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch.Generator, *,
                     column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
-                    stats: str = "row") -> tuple[torch.Tensor, torch.Tensor | None, LayerResample]:
+                    stats: str = "row", hot: str = "row") -> tuple[torch.Tensor, torch.Tensor | None, LayerResample]:
     """The defense on one matrix W [out, in] and its block's input projection `proj` [d*in, out]
     (or None). Returns (new W, new proj or None when unchanged, facts); dtypes kept."""
     from ..attack.columns import predict_columns
@@ -106,11 +109,24 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
     info = LayerResample("", list(w.shape), n, 0, 0, False)
     if n == 0:
         return w, None, info
+    if hot not in ("row", "column"):
+        raise RevivalError(f"the hot-unit noise scale must be 'row' or 'column', got {hot!r}.")
+    hot_mode = hot
     hot = pruned.float().mean(0) >= column_share
     if int(hot.sum()) >= n_in - 1:        # (almost) every unit hot: nothing to learn from
         hot = torch.zeros_like(hot)
     # Gaussian row fill of the pruned positions and of every entry of the hot units
     out, _ = obfuscate_matrix(w.masked_fill(hot[None, :], 0), stats, generator, scale)
+    if hot_mode == "column" and bool(hot.any()):
+        # hot units: zero-mean noise at the scale of the unit's own surviving weights
+        x = w.double()
+        keep = ~pruned
+        cnt = keep.sum(0).double()
+        rms = torch.sqrt((x * x * keep).sum(0) / cnt.clamp(min=1))
+        rms = torch.where(cnt >= 2, rms, x[keep].abs().mean() if bool(keep.any()) else torch.ones_like(rms))
+        k = int(hot.sum())
+        vals = (scale * rms[hot][None, :] * torch.randn(out_dim, k, generator=generator, dtype=torch.float64)).to(w.dtype)
+        out[:, hot] = torch.where(vals == 0, torch.finfo(w.dtype).tiny, vals)
     info.hot_columns = int(hot.sum())
     info.survivors_changed = int((hot[None, :] & ~pruned).sum())
     new_proj = None
@@ -160,7 +176,7 @@ def proj_name(name: str) -> str | None:
 
 def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int = 0, *,
              column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
-             stats: str = "row", progress: bool = False) -> tuple[dict[str, torch.Tensor], ResampleResult]:
+             stats: str = "row", hot: str = "row", progress: bool = False) -> tuple[dict[str, torch.Tensor], ResampleResult]:
     """The defense over `layers` of a state dict -> (updates, ResampleResult); per-layer seeds
     from (seed, layer name): same seed -> same bytes."""
     from ..attack.revive import side_features
@@ -174,7 +190,8 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int =
 
     if stats not in STATS:
         raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
-    result = ResampleResult(seed, float(scale), float(column_share), stats=stats, fresh_units=bool(fresh_units))
+    result = ResampleResult(seed, float(scale), float(column_share), stats=stats, fresh_units=bool(fresh_units),
+                            hot=hot)
     updates: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     it = layers
@@ -197,7 +214,7 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int =
         g = torch.Generator().manual_seed(layer_seed(seed, name))
         out, new_proj, info = resample_matrix(w.cpu(), None if proj is None else proj.cpu(), g,
                                               column_share=column_share, scale=scale, fresh_units=fresh_units,
-                                              stats=stats)
+                                              stats=stats, hot=hot)
         info.name = name
         result.layers.append(info)
         if info.pruned:
