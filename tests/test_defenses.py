@@ -122,3 +122,18 @@ def test_defend_cli_methods(tiny_unet, tmp_path, capsys):
     assert not any(bool((ck.tensors[n] == 0).any()) for n in ck.tensors if n.endswith("ff.net.2.weight"))
     rc = main(["defend", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "bad"), "--method", "shred"])
     assert rc == 2 and "defense method" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_resample_hot_units_at_their_own_scale():
+    t, mask, cols = _pruned(7, out=256)
+    w = t[NAME]
+    upd, res = resample(t, [NAME], seed=0, hot="column")
+    out = upd[NAME]
+    for j in cols.tolist():
+        surv = w[:, j][~mask[:, j]]
+        rms = float(surv.pow(2).mean().sqrt())
+        assert float(out[:, j].std()) == pytest.approx(rms, rel=0.35)
+        assert abs(float(out[:, j].mean())) < 0.3 * rms
+    assert res.to_dict()["hot"] == "column"
+    with pytest.raises(RevivalError, match="hot-unit"):
+        resample(t, [NAME], hot="diagonal")

@@ -73,7 +73,9 @@ def register(sub) -> None:
     d.add_argument("--method", default=None, help="resample (default), gaussian or decoy")
     d.add_argument("--scale", type=float, default=1.0, help="noise scale: multiplies the noise's std (default 1)")
     d.add_argument("--column-share", type=float, default=None,
-                   help="resample: replace the hidden units with at least this share of rows pruned (default 0.2)")
+                   help="resample: replace the hidden units with at least this share of rows pruned (default 0.4)")
+    d.add_argument("--hot", choices=("column", "row"), default=None,
+                   help="resample: noise scale of those units: their own surviving weights' (column, default) or the rows'")
     d.add_argument("--fresh-units", action="store_true",
                    help="resample: also redraw those units' ff.net.0.proj rows (costlier; see README)")
     d.add_argument("checkpoint", type=Path, help="the pruned (unlearned) UNet checkpoint")
@@ -297,7 +299,7 @@ def _defend(args) -> int:
     t0 = time.perf_counter()
     written, result, masks = defend(args.checkpoint, output, layers=args.layers, stats=args.stats,
                                     seed=args.seed, progress=not args.quiet, method=args.method, scale=args.scale,
-                                    column_share=args.column_share, fresh_units=args.fresh_units)
+                                    column_share=args.column_share, fresh_units=args.fresh_units, hot=args.hot)
     data = {"input": str(ckpt.path), "output": str(written), "format": ckpt.format, "naming": ckpt.naming,
             "mask": masks.to_dict(), "obfuscate": result.to_dict(),
             "seconds": round(time.perf_counter() - t0, 4)}

@@ -32,8 +32,10 @@ def get_defense(name: str):
         from .resample import resample
 
         def resample_(tensors, layers, seed=0, *, scale=1.0, stats="row", progress=False, column_share=None,
-                      fresh_units=False, hot="row"):
-            kw = {"fresh_units": fresh_units, "stats": stats, "hot": hot}
+                      fresh_units=False, hot=None):
+            kw = {"fresh_units": fresh_units, "stats": stats}
+            if hot is not None:
+                kw["hot"] = hot
             if column_share is not None:
                 kw["column_share"] = column_share
             return resample(tensors, layers, seed, scale=scale, progress=progress, **kw)
@@ -43,9 +45,9 @@ def get_defense(name: str):
 
 def apply_defense(tensors, layers, method: str = DEFAULT_DEFENSE, seed: int = 0, *, scale: float = 1.0,
                   stats: str = "row", column_share: float | None = None, fresh_units: bool = False,
-                  hot: str = "row", progress: bool = False):
+                  hot: str | None = None, progress: bool = False):
     """Run defense `method` on the pruned (exactly zero) positions of `layers` -> (updates, result).
-    stats: row | layer noise statistics (gaussian, decoy); column_share: hot-unit threshold (resample)."""
+    stats: row | layer noise statistics; column_share, hot, fresh_units: resample's options (None: its defaults)."""
     fn = get_defense(method)
     kwargs = {"scale": scale, "progress": progress, "stats": stats}
     if method == "resample":

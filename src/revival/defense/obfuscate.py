@@ -202,7 +202,8 @@ def strip_pruning_metadata(metadata: Mapping[str, str]) -> tuple[dict[str, str],
 
 def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: int = 0,
            progress: bool = False, method: str | None = None, scale: float = 1.0,
-           column_share: float | None = None, fresh_units: bool = False) -> tuple[Path, object, "MaskReport"]:
+           column_share: float | None = None, fresh_units: bool = False,
+           hot: str | None = None) -> tuple[Path, object, "MaskReport"]:
     """Load a pruned checkpoint, defend its target layers with `method` (`revival.defense.DEFENSES`;
     None: the default, resample), strip telltale metadata, write `out` in the same format. Returns
     (output path, the defense's result, MaskReport of the input).
@@ -235,7 +236,8 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
             if p is not None and p in ckpt.tensors:
                 tensors[p] = ckpt.tensors[p]
     updates, result = apply_defense(tensors, names, method, seed, scale=scale, stats=stats,
-                                    column_share=column_share, fresh_units=fresh_units, progress=progress)
+                                    column_share=column_share, fresh_units=fresh_units, hot=hot,
+                                    progress=progress)
     clean, removed = strip_pruning_metadata(ckpt.metadata)
     result.metadata_removed = removed
     written = save_checkpoint(ckpt, out, updates, metadata=clean if removed else None)
