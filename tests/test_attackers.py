@@ -154,10 +154,13 @@ def test_auc_localisation_and_helpers():
 def test_cli_attack_with_a_named_attacker(tiny_unet, tmp_path, capsys):
     from revival.cli import main
 
-    rc = main(["attack", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "rev"), "--attacker", "reprune", "--quiet"])
+    rc = main(["attack", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "rev"), "--attacker", "reprune", "--quiet",
+               "--original", str(tiny_unet.original_dir)])
     assert rc == 0
     rep = json.loads((tmp_path / "rev" / "revival_report.json").read_text())
     assert rep["attacker"]["attacker"] == "reprune" and rep["attacker"]["revived"] > 0
+    # reprune reads every exact zero, so against the zeros release it finds every pruned position
+    assert rep["attacker"]["localisation"]["recall"] == 1.0
     rc = main(["attack", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "m"), "--attacker", "method-aware"])
     assert rc == 2 and "--concept" in capsys.readouterr().err and not (tmp_path / "m").exists()
     rc = main(["attack", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "x"), "--attacker", "oracle"])

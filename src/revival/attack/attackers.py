@@ -353,10 +353,11 @@ def run_attacker(name: str, tensors: Mapping[str, torch.Tensor], layers: Sequenc
 
 def attack_release(path, output, attacker: str, config: AttackConfig | None = None, *, layers: str | None = None,
                    report=None, model: str | None = None, concept: str | None = None,
-                   fraction: float | None = None, progress: bool = False) -> dict:
+                   fraction: float | None = None, original=None, progress: bool = False) -> dict:
     """Load a release, run `attacker`, write the revived checkpoint (input's format) and a JSON
     report (OUT.report.json, or OUT/revival_report.json for a folder; `report` to choose).
     method-aware also needs `model` ("testbed" or a local SD pipeline folder) and `concept`.
+    With `original` (the checkpoint before unlearning) the report scores the localisation.
     Returns the report dict. Bad input raises RevivalError before anything is written."""
     from ..io import check_output_path, load_checkpoint, save_checkpoint, write_report
     from ..layers import DEFAULT_LAYERS, check_finite, select_layers
@@ -382,7 +383,15 @@ def attack_release(path, output, attacker: str, config: AttackConfig | None = No
         if not concept:
             raise RevivalError("the method-aware attacker needs --concept (and --model, default testbed).")
         ctx_kw.update(_method_context(model or "testbed", concept, ckpt))
-    updates, result = run_attacker(attacker, tensors, names, AttackContext(**ctx_kw))
+    truth = None
+    if original is not None:
+        orig = load_checkpoint(original)
+        check_output_path(output, orig.input_paths())
+        missing = [n for n in names if n not in orig.tensors]
+        if missing:
+            raise RevivalError(f"the original has no layer {missing[0]!r}.")
+        truth = true_mask({n: orig.tensors[n] for n in names}, tensors, names)
+    updates, result = run_attacker(attacker, tensors, names, AttackContext(**ctx_kw), truth=truth)
     if not updates:
         raise RevivalError(f"the {attacker} attacker found nothing to revive in {ckpt.path} ({result.refused}).")
     written = save_checkpoint(ckpt, output, updates)

@@ -61,6 +61,8 @@ def register(sub) -> None:
     a.add_argument("--model", default="testbed", help="method-aware: testbed or a local SD pipeline folder")
     a.add_argument("--fraction", type=float, default=None,
                    help="residual/columns/reprune: share of each matrix's entries to locate")
+    a.add_argument("--original", type=Path, default=None,
+                   help="--attacker other than zeros: the weights before unlearning, to score the localisation")
     a.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     a.set_defaults(func=_attack)
 
@@ -270,11 +272,15 @@ def _attack(args) -> int:
 
         data = attack_release(args.checkpoint, args.output, args.attacker, config, layers=args.layers,
                               report=args.report, model=args.model, concept=args.concept,
-                              fraction=args.fraction, progress=not args.quiet)
+                              fraction=args.fraction, original=args.original, progress=not args.quiet)
         if not args.quiet:
             r = data["attacker"]
             print(f"{args.attacker}: located {r['located']}, revived {r['revived']} weights in {r['layers']} layers "
                   f"({data['seconds']['total']:.1f} s) -> {data['output']}")
+            if r.get("localisation"):
+                loc = r["localisation"]
+                print(f"localisation: entry AUC {loc['entry_auc']:.3f}, column AUC {loc['column_auc']:.3f}, "
+                      f"precision@k {loc['precision_at_k']:.3f} (base rate {loc['base_rate']:.3f})")
             print(f"report -> {data['report']}")
         return 0
     data = attack_checkpoint(args.checkpoint, args.output, config, layers=args.layers, report=args.report,
