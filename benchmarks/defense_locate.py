@@ -22,6 +22,14 @@ ratio 0.02 for MiniLM and 0.05 for the testbed (the demo's).
     python benchmarks/defense_locate.py            # MiniLM and testbed, row and layer statistics
     python benchmarks/defense_locate.py --quick    # two MiniLM layers, row statistics
     python benchmarks/defense_locate.py --quick --end-to-end   # + the adaptive attack, evaluated
+    python benchmarks/defense_locate.py --attackers            # every attacker x every defense (localisation)
+
+--attackers: every attacker of `revival.attack.attackers` (zeros, residual, method-aware, columns,
+reprune) against every defense (gaussian, decoy, resample = the default), on the same real weights
+and ConceptPrune-like masks; method-aware is given the masks' own per-step activation norms (what
+rerunning ConceptPrune's statistics on a release yields: the layers feeding ff.net.2 are intact).
+Entry AUC, column AUC (columns where pruning concentrated) and precision@k vs the true (pruned) mask; "resample-fresh" is resample with fresh_units (its
+method-aware row keeps the original activations, so it overstates that attacker there).
 
 --end-to-end: on the demo's unlearned and obfuscated testbed model (ConceptPrune, skill ratio
 0.05), the attacker zeroes the located entries (factor x each layer's true pruned share: an
@@ -117,6 +125,69 @@ def end_to_end(concept: str, seeds_per_class: int, factors: list[float]) -> None
     pipe.unet.load_state_dict(original)
 
 
+def masked_with_stats(w: torch.Tensor, seed: int, skill_ratio: float = 0.02, steps: int = 10,
+                      concept_frac: float = 0.03, boost: float = 4.0, sigma: float = 0.5, spread: float = 0.2,
+                      drift: float = 0.1):
+    """sign_recovery.conceptprune_like_mask's recipe, also returning the per-step activation norms
+    [steps, in] of target and base prompts (the statistics a method-aware attacker reruns)."""
+    g = torch.Generator().manual_seed(seed)
+    n = w.shape[1]
+    a_base = torch.exp(sigma * torch.randn(n, generator=g))
+    a_tgt = a_base * torch.exp(spread * torch.randn(n, generator=g))
+    a_tgt[torch.randperm(n, generator=g)[: max(1, int(concept_frac * n))]] *= boost
+    k = max(1, int(skill_ratio * n))
+    mask = torch.zeros_like(w, dtype=torch.bool)
+    ats, abs_ = [], []
+    for _ in range(steps):
+        at = a_tgt * torch.exp(drift * torch.randn(n, generator=g))
+        ab = a_base * torch.exp(drift * torch.randn(n, generator=g))
+        step = torch.zeros_like(mask)
+        step.scatter_(1, (w.abs() * at).topk(k, dim=1).indices, True)
+        mask |= step & (at > ab)[None]
+        ats.append(at)
+        abs_.append(ab)
+    return mask, torch.stack(ats), torch.stack(abs_)
+
+
+def attackers_table(sets, quick: bool) -> None:
+    """Localisation of every attacker against every defense (mean over layers)."""
+    from revival.attack.attackers import ATTACKERS, AttackContext, run_attacker
+    from revival.defense import DEFENSES, apply_defense
+
+    name, proj = "blk.ff.net.2.weight", "blk.ff.net.0.proj.weight"
+    print(f"\n{'weights':26s} {'defense':9s} {'attacker':13s} {'entry AUC':>9s} {'col AUC':>8s} "
+          f"{'prec@k':>7s} {'base':>6s}  (mean over layers; AUC 0.5 = chance)")
+    for label, layers, ratio in sets:
+        layers = layers[:2] if quick else layers
+        rows: dict = {}
+        for i, (w, side) in enumerate(layers):
+            mask, a_t, a_b = masked_with_stats(w, seed=i, skill_ratio=ratio)
+            p = side.permute(0, 2, 1).reshape(-1, w.shape[0]).contiguous()     # [d*in, out], as ff.net.0.proj
+            pruned = {name: w.masked_fill(mask, 0), proj: p}
+            stats = {"t": {name: a_t}, "b": {name: a_b}}
+            ctx = AttackContext(skill_ratio=ratio, steps=10, prompts=(["t"], ["b"]),
+                                activations=lambda pr, s=stats: s["t" if pr == ["t"] else "b"])
+            for d in (*DEFENSES, "resample-fresh"):
+                upd, _ = apply_defense(pruned, [name], d.split("-")[0], seed=i, fresh_units=d.endswith("fresh"))
+                release = {**pruned, **upd}
+                truth = {name: mask}
+                for a in ATTACKERS:
+                    located = _locate_only(a, release, name, ctx)
+                    from revival.attack.attackers import localisation
+
+                    loc = localisation(located, truth, [name])
+                    rows.setdefault((d, a), []).append((loc.entry_auc, loc.column_auc, loc.precision_at_k, loc.base_rate))
+        for (d, a), r in rows.items():
+            e, c, pk, b = (statistics.mean(x[j] for x in r) for j in range(4))
+            print(f"{label:26s} {d:9s} {a:13s} {e:9.3f} {c:8.3f} {pk:7.3f} {b:6.3f}", flush=True)
+
+
+def _locate_only(attacker: str, tensors, name: str, ctx):
+    from revival.attack.attackers import _registry
+
+    return _registry()[attacker](tensors, [name], ctx)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -126,12 +197,18 @@ def main() -> None:
     ap.add_argument("--concept", default="sneaker")
     ap.add_argument("--seeds-per-class", type=int, default=10)
     ap.add_argument("--factors", default="1,2", help="located share as multiples of the true pruned share")
+    ap.add_argument("--attackers", action="store_true",
+                    help="only the table of every attacker against every defense (localisation)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sets = [("MiniLM-L6 FFN (384x1536)", load_layers(minilm_path()), 0.02)]
     if not args.quick:
         sets.append(("testbed ff.net.2", load_testbed_layers(), 0.05))
     t0 = time.time()
+    if args.attackers:
+        attackers_table(sets, args.quick)
+        print(f"({time.time() - t0:.0f} s, {args.threads} thread(s))")
+        return
     print(f"{'weights':26s} {'stats':5s} {'locator':16s} {'AUC':>6s} {'AUC orig':>8s} "
           f"{'prec@k':>7s} {'base':>6s}  (mean over layers)")
     for label, layers, ratio in sets:

@@ -103,7 +103,7 @@ def test_defend_and_score_verbs(tiny_unet, tmp_path, capsys):
                        "--seed", "2")
     assert rc == 0, err and "filled" in out
     rep = json.loads((tmp_path / "safe" / "revival_report.json").read_text())
-    assert rep["obfuscate"]["stats"] == "layer" and rep["obfuscate"]["totals"]["filled"] > 0
+    assert rep["defense"]["stats"] == "layer" and rep["defense"]["totals"]["filled"] > 0
     rc, _, err = run(capsys, "attack", tiny_unet.pruned_dir, "-o", tmp_path / "rev", "--quiet")
     assert rc == 0, err
     args = ["score", "--original", tiny_unet.original_dir, "--pruned", tiny_unet.pruned_dir,

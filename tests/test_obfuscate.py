@@ -96,10 +96,13 @@ def test_defend_checkpoint_end_to_end(checkpoint_files, tmp_path, kind):
     suffix = "" if src.is_dir() else src.suffix
     reports = tmp_path / "reports"
     reports.mkdir()
-    out1, res, masks = defend(src, tmp_path / ("a" + suffix), stats="row", seed=3, report=reports / "a.json")
-    out2, _, _ = defend(src, tmp_path / ("b" + suffix), stats="row", seed=3, report=reports / "b.json")
-    out3, _, _ = defend(src, tmp_path / ("c" + suffix), stats="row", seed=4, report=reports / "c.json")
-    assert res.report == reports / "a.json" and json.loads(res.report.read_text())["obfuscate"]["seed"] == 3
+    out1, res, masks = defend(src, tmp_path / ("a" + suffix), stats="row", seed=3, method="gaussian",
+                              report=reports / "a.json")
+    out2, _, _ = defend(src, tmp_path / ("b" + suffix), stats="row", seed=3, method="gaussian",
+                        report=reports / "b.json")
+    out3, _, _ = defend(src, tmp_path / ("c" + suffix), stats="row", seed=4, method="gaussian",
+                        report=reports / "c.json")
+    assert res.report == reports / "a.json" and json.loads(res.report.read_text())["defense"]["seed"] == 3
     assert file_bytes(src) == before
     assert file_bytes(out1) == file_bytes(out2)
     assert file_bytes(out1) != file_bytes(out3)
@@ -125,9 +128,26 @@ def test_defend_strips_telltale_metadata_and_refuses_unpruned(checkpoint_files, 
     ck = load_checkpoint(checkpoint_files["safetensors_fp32"])
     tensors = {k: ck.tensors[k] for k in ck.tensors}
     save_file(tensors, str(tmp_path / "p.safetensors"), metadata={"format": "pt", "pruned_by": "conceptprune"})
-    out, res, _ = defend(tmp_path / "p.safetensors", tmp_path / "d.safetensors")
+    out, res, _ = defend(tmp_path / "p.safetensors", tmp_path / "d.safetensors")      # the default method
+    assert res.to_dict()["method"] == "resample"
     assert res.metadata_removed == ["pruned_by"]
     assert load_checkpoint(out).metadata == {"format": "pt"}
-    with pytest.raises(RevivalError, match="nothing to obfuscate"):
+    with pytest.raises(RevivalError, match="no pruned layer was found"):  # no zeros left to find
         defend(out, tmp_path / "again.safetensors")
     assert not (tmp_path / "again.safetensors").exists()
+
+
+def test_noise_scale_knob():
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(8, 4000, generator=g)
+    w[:, ::2] = 0
+    mask = w == 0
+    base, _ = obfuscate_matrix(w, "row", torch.Generator().manual_seed(0))
+    wide, _ = obfuscate_matrix(w, "row", torch.Generator().manual_seed(0), scale=3.0)
+    assert wide[mask].std().item() == pytest.approx(3 * base[mask].std().item(), rel=0.05)
+    assert torch.equal(wide[~mask], w[~mask])
+    upd, res = obfuscate({"L": w}, ["L"], seed=0, scale=0.5)
+    assert res.to_dict()["scale"] == 0.5
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(RevivalError, match="noise scale"):
+            obfuscate_matrix(w, "row", scale=bad)

@@ -63,3 +63,19 @@ def locate(w: torch.Tensor, fraction: float, side: torch.Tensor | None = None, *
     mask = torch.zeros(score.numel(), dtype=torch.bool)
     mask[order] = True
     return mask.view(w.shape)
+
+
+def locate_residual(tensors, layers, context):
+    """The `residual` attacker (`revival.attack.attackers`): per layer, the `context.share`
+    worst-fitting entries (side information + low-rank basis), scored by `residual_scores`."""
+    from .attackers import Located, top_fraction
+    from .revive import side_features
+
+    masks, scores = {}, {}
+    for name in layers:
+        w = tensors[name].float().cpu()
+        side = side_features(tensors, name, tuple(w.shape)) if context.config.side else None
+        s = residual_scores(w, None if side is None else side.float().cpu())
+        scores[name] = s
+        masks[name] = top_fraction(s, context.share)
+    return Located(masks, scores, info={"share": context.share})

@@ -14,7 +14,7 @@ from ..errors import RevivalError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import core, demo, evaluate, experiment, testbed, unlearn
+    from . import audit, core, demo, evaluate, experiment, testbed, unlearn
 
     parser = argparse.ArgumentParser(
         prog="revival",
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch CPU threads (default: REVIVAL_THREADS, else torch's own choice; "
                              "pin 1 on a busy shared machine, see README)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (core, unlearn, evaluate, testbed, demo, experiment):
+    for module in (core, unlearn, evaluate, testbed, demo, experiment, audit):
         module.register(sub)
     return parser
 

@@ -57,20 +57,39 @@ def register(sub) -> None:
     a.add_argument("--layers", default=None, help=_FOUND_HELP)
     a.add_argument("--report", type=Path, default=None,
                    help="JSON report path (default: OUTPUT.report.json, or OUTPUT/revival_report.json for a folder)")
+    a.add_argument("--attacker", default="zeros",
+                   help="how the pruned positions are found: zeros (the paper's, default), residual, method-aware, "
+                        "columns, reprune (see revival.attack.attackers)")
+    a.add_argument("--concept", default=None, help="method-aware: the erased concept (its public prompts)")
+    a.add_argument("--model", default="testbed", help="method-aware: testbed or a local SD pipeline folder")
+    a.add_argument("--fraction", type=float, default=None,
+                   help="residual/columns/reprune: share of each matrix's entries to locate")
+    a.add_argument("--original", type=Path, default=None,
+                   help="--attacker other than zeros: the weights before unlearning, to score the localisation")
     a.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (only the files this command writes; others are kept)")
     a.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     a.set_defaults(func=_attack)
 
-    d = sub.add_parser("defend", help="Gaussian obfuscation: fill pruned positions with noise",
-                       description="Fill every pruned (exactly zero) position of the target layers with Gaussian "
-                                   "noise N(mean, std) of the surviving weights of the same row (or layer), strip "
-                                   "metadata that tells of pruning, and write the checkpoint in the input's format.")
+    d = sub.add_parser("defend", help="hide the pruned positions of a release (default: resample)",
+                       description="Defend a pruned release (revival.defense): resample (default) fills every pruned "
+                                   "position with Gaussian noise of the surviving weights of the same row (or layer) "
+                                   "and replaces whole the hidden units where pruning concentrated; gaussian fills "
+                                   "only the pruned positions; decoy fills them and zeroes as many decoys. Strips "
+                                   "metadata that tells of pruning; writes the checkpoint in the input's format.")
     d.add_argument("checkpoint", type=Path, help="the pruned (unlearned) UNet checkpoint")
     d.add_argument("-o", "--output", type=Path, required=True, help="where to write the obfuscated checkpoint")
     d.add_argument("--stats", choices=("row", "layer"), default="row",
                    help="noise statistics from the same row (default) or the whole layer")
     d.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    d.add_argument("--method", default=None, help="resample (default), gaussian or decoy")
+    d.add_argument("--scale", type=float, default=1.0, help="noise scale: multiplies the noise's std (default 1)")
+    d.add_argument("--column-share", type=float, default=None,
+                   help="resample: replace the hidden units with at least this share of rows pruned (default 0.4)")
+    d.add_argument("--hot", choices=("column", "row"), default=None,
+                   help="resample: noise scale of those units: their own surviving weights' (column, default) or the rows'")
+    d.add_argument("--fresh-units", action="store_true",
+                   help="resample: also redraw those units' ff.net.0.proj rows (costlier; see README)")
     d.add_argument("--layers", default=None, help=_LAYERS_HELP)
     d.add_argument("--report", type=Path, default=None,
                    help="JSON report path (default: OUTPUT.report.json, or OUTPUT/revival_report.json for a folder)")
@@ -131,6 +150,23 @@ def _attack(args) -> int:
             "magnitude": args.magnitude, "seed": args.seed, "device": args.device, "max_iters": args.max_iters,
             "side": False if args.no_side else None}
     config = AttackConfig(**{k: v for k, v in opts.items() if v is not None})
+    if args.attacker != "zeros":
+        from ..attack.attackers import attack_release
+
+        data = attack_release(args.checkpoint, args.output, args.attacker, config, layers=args.layers,
+                              report=args.report, model=args.model, concept=args.concept,
+                              fraction=args.fraction, original=args.original, overwrite=args.overwrite,
+                              progress=not args.quiet)
+        if not args.quiet:
+            r = data["attacker"]
+            print(f"{args.attacker}: located {r['located']}, revived {r['revived']} weights in {r['layers']} layers "
+                  f"({data['seconds']['total']:.1f} s) -> {data['output']}")
+            if r.get("localisation"):
+                loc = r["localisation"]
+                print(f"localisation: entry AUC {loc['entry_auc']:.3f}, column AUC {loc['column_auc']:.3f}, "
+                      f"precision@k {loc['precision_at_k']:.3f} (base rate {loc['base_rate']:.3f})")
+            print(f"report -> {data['report']}")
+        return 0
     data = revive_checkpoint(args.checkpoint, args.output, config, layers=args.layers, report=args.report,
                              overwrite=args.overwrite, progress=not args.quiet)
     if not args.quiet:
@@ -150,10 +186,12 @@ def _defend(args) -> int:
     from ..defense.obfuscate import defend
 
     written, result, _ = defend(args.checkpoint, args.output, layers=args.layers, stats=args.stats, seed=args.seed,
-                                report=args.report, overwrite=args.overwrite, progress=not args.quiet)
+                                report=args.report, overwrite=args.overwrite, progress=not args.quiet,
+                                method=args.method, scale=args.scale, column_share=args.column_share,
+                                fresh_units=args.fresh_units, hot=args.hot)
     if not args.quiet:
         print(f"filled {result.pruned} pruned positions in {sum(l.pruned > 0 for l in result.layers)} layers "
-              f"with N(mean, std) of each {args.stats} (seed {args.seed}) -> {written}")
+              f"({result.to_dict()['method']}, N(mean, std) of each {args.stats}, seed {args.seed}) -> {written}")
         if result.metadata_removed:
             print("removed metadata: " + ", ".join(result.metadata_removed))
         print(f"report -> {result.report}")

@@ -1,0 +1,57 @@
+"""Defenses of a pruned release: one a file, selectable by name (`revival defend --method NAME`).
+
+    gaussian     fill the pruned positions with N(mean, std) of the row / layer (the paper's; obfuscate.py)
+    decoy        fill, then zero as many decoy positions, clustered like ConceptPrune's (decoy.py)
+    resample     fill, and replace whole the hidden units where pruning concentrated (resample.py;
+                 the default)
+
+Each is `fn(tensors, layers, seed, scale=..., progress=...) -> (updates, result)`: updates hold the
+changed layers (dtype and shape kept), result has `to_dict()` and `pruned` (positions filled).
+"""
+from __future__ import annotations
+
+from ..errors import RevivalError
+
+DEFENSES = ("resample", "gaussian", "decoy")
+DEFAULT_DEFENSE = "resample"
+
+
+def get_defense(name: str):
+    """The defense function named `name`."""
+    if name == "gaussian":
+        from .obfuscate import obfuscate
+
+        def gaussian(tensors, layers, seed=0, *, scale=1.0, stats="row", progress=False):
+            return obfuscate(tensors, layers, stats, seed, progress=progress, scale=scale)
+        return gaussian
+    if name == "decoy":
+        from .decoy import decoy
+
+        return decoy
+    if name == "resample":
+        from .resample import resample
+
+        def resample_(tensors, layers, seed=0, *, scale=1.0, stats="row", progress=False, column_share=None,
+                      fresh_units=False, hot=None):
+            kw = {"fresh_units": fresh_units, "stats": stats}
+            if hot is not None:
+                kw["hot"] = hot
+            if column_share is not None:
+                kw["column_share"] = column_share
+            return resample(tensors, layers, seed, scale=scale, progress=progress, **kw)
+        return resample_
+    raise RevivalError(f"defense method must be one of {', '.join(DEFENSES)}, got {name!r}.")
+
+
+def apply_defense(tensors, layers, method: str = DEFAULT_DEFENSE, seed: int = 0, *, scale: float = 1.0,
+                  stats: str = "row", column_share: float | None = None, fresh_units: bool = False,
+                  hot: str | None = None, progress: bool = False):
+    """Run defense `method` on the pruned (exactly zero) positions of `layers` -> (updates, result).
+    stats: row | layer noise statistics; column_share, hot, fresh_units: resample's options (None: its defaults)."""
+    fn = get_defense(method)
+    kwargs = {"scale": scale, "progress": progress, "stats": stats}
+    if method == "resample":
+        kwargs["column_share"] = column_share
+        kwargs["fresh_units"] = fresh_units
+        kwargs["hot"] = hot
+    return fn(tensors, layers, seed, **kwargs)

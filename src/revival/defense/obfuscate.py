@@ -45,6 +45,7 @@ class LayerObfuscation:
     nudged: int  # draws that rounded to exactly 0 in the stored dtype and were redrawn or nudged
     noise_mean: float  # mean of the filled values (float32)
     noise_std: float  # their std
+    decoys: int = 0  # decoy zeros set after filling (defense "decoy")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +55,8 @@ class LayerObfuscation:
 class ObfuscateResult:
     stats: str
     seed: int
+    scale: float = 1.0
+    method: str = "gaussian"
     layers: list[LayerObfuscation] = field(default_factory=list)
     metadata_removed: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -64,7 +67,7 @@ class ObfuscateResult:
         return sum(layer.pruned for layer in self.layers)
 
     def to_dict(self) -> dict:
-        return {"stats": self.stats, "seed": self.seed, "layers": [layer.to_dict() for layer in self.layers],
+        return {"method": self.method, "stats": self.stats, "seed": self.seed, "scale": self.scale, "layers": [layer.to_dict() for layer in self.layers],
                 "metadata_removed": list(self.metadata_removed),
                 "totals": {"layers": len(self.layers), "filled": self.pruned,
                            "layers_filled": sum(layer.pruned > 0 for layer in self.layers),
@@ -72,14 +75,20 @@ class ObfuscateResult:
                            "seconds": round(self.seconds, 4)}}
 
 
-def layer_seed(seed: int, name: str) -> int:
-    """A per-layer seed that depends only on (seed, layer name), not on which layers run."""
-    return item_seed(seed, name)
+def check_scale(scale) -> float:
+    import math
+
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise RevivalError(f"the noise scale must be a positive number, got {scale!r}.")
+    return float(scale)
+
 
 
 def obfuscate_matrix(w: torch.Tensor, stats: str = "row", generator: torch.Generator | None = None,
-                     ) -> tuple[torch.Tensor, LayerObfuscation]:
-    """Fill the exact zeros of `w` [out, in] with Gaussian noise; other entries bit-identical."""
+                     scale: float = 1.0) -> tuple[torch.Tensor, LayerObfuscation]:
+    """Fill the exact zeros of `w` [out, in] with Gaussian noise N(mean, (scale * std)^2) of the
+    surviving weights of the row (or layer); other entries bit-identical."""
+    check_scale(scale)
     if stats not in STATS:
         raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
     if w.dim() != 2 or not w.is_floating_point():
@@ -115,6 +124,7 @@ def obfuscate_matrix(w: torch.Tensor, stats: str = "row", generator: torch.Gener
     rows = mask.nonzero()[:, 0]  # row-major order of the pruned positions
     mu, sigma = mean[rows], std[rows]
     sigma = torch.where(sigma > 0, sigma, l_std if float(l_std) > 0 else torch.tensor(1e-3, dtype=torch.float64))
+    sigma = sigma * scale
     # noise drawn on the CPU (the same bytes on every device), then moved to the weight's device
     values = (mu + sigma * torch.randn(n, generator=g, dtype=torch.float64).to(mu.device)).to(w.dtype)
     zero = values == 0
@@ -140,19 +150,21 @@ def obfuscate_matrix(w: torch.Tensor, stats: str = "row", generator: torch.Gener
 
 
 def obfuscate(tensors: Mapping[str, torch.Tensor], layers: list[str], stats: str = "row", seed: int = 0,
-              *, progress: bool = False) -> tuple[dict[str, torch.Tensor], ObfuscateResult]:
+              *, progress: bool = False, scale: float = 1.0) -> tuple[dict[str, torch.Tensor], ObfuscateResult]:
     """Gaussian obfuscation of the pruned (exactly zero) positions of `layers`.
 
     Returns (updates, result): updates maps each layer with pruned positions to its obfuscated
     tensor (same dtype and shape; unpruned entries bit-identical). Each layer's noise comes from
-    a torch.Generator seeded by (seed, layer name): same seed -> same bytes.
+    a torch.Generator seeded by (seed, layer name): same seed -> same bytes. `scale` multiplies
+    the noise's standard deviation (1: the surviving weights' own).
     Raises RevivalError for a bad `stats`/`seed`, a missing or non-2-D layer, or NaN/inf weights.
     """
     if stats not in STATS:
         raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise RevivalError(f"seed must be a non-negative integer, got {seed!r}.")
-    result = ObfuscateResult(stats=stats, seed=seed)
+    check_scale(scale)
+    result = ObfuscateResult(stats=stats, seed=seed, scale=float(scale))
     updates: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     it = layers
@@ -166,8 +178,8 @@ def obfuscate(tensors: Mapping[str, torch.Tensor], layers: list[str], stats: str
         w = tensors[name]
         if not bool(torch.isfinite(w).all()):
             raise RevivalError(f"target layer {name!r} contains NaN or infinite weights.")
-        g = torch.Generator().manual_seed(layer_seed(seed, name))
-        out, info = obfuscate_matrix(w, stats, g)
+        g = torch.Generator().manual_seed(item_seed(seed, name))
+        out, info = obfuscate_matrix(w, stats, g, scale)
         info.name = name
         result.layers.append(info)
         if info.pruned:
@@ -188,36 +200,54 @@ def strip_pruning_metadata(metadata: Mapping[str, str]) -> tuple[dict[str, str],
 
 
 def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: int = 0,
-           progress: bool = False, report=None, overwrite: bool = False) -> tuple[Path, ObfuscateResult, "MaskReport"]:
-    """Load a pruned checkpoint, obfuscate its target layers, strip telltale metadata, write `out`
-    in the same format, and its JSON report (`report`, default beside the output as for the
-    attack). Returns (output path, ObfuscateResult, MaskReport of the input).
+           progress: bool = False, method: str | None = None, scale: float = 1.0,
+           column_share: float | None = None, fresh_units: bool = False,
+           hot: str | None = None, report=None, overwrite: bool = False) -> tuple[Path, object, "MaskReport"]:
+    """Load a pruned checkpoint, defend its target layers with `method` (`revival.defense.DEFENSES`;
+    None: the default, resample), strip telltale metadata, write `out` in the same format and its
+    JSON report (`report`, default beside the output as for the attack). Returns (output path,
+    the defense's result, MaskReport of the input).
 
     Raises RevivalError when the target layers hold no exact zero (nothing to hide), or for an
     output/report that would replace an input or (without `overwrite`) an existing file.
     """
     from ..attack.revive import check_report_path, default_report_path
     from ..io import check_output_path, load_checkpoint, save_checkpoint, write_report
-    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
+    from ..layers import check_finite, target_layers
     from ..masks import mask_report
+    from . import DEFAULT_DEFENSE, apply_defense, get_defense
 
     t0 = time.perf_counter()
+    method = method or DEFAULT_DEFENSE
+    get_defense(method)  # refuse an unknown method before reading anything
+    check_scale(scale)
+    if stats not in STATS:
+        raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
     ckpt = load_checkpoint(path)
     out = check_output_path(out, ckpt.input_paths())
     report_path = Path(report) if report is not None else default_report_path(out, ckpt.format)
     check_report_path(report_path, out, ckpt.input_paths(),
                       overwrite=overwrite or (report is None and ckpt.format == "diffusers"))
-    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
+    names = target_layers(ckpt.tensors, layers)  # default: every layer found pruned by its zeros
     check_finite(ckpt.tensors, names, str(ckpt.path))
     masks = mask_report(ckpt.tensors, names)
     if masks.pruned == 0:
         raise RevivalError(f"{ckpt.path} has no pruned (exactly zero) weights in its {len(names)} target "
                            "layer(s); there is nothing to obfuscate.")
-    updates, result = obfuscate(ckpt.tensors, names, stats, seed, progress=progress)
+    tensors = ckpt.tensors
+    if method == "resample":  # the side information (ff.net.0.proj) travels with the target layers
+        tensors = {n: ckpt.tensors[n] for n in names}
+        for n in names:
+            p = n[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight" if n.endswith("ff.net.2.weight") else None
+            if p is not None and p in ckpt.tensors:
+                tensors[p] = ckpt.tensors[p]
+    updates, result = apply_defense(tensors, names, method, seed, scale=scale, stats=stats,
+                                    column_share=column_share, fresh_units=fresh_units, hot=hot,
+                                    progress=progress)
     clean, removed = strip_pruning_metadata(ckpt.metadata)
     result.metadata_removed = removed
     written = save_checkpoint(ckpt, out, updates, metadata=clean if removed else None, overwrite=overwrite)
     data = {"input": str(ckpt.path), "output": str(written), "format": ckpt.format, "naming": ckpt.naming,
-            "mask": masks.to_dict(), "obfuscate": result.to_dict(), "seconds": round(time.perf_counter() - t0, 4)}
+            "mask": masks.to_dict(), "defense": result.to_dict(), "seconds": round(time.perf_counter() - t0, 4)}
     result.report = write_report(report_path, data, ckpt.input_paths())
     return written, result, masks

@@ -1,0 +1,425 @@
+"""The attackers: named recipes that find the pruned positions of a release and revive them.
+
+A publisher asks "can my release be revived from the release alone?". Each attacker answers
+with one way of finding the hidden positions (one file an idea), followed by the same revival
+(matrix completion -> Top-K sign retention -> magnitude rule, `revive.py`):
+
+    zeros         the paper's: the pruned positions are the exact zeros (`revive.py`)
+    residual      entries that fit the matrix's structure worst (`locate.py`)
+    method-aware  reruns ConceptPrune's activation statistics on the release for the concept's
+                  public prompts and reruns its selection (`method_aware.py`)
+    columns       hidden units whose output column fits its side information worst, revived
+                  whole from side information and the rest of the matrix (`columns.py`)
+    reprune       zeroes the smallest weights (globally or per row), then reads the zeros (`reprune.py`)
+
+An attacker is a function ``locate(tensors, layers, context) -> Located``; `run_attacker` then
+zeroes the located entries, revives them and puts the release's value back wherever the attack
+kept no sign. With the original weights (`truth`), `localisation` scores how well the pruned
+positions were found: AUC of the attacker's suspicion score per entry and per column, and
+precision at k (k = the true number).
+
+Example::
+
+    >>> updates, result = run_attacker("residual", release, layers, AttackContext())
+    >>> result.to_dict()["located"]
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import RevivalError
+from .magnitudes import get_magnitude
+from ..seeding import item_seed
+from .revive import AttackConfig, revive_matrix, side_features
+from .signs import top_k_signs
+
+DEFAULT_ATTACKER = "zeros"
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """What an attacker knows besides the release.
+
+    config: the revival attack's settings (completion, keep, magnitude, seed).
+    fraction: share of each matrix's entries to locate (None: `skill_ratio`, the method's public
+        setting, which is about the share ConceptPrune prunes).
+    skill_ratio, steps: ConceptPrune's public settings (method-aware reruns them).
+    prompts: (target, base) prompts of the concept (method-aware; ConceptPrune's public ones).
+    activations: prompts -> {layer name: activation norms [steps, in]} collected on the
+        release (method-aware; see `revival.audit.release_activations`).
+    """
+
+    config: AttackConfig = AttackConfig()
+    fraction: float | None = None
+    skill_ratio: float = 0.05
+    steps: int = 10
+    prompts: tuple[Sequence[str], Sequence[str]] | None = None
+    activations: Callable[[Sequence[str]], Mapping[str, torch.Tensor]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.fraction is not None and not 0.0 < self.fraction < 0.5:
+            raise RevivalError(f"the located fraction must be in (0, 0.5), got {self.fraction!r}.")
+        if not 0.0 < self.skill_ratio <= 1.0:
+            raise RevivalError(f"skill_ratio must be in (0, 1], got {self.skill_ratio!r}.")
+
+    @property
+    def share(self) -> float:
+        return self.fraction if self.fraction is not None else min(0.49, self.skill_ratio)
+
+
+@dataclass
+class Located:
+    """An attacker's guess. masks: bool [out, in] per layer (the entries it will revive);
+    scores: float [out, in] per layer, higher = more suspect (for localisation quality);
+    estimates: optional per-layer completions the attacker made itself (else `revive` completes);
+    info: facts worth reporting."""
+
+    masks: dict[str, torch.Tensor]
+    scores: dict[str, torch.Tensor]
+    estimates: dict[str, torch.Tensor] | None = None
+    column_scores: dict[str, torch.Tensor] | None = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Localisation:
+    """How well an attacker found the true positions (higher AUC = better for the attacker).
+
+    entry_auc: AUC of the entry score for the true positions; column_auc: AUC of the column
+    score for the columns where pruning concentrated (the fewest columns holding half the
+    pruned entries); column_auc_any: for columns holding any; precision_at_k: true share of
+    the k top-scored entries (k = true count); precision / recall: of the located set;
+    base_rate: the true share (precision of a random guess)."""
+
+    entry_auc: float
+    column_auc: float
+    column_auc_any: float
+    precision_at_k: float
+    precision: float
+    recall: float
+    base_rate: float
+    true: int
+    located: int
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class AttackerResult:
+    attacker: str
+    located: int
+    revived: int
+    layers: int
+    seconds: float
+    localisation: Localisation | None = None
+    per_layer: dict[str, dict] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    refused: str | None = None     # why the attacker found nothing to revive
+
+    def to_dict(self) -> dict:
+        d = {"attacker": self.attacker, "located": self.located, "revived": self.revived,
+             "layers": self.layers, "seconds": round(self.seconds, 3), "refused": self.refused,
+             "localisation": self.localisation.to_dict() if self.localisation else None,
+             "per_layer": self.per_layer, "info": self.info}
+        return d
+
+
+# --------------------------------------------------------------------------- quality
+
+def auc(score: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mann-Whitney AUC of `score` for the True entries of `labels` (ties get average rank);
+    nan when either class is empty."""
+    s, m = score.flatten().double(), labels.flatten().bool()
+    pos = int(m.sum())
+    neg = m.numel() - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = torch.argsort(s, stable=True)
+    sorted_s = s[order]
+    ranks = torch.empty_like(s)
+    ranks[order] = torch.arange(1, s.numel() + 1, dtype=s.dtype)
+    # average ranks of ties
+    uniq, inv, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
+    if uniq.numel() < s.numel():
+        ends = counts.cumsum(0).double()
+        avg = ends - (counts.double() - 1) / 2
+        ranks[order] = avg[inv]
+    return float((ranks[m].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def concentrated_columns(mask: torch.Tensor) -> torch.Tensor:
+    """The fewest columns that together hold at least half of the mask's entries (bool [in])."""
+    cnt = mask.sum(0)
+    if int(cnt.sum()) == 0:
+        return torch.zeros_like(cnt, dtype=torch.bool)
+    vals, order = cnt.sort(descending=True, stable=True)
+    need = int((vals.cumsum(0) < 0.5 * float(cnt.sum())).sum()) + 1
+    out = torch.zeros_like(cnt, dtype=torch.bool)
+    out[order[:need]] = True
+    return out
+
+
+def column_score(score: torch.Tensor) -> torch.Tensor:
+    """Default column score: the mean entry score of each column."""
+    return score.float().mean(0)
+
+
+def localisation(located: Located, truth: Mapping[str, torch.Tensor], layers: Sequence[str]) -> Localisation:
+    """Entry and column AUC, precision@k, precision / recall of `located` against `truth`
+    (bool masks of the true positions). Scores of different layers are pooled per layer-rank
+    (each layer's scores are turned into within-layer quantiles first)."""
+    e_s, e_t, c_s, c_t, c_a, hits_k, loc_n, loc_hit, n_true, n_all = [], [], [], [], [], 0, 0, 0, 0, 0
+    for name in layers:
+        if name not in truth:
+            continue
+        t = truth[name].bool().cpu()
+        s = located.scores[name].float().cpu()
+        if tuple(s.shape) != tuple(t.shape):
+            raise RevivalError(f"the true mask of {name} has shape {tuple(t.shape)}, the layer {tuple(s.shape)}.")
+        q = _quantiles(s)
+        e_s.append(q.flatten())
+        e_t.append(t.flatten())
+        cs = located.column_scores[name].float().cpu() if located.column_scores and name in located.column_scores \
+            else column_score(s)
+        c_s.append(_quantiles(cs))
+        c_t.append(concentrated_columns(t))
+        c_a.append(t.any(0))
+        k = int(t.sum())
+        n_true += k
+        n_all += t.numel()
+        if k:
+            top = torch.argsort(s.flatten(), descending=True, stable=True)[:k]
+            hits_k += int(t.flatten()[top].sum())
+        m = located.masks[name].bool().cpu()
+        loc_n += int(m.sum())
+        loc_hit += int((m & t).sum())
+    if not e_s:
+        raise RevivalError("no target layer has a true mask to score the localisation against.")
+    return Localisation(
+        entry_auc=auc(torch.cat(e_s), torch.cat(e_t)), column_auc=auc(torch.cat(c_s), torch.cat(c_t)),
+        column_auc_any=auc(torch.cat(c_s), torch.cat(c_a)),
+        precision_at_k=hits_k / n_true if n_true else float("nan"),
+        precision=loc_hit / loc_n if loc_n else 0.0, recall=loc_hit / n_true if n_true else float("nan"),
+        base_rate=n_true / n_all if n_all else float("nan"), true=n_true, located=loc_n)
+
+
+def _quantiles(s: torch.Tensor) -> torch.Tensor:
+    """Within-layer quantiles in [0, 1]; tied scores share their average rank."""
+    flat = s.flatten().double()
+    order = torch.argsort(flat, stable=True)
+    _, inv, counts = torch.unique_consecutive(flat[order], return_inverse=True, return_counts=True)
+    avg = counts.cumsum(0).double() - (counts.double() + 1) / 2       # 0-based average rank
+    ranks = torch.empty_like(flat)
+    ranks[order] = avg[inv]
+    return (ranks / max(1, flat.numel() - 1)).view(s.shape)
+
+
+def true_mask(original: Mapping[str, torch.Tensor], release: Mapping[str, torch.Tensor],
+              layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The positions the publisher changed: where the release differs from the original."""
+    out = {}
+    for name in layers:
+        if name not in original:
+            raise RevivalError(f"the original has no layer {name!r}.")
+        o, r = original[name], release[name]
+        if tuple(o.shape) != tuple(r.shape):
+            raise RevivalError(f"layer {name!r} has shape {tuple(o.shape)} in the original but "
+                               f"{tuple(r.shape)} in the release.")
+        out[name] = (o.float() != r.float()).cpu()
+    return out
+
+
+def top_fraction(score: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Bool mask of the `fraction` top-scored entries of `score` (ties by position)."""
+    n = max(1, int(round(fraction * score.numel())))
+    order = torch.argsort(score.flatten().float(), descending=True, stable=True)[:n]
+    mask = torch.zeros(score.numel(), dtype=torch.bool)
+    mask[order] = True
+    return mask.view(score.shape)
+
+
+# --------------------------------------------------------------------------- revival
+
+def revive_located(tensors: Mapping[str, torch.Tensor], layers: Sequence[str], located: Located,
+                   config: AttackConfig) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """Zero the located entries, revive them (the attacker's own estimates when it made some,
+    else `revive_matrix`'s completion) and put the release's value back wherever no sign was
+    kept. Returns (updates, per-layer {located, revived, side})."""
+    updates, per_layer = {}, {}
+    for name in layers:
+        mask = located.masks.get(name)
+        if mask is None or not bool(mask.any()):
+            continue
+        w = tensors[name]
+        zeroed = w.masked_fill(mask.to(w.device), 0)
+        if located.estimates is not None and name in located.estimates:
+            out, kept = _revive_estimate(zeroed, mask.to(w.device), located.estimates[name].to(w.device),
+                                         config, name)
+            side = None
+        else:
+            feats = side_features(tensors, name, tuple(w.shape)) if config.side else None
+            out, _, kept, _, info = revive_matrix(zeroed, config, name=name, features=feats)
+            side = bool(info.get("side", False))
+        # the attack keeps signs at some positions; the rest of the located entries keep the release's value
+        updates[name] = torch.where(mask.to(w.device) & (out == 0), w, out)
+        per_layer[name] = {"located": int(mask.sum()), "revived": int((updates[name] != w).sum()), "side": side}
+    return updates, per_layer
+
+
+def _revive_estimate(zeroed: torch.Tensor, missing: torch.Tensor, estimate: torch.Tensor,
+                     config: AttackConfig, name: str) -> tuple[torch.Tensor, int]:
+    kept, signs = top_k_signs(estimate, missing, config.keep)
+    rows, cols = kept.nonzero(as_tuple=True)
+    gen = torch.Generator(device="cpu").manual_seed(item_seed(config.seed, name))
+    values = get_magnitude(config.magnitude)(zeroed, ~missing, rows, cols, signs[rows, cols].double(),
+                                             estimate[rows, cols].double(), gen)
+    out = zeroed.clone()
+    out[rows, cols] = values.to(zeroed.dtype)
+    return out, int(rows.numel())
+
+
+# --------------------------------------------------------------------------- registry
+
+def _zeros(tensors, layers, context: AttackContext) -> Located:
+    """The paper's attacker: the pruned positions are the exact zeros."""
+    masks = {n: (tensors[n] == 0).cpu() for n in layers}
+    scores = {n: m.float() for n, m in masks.items()}
+    return Located(masks, scores)
+
+
+def _registry() -> dict[str, Callable[..., Located]]:
+    from .columns import locate_columns
+    from .locate import locate_residual
+    from .method_aware import locate_method_aware
+    from .reprune import locate_reprune
+
+    return {"zeros": _zeros, "residual": locate_residual, "method-aware": locate_method_aware,
+            "columns": locate_columns, "reprune": locate_reprune}
+
+
+ATTACKERS = ("zeros", "residual", "method-aware", "columns", "reprune")
+
+
+def check_attacker(name: str) -> str:
+    if name not in ATTACKERS:
+        raise RevivalError(f"attacker must be one of {', '.join(ATTACKERS)}, got {name!r}.")
+    return name
+
+
+def run_attacker(name: str, tensors: Mapping[str, torch.Tensor], layers: Sequence[str],
+                 context: AttackContext | None = None, *,
+                 truth: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], AttackerResult]:
+    """Locate with attacker `name`, revive what it located. Returns (updates, AttackerResult);
+    updates hold only changed layers (release dtype/shape; entries outside the located set are
+    bit-identical). With `truth` (true masks), the result carries the localisation quality.
+    An attacker that locates nothing returns no updates and says why in `refused`."""
+    check_attacker(name)
+    context = context or AttackContext()
+    layers = list(layers)
+    if not layers:
+        raise RevivalError("no target layers were given to the attacker.")
+    for n in layers:
+        if n not in tensors:
+            raise RevivalError(f"target layer {n!r} is not in the checkpoint.")
+        t = tensors[n]
+        if t.ndim != 2 or not t.is_floating_point():
+            raise RevivalError(f"target layer {n!r} is not a floating-point matrix.")
+        if not bool(torch.isfinite(t).all()):
+            raise RevivalError(f"target layer {n!r} contains NaN or infinite weights.")
+    t0 = time.perf_counter()
+    located = _registry()[name](tensors, layers, context)
+    n_loc = sum(int(m.sum()) for m in located.masks.values())
+    result = AttackerResult(attacker=name, located=n_loc, revived=0, layers=0, seconds=0.0, info=dict(located.info))
+    if truth is not None:
+        result.localisation = localisation(located, truth, layers)
+    if n_loc == 0:
+        result.refused = "it located no position to revive"
+        result.seconds = time.perf_counter() - t0
+        return {}, result
+    updates, per_layer = revive_located(tensors, layers, located, context.config)
+    result.per_layer = per_layer
+    result.revived = sum(v["revived"] for v in per_layer.values())
+    result.layers = len(per_layer)
+    result.seconds = time.perf_counter() - t0
+    return updates, result
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def attack_release(path, output, attacker: str, config: AttackConfig | None = None, *, layers: str | None = None,
+                   report=None, model: str | None = None, concept: str | None = None,
+                   fraction: float | None = None, original=None, overwrite: bool = False,
+                   progress: bool = False) -> dict:
+    """Load a release, run `attacker`, write the revived checkpoint (input's format) and a JSON
+    report (OUT.report.json, or OUT/revival_report.json for a folder; `report` to choose).
+    method-aware also needs `model` ("testbed" or a local SD pipeline folder) and `concept`.
+    With `original` (the checkpoint before unlearning) the report scores the localisation.
+    Returns the report dict. Bad input raises RevivalError before anything is written; an
+    existing output or report is refused unless `overwrite`."""
+    from ..io import check_output_path, load_checkpoint, save_checkpoint, write_report
+    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
+    from .revive import check_report_path, default_report_path
+
+    check_attacker(attacker)
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(path)
+    output = check_output_path(output, ckpt.input_paths())
+    report_path = Path(report) if report is not None else default_report_path(output, ckpt.format)
+    check_report_path(report_path, output, ckpt.input_paths(),
+                      overwrite=overwrite or (report is None and ckpt.format == "diffusers"))
+    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
+    check_finite(ckpt.tensors, names, str(ckpt.path))
+    config = config or AttackConfig()
+    ctx_kw: dict = {"config": config, "fraction": fraction}
+    tensors = {n: ckpt.tensors[n] for n in names}
+    for n in names:   # side information of each target layer, when the checkpoint holds it
+        if n.endswith("ff.net.2.weight"):
+            p = n[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight"
+            if p in ckpt.tensors:
+                tensors[p] = ckpt.tensors[p]
+    if attacker == "method-aware":
+        if not concept:
+            raise RevivalError("the method-aware attacker needs --concept (and --model, default testbed).")
+        ctx_kw.update(_method_context(model or "testbed", concept, ckpt))
+    truth = None
+    if original is not None:
+        orig = load_checkpoint(original)
+        check_output_path(output, orig.input_paths())
+        missing = [n for n in names if n not in orig.tensors]
+        if missing:
+            raise RevivalError(f"the original has no layer {missing[0]!r}.")
+        truth = true_mask({n: orig.tensors[n] for n in names}, tensors, names)
+    updates, result = run_attacker(attacker, tensors, names, AttackContext(**ctx_kw), truth=truth)
+    if not updates:
+        raise RevivalError(f"the {attacker} attacker found nothing to revive in {ckpt.path} ({result.refused}).")
+    written = save_checkpoint(ckpt, output, updates, overwrite=overwrite)
+    data = {"input": str(ckpt.path), "output": str(written), "format": ckpt.format, "naming": ckpt.naming,
+            "layer_pattern": layers or DEFAULT_LAYERS, "attacker": result.to_dict(),
+            "attack": {"config": asdict(config)}, "seconds": {"total": round(time.perf_counter() - t0, 4)}}
+    data["report"] = str(write_report(report_path, data, ckpt.input_paths()))
+    return data
+
+
+def _method_context(model: str, concept: str, ckpt) -> dict:
+    """prompts and activation statistics of the release, for the method-aware attacker."""
+    from ..audit import release_activations
+    from ..models import load_model
+    from ..unlearn.conceptprune import PRESETS, concept_prompts, task_prompts
+
+    pipe = load_model(model)
+    own = pipe.unet.state_dict()
+    state = {k: ckpt.tensors[k].to(own[k].dtype) for k in ckpt.tensors if k in own}
+    if model == "testbed":
+        if concept not in pipe.classes:
+            raise RevivalError(f"unknown concept {concept!r}; the testbed knows: {', '.join(pipe.classes)}.")
+        prompts, ratio, steps = concept_prompts(concept, pipe.classes), 0.05, 10
+    else:
+        prompts, (ratio, steps) = task_prompts("objects", concept), PRESETS["objects"]
+    return {"prompts": prompts, "skill_ratio": ratio, "steps": steps,
+            "activations": release_activations(pipe, state, steps)}

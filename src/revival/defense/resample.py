@@ -1,0 +1,229 @@
+"""Resample the hidden units where pruning concentrated (this project's defense; the default).
+
+What revives a concept is not the exact pruned entries: an attacker who finds the concept's hidden
+units (columns of ff.net.2) and pushes their output columns, at Neuron-Max magnitudes, along the
+direction the column's *surviving* entries and side information predict brings the concept back.
+Such units are findable from the release alone: ConceptPrune's activation statistics can be rerun
+on it (the layers that feed ff.net.2 are intact), and after Gaussian obfuscation their columns
+still show (small survivors, noise that does not fit the unit's ff.net.0.proj rows). Measured on
+the testbed (benchmarks/defense_audit.py, 10 concepts): against Gaussian obfuscation the
+method-aware attacker gains up to +0.25 erased accuracy (dress), columns +0.20, reprune +0.15.
+
+So this defense removes the direction rather than only hiding the positions. Per target matrix
+W [out, in] with pruned (exactly zero) positions P:
+
+1. hot units: the columns j with at least `column_share` (default 0.4) of their rows pruned
+   (where pruning concentrated);
+2. a hot column is replaced whole, its surviving entries too, by zero-mean Gaussian noise at the
+   scale of the unit's own surviving weights (`hot="column"`, the default; `hot="row"`: noise of
+   each row's surviving weights, as Gaussian obfuscation draws, which is larger and measured
+   costlier); every other pruned position gets Gaussian obfuscation's fill (row statistics, or
+   the layer's). The hot units keep their input rows, so they still fire for the concept (and
+   rarely otherwise: the cost to other concepts stays small), but write noise: nothing is left
+   in their columns to extrapolate a direction from.
+3. `fresh_units=True` (an option) also redraws the hot
+   units' ff.net.0.proj rows from the other units' statistics and their output columns from a
+   ridge map (side vectors -> output column, fitted on the other units) plus residual noise: the
+   units then look like ordinary units to activation statistics and to a structure fit, but
+   fire for every prompt. Measured on the testbed (sneaker, hot="row"): the method-aware
+   attacker's localisation fell to chance (entry AUC 0.51), but preserved accuracy fell to 0.63
+   against 0.89; so it is not the default.
+
+Why not fill with values consistent with the unit's own side information: a unit's output
+column is predictable from its intact input rows through a map shared by all units, and that
+prediction carries the concept direction. Measured on the testbed (sneaker): filling the hot
+units with that prediction let the method-aware attacker revive the concept to 0.93 (+0.90).
+Structure-consistent fills and no concept direction exclude each other here; this defense gives
+up the first in the hot units.
+
+Every entry outside P and the hot columns stays bit-identical. The cost (surviving weights of hot
+units changed) is reported per layer; `benchmarks/defense_audit.py` measures erased and preserved
+accuracy against the unlearned model.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..errors import RevivalError
+from ..seeding import item_seed
+from .obfuscate import check_scale, obfuscate_matrix
+
+DEFAULT_COLUMN_SHARE = 0.4
+DEFAULT_HOT = "column"
+
+
+@dataclass
+class LayerResample:
+    name: str
+    shape: list[int]
+    pruned: int                 # pruned positions filled
+    hot_columns: int            # hidden units replaced whole
+    survivors_changed: int      # surviving weights of hot units replaced (the cost)
+    side: bool                  # hot columns drawn from the side-information map
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ResampleResult:
+    seed: int
+    scale: float
+    column_share: float
+    stats: str = "row"
+    fresh_units: bool = False
+    hot: str = DEFAULT_HOT
+    layers: list[LayerResample] = field(default_factory=list)
+    seconds: float = 0.0
+    metadata_removed: list[str] = field(default_factory=list)
+
+    @property
+    def pruned(self) -> int:
+        return sum(l.pruned for l in self.layers)
+
+    def to_dict(self) -> dict:
+        return {"method": "resample", "stats": self.stats, "seed": self.seed, "scale": self.scale,
+                "column_share": self.column_share, "fresh_units": self.fresh_units, "hot": self.hot,
+                "layers": [l.to_dict() for l in self.layers], "metadata_removed": list(self.metadata_removed),
+                "totals": {"layers": len(self.layers), "filled": self.pruned,
+                           "hot_columns": sum(l.hot_columns for l in self.layers),
+                           "survivors_changed": sum(l.survivors_changed for l in self.layers),
+                           "seconds": round(self.seconds, 4)}}
+
+
+def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch.Generator, *,
+                    column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
+                    stats: str = "row", hot: str = DEFAULT_HOT) -> tuple[torch.Tensor, torch.Tensor | None, LayerResample]:
+    """The defense on one matrix W [out, in] and its block's input projection `proj` [d*in, out]
+    (or None). Returns (new W, new proj or None when unchanged, facts); dtypes kept."""
+    from ..attack.columns import predict_columns
+
+    if w.dim() != 2 or not w.is_floating_point():
+        raise RevivalError(f"resampling needs a 2-D floating-point weight, got shape {list(w.shape)}.")
+    out_dim, n_in = w.shape
+    if proj is not None and (proj.dim() != 2 or proj.shape[1] != out_dim or proj.shape[0] % n_in
+                             or proj.shape[0] // n_in not in (1, 2)):
+        proj = None
+    pruned = w == 0
+    n = int(pruned.sum())
+    info = LayerResample("", list(w.shape), n, 0, 0, False)
+    if n == 0:
+        return w, None, info
+    if hot not in ("row", "column"):
+        raise RevivalError(f"the hot-unit noise scale must be 'row' or 'column', got {hot!r}.")
+    hot_mode = hot
+    hot = pruned.float().mean(0) >= column_share
+    if int(hot.sum()) >= n_in - 1:        # (almost) every unit hot: nothing to learn from
+        hot = torch.zeros_like(hot)
+    # Gaussian row fill of the pruned positions and of every entry of the hot units
+    out, _ = obfuscate_matrix(w.masked_fill(hot[None, :], 0), stats, generator, scale)
+    if hot_mode == "column" and bool(hot.any()):
+        # hot units: zero-mean noise at the scale of the unit's own surviving weights
+        x = w.double()
+        keep = ~pruned
+        cnt = keep.sum(0).double()
+        rms = torch.sqrt((x * x * keep).sum(0) / cnt.clamp(min=1))
+        rms = torch.where(cnt >= 2, rms, x[keep].abs().mean() if bool(keep.any()) else torch.ones_like(rms))
+        k = int(hot.sum())
+        vals = (scale * rms[hot][None, :] * torch.randn(out_dim, k, generator=generator, dtype=torch.float64)).to(w.dtype)
+        out[:, hot] = torch.where(vals == 0, torch.finfo(w.dtype).tiny, vals)
+    info.hot_columns = int(hot.sum())
+    info.survivors_changed = int((hot[None, :] & ~pruned).sum())
+    new_proj = None
+    if info.hot_columns and fresh_units and proj is not None:
+        k = info.hot_columns
+        d = proj.shape[0] // n_in
+        p = proj.double().reshape(d, n_in, out_dim)                      # [d, in, out]
+        cold = ~hot
+        mu = p[:, cold].mean(1, keepdim=True)                            # [d, 1, out]
+        sd = p[:, cold].std(1, keepdim=True)
+        fresh = mu + sd * torch.randn(d, k, out_dim, generator=generator, dtype=torch.float64)
+        p_new = p.clone()
+        p_new[:, hot] = fresh
+        side = p_new.permute(0, 2, 1).float()                           # [d, out, in]
+        centre = predict_columns(w.float(), side, hot).double()[:, hot]
+        s = _map_residuals(w.float(), side, cold).std(1).clamp(min=1e-12)
+        new_proj = p_new.reshape(d * n_in, out_dim).to(proj.dtype)
+        info.side = True
+        noise = torch.randn(out_dim, k, generator=generator, dtype=torch.float64)
+        values = (centre + scale * s[:, None] * noise).to(w.dtype)
+        out[:, hot] = torch.where(values == 0, torch.finfo(w.dtype).tiny, values)
+    return out, new_proj, info
+
+
+def _map_residuals(w: torch.Tensor, side: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Residuals W[:, cols] - map(side) with the map fitted on the other `cols` (leave-half-out:
+    even / odd halves predict each other, so the spread is an honest out-of-sample one)."""
+    from ..attack.columns import predict_columns
+
+    idx = cols.nonzero().squeeze(1)
+    out = []
+    for part in (idx[0::2], idx[1::2]):
+        if part.numel() == 0:
+            continue
+        sus = torch.zeros_like(cols)
+        sus[part] = True
+        sus |= ~cols                                    # hot columns never teach the map
+        pred = predict_columns(w, side, sus)
+        out.append((w[:, part] - pred[:, part]).double())
+    return torch.cat(out, 1)
+
+
+def proj_name(name: str) -> str | None:
+    """The block's input projection next to an ...ff.net.2.weight name (None for other names)."""
+    return name[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight" if name.endswith("ff.net.2.weight") else None
+
+
+def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int = 0, *,
+             column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
+             stats: str = "row", hot: str = DEFAULT_HOT, progress: bool = False) -> tuple[dict[str, torch.Tensor], ResampleResult]:
+    """The defense over `layers` of a state dict -> (updates, ResampleResult); per-layer seeds
+    from (seed, layer name): same seed -> same bytes."""
+    from ..attack.revive import side_features
+
+    check_scale(scale)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise RevivalError(f"seed must be a non-negative integer, got {seed!r}.")
+    if isinstance(column_share, bool) or not isinstance(column_share, (int, float)) or not 0 < column_share <= 1:
+        raise RevivalError(f"the hot-unit share must be in (0, 1], got {column_share!r}.")
+    from .obfuscate import STATS
+
+    if stats not in STATS:
+        raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
+    result = ResampleResult(seed, float(scale), float(column_share), stats=stats, fresh_units=bool(fresh_units),
+                            hot=hot)
+    updates: dict[str, torch.Tensor] = {}
+    start = time.perf_counter()
+    it = layers
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(layers, desc="resample", unit="layer")
+    for name in it:
+        if name not in tensors:
+            raise RevivalError(f"target layer {name!r} is not in the checkpoint.")
+        w = tensors[name]
+        if w.ndim != 2 or not w.is_floating_point():
+            raise RevivalError(f"target layer {name!r} is not a floating-point matrix.")
+        if not bool(torch.isfinite(w).all()):
+            raise RevivalError(f"target layer {name!r} contains NaN or infinite weights.")
+        pname = proj_name(name)
+        proj = tensors.get(pname) if pname else None
+        if proj is not None and side_features(tensors, name, tuple(w.shape)) is None:
+            proj = None                   # not a usable projection (shape, NaN)
+        g = torch.Generator().manual_seed(item_seed(seed, name))
+        out, new_proj, info = resample_matrix(w.cpu(), None if proj is None else proj.cpu(), g,
+                                              column_share=column_share, scale=scale, fresh_units=fresh_units,
+                                              stats=stats, hot=hot)
+        info.name = name
+        result.layers.append(info)
+        if info.pruned:
+            updates[name] = out.to(w.device)
+        if new_proj is not None:
+            updates[pname] = new_proj.to(proj.device)
+    result.seconds = time.perf_counter() - start
+    return updates, result

@@ -1,0 +1,106 @@
+"""`revival audit` on the committed testbed: the verdict, its files, its exit codes, bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from revival.audit import AuditConfig, AuditResult, heldout_prompts
+from revival.errors import RevivalError
+
+
+@pytest.fixture(scope="module")
+def testbed_release(tmp_path_factory):
+    """The testbed UNet with every ff.net.2 pruned ConceptPrune-like (exact zeros), as a file."""
+    from safetensors.torch import load_file, save_file
+
+    from revival.masks import synthetic_prune_mask
+    from revival.testbed import TESTBED_UNET_DIR
+
+    root = tmp_path_factory.mktemp("audit")
+    sd = load_file(str(TESTBED_UNET_DIR / "diffusion_pytorch_model.safetensors"))
+    out = dict(sd)
+    for i, (k, w) in enumerate(sorted(sd.items())):
+        if k.endswith("ff.net.2.weight"):
+            out[k] = w.masked_fill(synthetic_prune_mask(w, 0.08, seed=i), 0)
+    save_file(out, str(root / "release.safetensors"))
+    return root, TESTBED_UNET_DIR
+
+
+def test_heldout_prompts_avoid_what_unlearning_used():
+    from revival.testbed.text import CLASSES
+    from revival.unlearn.conceptprune import concept_prompts
+
+    rows = heldout_prompts(CLASSES, "sneaker", erased_images=12, preserved_per_class=2)
+    used = set()
+    for c in CLASSES:
+        t, b = concept_prompts(c, CLASSES)
+        used |= set(t) | set(b)
+    assert not {r.prompt for r in rows} & used
+    assert all(r.seed >= 1000 for r in rows) and len({(r.cls, r.seed) for r in rows}) == len(rows)
+    assert sum(r.cls == "sneaker" for r in rows) == 12 and sum(r.cls == "bag" for r in rows) == 2
+    assert len({r.prompt for r in rows if r.cls == "sneaker"}) >= 8      # synonyms x templates vary
+
+
+def test_verdict_and_reports():
+    res = AuditResult("sneaker", 0.10, {"exposed": True, "erased": 0.1, "preserved": 0.9})
+    res.attacks = {"zeros": {"erased": 0.3, "preserved": 0.9, "gain": 0.2}, "residual": {"gain": 0.0}}
+    assert res.verdict == "fail" and res.worst == ("zeros", 0.2)
+    res.attacks["zeros"]["gain"] = 0.1
+    assert res.verdict == "pass"
+    d = res.to_dict()
+    assert set(d) >= {"concept", "release", "attacks", "verdict", "max_gain"}
+    assert "PASS" in res.markdown() and "PASS" in res.summary()
+    with pytest.raises(RevivalError, match="max-gain"):
+        AuditConfig(max_gain=2)
+    with pytest.raises(RevivalError, match="attacker must be one of"):
+        AuditConfig(attackers=("oracle",))
+
+
+def test_cli_audit_on_the_testbed(testbed_release, tmp_path, capsys):
+    from revival.cli import main
+
+    root, original = testbed_release
+    out = tmp_path / "audit"
+    rc = main(["audit", "--model", "testbed", "--release", str(root / "release.safetensors"), "--concept", "sneaker",
+               "--original", str(original), "--out", str(out), "--attackers", "zeros", "reprune",
+               "--erased-images", "4", "--preserved-images", "1"])
+    text = capsys.readouterr()
+    data = json.loads((out / "audit.json").read_text())
+    assert (out / "audit.md").is_file() and (out / "grid.png").is_file()
+    assert rc == (3 if data["verdict"] == "fail" else 0)
+    assert data["concept"] == "sneaker" and data["max_gain"] == 0.10 and data["release"]["exposed"] is True
+    rel = data["release"]
+    assert rel["erased_hits"][1] == 4 and rel["preserved_hits"][1] == 9 and len(rel["erased_ci95"]) == 2
+    for name in ("zeros", "reprune"):
+        a = data["attacks"][name]
+        assert a["gain"] == pytest.approx(a["erased"] - rel["erased"], abs=1e-4)
+        assert 0 <= a["localisation"]["entry_auc"] <= 1 and a["signs"]["changed_true"] > 0
+    # the zero-reading attacker reads the exact zeros: it finds exactly the changed positions
+    assert data["attacks"]["zeros"]["localisation"]["entry_auc"] == 1.0
+    assert "verdict" in text.out
+    # an existing output is refused unless --overwrite
+    rc = main(["audit", "--model", "testbed", "--release", str(root / "release.safetensors"), "--concept", "sneaker",
+               "--out", str(out), "--attackers", "zeros"])
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["not pruned", "wrong model", "unknown concept", "no such release"])
+def test_cli_audit_bad_input(case, testbed_release, tiny_unet, tmp_path, capsys):
+    from revival.cli import main
+
+    root, original = testbed_release
+    release = {"not pruned": original, "wrong model": tiny_unet.pruned_dir,
+               "unknown concept": root / "release.safetensors", "no such release": tmp_path / "nope"}[case]
+    concept = "unicorn" if case == "unknown concept" else "sneaker"
+    out = tmp_path / "audit"
+    rc = main(["audit", "--model", "testbed", "--release", str(release), "--concept", concept, "--out", str(out),
+               "--attackers", "zeros", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    expected = {"not pruned": "nothing to audit", "wrong model": "model", "unknown concept": "unknown concept",
+                "no such release": "nope"}[case]
+    assert expected in err
+    assert not out.exists()

@@ -1,0 +1,139 @@
+"""The defenses of `revival.defense` beyond Gaussian obfuscation: resample (the default) and decoy."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from revival.defense import DEFAULT_DEFENSE, DEFENSES, apply_defense, get_defense
+from revival.defense.decoy import decoy, decoy_positions
+from revival.defense.resample import resample, resample_matrix
+from revival.errors import RevivalError
+
+NAME = "mid_block.attentions.0.transformer_blocks.0.ff.net.2.weight"
+PROJ = "mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"
+
+
+def _pruned(seed=0, out=48, hidden=192, hot=6):
+    """A GEGLU block pruned with `hot` concentrated columns (60% of rows) plus scattered entries."""
+    g = torch.Generator().manual_seed(seed)
+    proj = torch.randn(2 * hidden, out, generator=g) / out ** 0.5
+    w = 0.5 * proj[:hidden].T + 0.05 * torch.randn(out, hidden, generator=g)
+    mask = torch.rand(out, hidden, generator=g) < 0.01
+    cols = torch.randperm(hidden, generator=g)[:hot]
+    mask[:, cols] |= torch.rand(out, hot, generator=g) < 0.6
+    return {NAME: w.masked_fill(mask, 0), PROJ: proj}, mask, cols
+
+
+def test_resample_replaces_hot_units_whole_and_nothing_else():
+    t, mask, cols = _pruned()
+    w = t[NAME]
+    upd, res = resample(t, [NAME], seed=1)
+    out = upd[NAME]
+    hot = torch.zeros(w.shape[1], dtype=torch.bool)
+    hot[cols] = True
+    assert res.layers[0].hot_columns == len(cols) and PROJ not in upd          # inputs kept by default
+    assert not bool((out == 0).any())                                            # no zero left to read
+    assert bool((out[:, hot] != w[:, hot]).all())                                # hot units: every entry redrawn
+    keep = ~mask & ~hot[None, :]
+    assert torch.equal(out[keep], w[keep])                                       # everything else bit-identical
+    assert res.layers[0].survivors_changed == int((~mask & hot[None, :]).sum())
+    # the redrawn units carry nothing of their old direction
+    old = w[:, hot].masked_fill(mask[:, hot], 0)
+    cos = torch.nn.functional.cosine_similarity(out[:, hot], old, dim=0)
+    assert float(cos.abs().mean()) < 0.3
+    again, _ = resample(t, [NAME], seed=1)
+    other, _ = resample(t, [NAME], seed=2)
+    assert torch.equal(again[NAME], out) and not torch.equal(other[NAME], out)
+    d = res.to_dict()
+    assert d["method"] == "resample" and d["totals"]["hot_columns"] == len(cols) and json.dumps(d)
+
+
+def test_resample_fresh_units_redraws_their_input_rows_only():
+    t, mask, cols = _pruned(3)
+    upd, res = resample(t, [NAME], seed=0, fresh_units=True)
+    hidden = t[NAME].shape[1]
+    p_old, p_new = t[PROJ], upd[PROJ]
+    hot = torch.zeros(hidden, dtype=torch.bool)
+    hot[cols] = True
+    rows = torch.cat([hot, hot])                          # value and gate rows of each hot unit
+    assert torch.equal(p_new[~rows], p_old[~rows]) and bool((p_new[rows] != p_old[rows]).all())
+    assert p_new.dtype == p_old.dtype and res.layers[0].side
+    # fresh rows follow the other units' statistics
+    assert p_new[rows].std().item() == pytest.approx(p_old[~rows].std().item(), rel=0.3)
+
+
+def test_resample_threshold_and_bad_arguments():
+    t, mask, cols = _pruned(4)
+    _, res = resample(t, [NAME], column_share=1.0)
+    assert res.layers[0].hot_columns == 0                 # no unit entirely pruned: plain Gaussian fill
+    out, proj, info = resample_matrix(torch.ones(3, 4), None, torch.Generator())
+    assert info.pruned == 0 and proj is None and torch.equal(out, torch.ones(3, 4))
+    with pytest.raises(RevivalError, match="share"):
+        resample(t, [NAME], column_share=0)
+    with pytest.raises(RevivalError, match="not in the checkpoint"):
+        resample(t, ["nope"])
+    with pytest.raises(RevivalError, match="defense method"):
+        get_defense("shred")
+    assert DEFAULT_DEFENSE == "resample" and set(DEFENSES) == {"resample", "gaussian", "decoy"}
+
+
+def test_decoy_zeros_exist_but_sit_elsewhere():
+    t, mask, cols = _pruned(5)
+    w = t[NAME]
+    upd, res = decoy(t, [NAME], seed=0)
+    out = upd[NAME]
+    zeros = out == 0
+    assert not bool((zeros & mask).any())                         # every pruned position filled
+    assert int(zeros.sum()) == res.layers[0].decoys == int(mask.sum())  # as many decoys as pruned
+    assert not bool(zeros[:, mask.any(0)].any())                  # decoys only in unpruned columns
+    assert sorted(zeros.sum(0)[zeros.sum(0) > 0].tolist()) == sorted(mask.sum(0)[mask.sum(0) > 0].tolist())
+    # in a decoy column the smallest weights were chosen
+    j = int(zeros.any(0).nonzero()[0])
+    k = int(zeros[:, j].sum())
+    assert set(zeros[:, j].nonzero().flatten().tolist()) == set(w[:, j].abs().argsort()[:k].tolist())
+    assert torch.equal(out[~zeros & ~mask], w[~zeros & ~mask])
+    assert res.to_dict()["method"] == "decoy"
+    d = decoy_positions(w, torch.ones_like(mask), torch.Generator())
+    assert not bool(d.any())                                      # no free column: no decoy
+
+
+@pytest.mark.parametrize("method", DEFENSES)
+def test_every_defense_leaves_no_readable_pruned_position(method):
+    t, mask, _ = _pruned(6)
+    upd, res = apply_defense(t, [NAME], method, seed=0, scale=1.0)
+    out = upd[NAME]
+    assert not bool((out[mask] == 0).any()) and res.pruned == int(mask.sum())
+    assert out.dtype == t[NAME].dtype
+
+
+def test_defend_cli_methods(tiny_unet, tmp_path, capsys):
+    from revival.cli import main
+    from revival.io import load_checkpoint
+
+    for method in ("resample", "decoy"):
+        rc = main(["defend", str(tiny_unet.pruned_dir), "-o", str(tmp_path / method), "--method", method,
+                   "--scale", "0.5", "--quiet"])
+        assert rc == 0
+        rep = json.loads((tmp_path / method / "revival_report.json").read_text())
+        assert rep["defense"]["method"] == method and rep["defense"]["scale"] == 0.5
+    ck = load_checkpoint(tmp_path / "resample")
+    assert not any(bool((ck.tensors[n] == 0).any()) for n in ck.tensors if n.endswith("ff.net.2.weight"))
+    rc = main(["defend", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "bad"), "--method", "shred"])
+    assert rc == 2 and "defense method" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_resample_hot_units_at_their_own_scale():
+    t, mask, cols = _pruned(7, out=256)
+    w = t[NAME]
+    upd, res = resample(t, [NAME], seed=0, hot="column")
+    out = upd[NAME]
+    for j in cols.tolist():
+        surv = w[:, j][~mask[:, j]]
+        rms = float(surv.pow(2).mean().sqrt())
+        assert float(out[:, j].std()) == pytest.approx(rms, rel=0.35)
+        assert abs(float(out[:, j].mean())) < 0.3 * rms
+    assert res.to_dict()["hot"] == "column"
+    with pytest.raises(RevivalError, match="hot-unit"):
+        resample(t, [NAME], hot="diagonal")
