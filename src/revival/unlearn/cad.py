@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
 
 from ..errors import RevivalError
+from .result import UnlearnResult
 
 FF_MODULES = r"transformer_blocks\.\d+\.ff\.net\.(0\.proj|2)$"
 
@@ -72,39 +73,6 @@ class CadConfig:
             re.compile(self.modules)
         except re.error as exc:
             raise RevivalError(f"modules is not a valid regular expression ({exc}).") from None
-
-
-@dataclass
-class MethodResult:
-    """What a pruning-based unlearning method did: per layer pruned counts, settings, timings."""
-
-    method: str
-    config: dict
-    n_target_prompts: int
-    n_base_prompts: int
-    layers: dict[str, dict] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def pruned(self) -> int:
-        return sum(v["pruned"] for v in self.layers.values())
-
-    @property
-    def total(self) -> int:
-        return sum(v["numel"] for v in self.layers.values())
-
-    def to_dict(self) -> dict:
-        return {"method": self.method, "config": dict(self.config),
-                "n_target_prompts": self.n_target_prompts, "n_base_prompts": self.n_base_prompts,
-                "layers": {k: dict(v) for k, v in self.layers.items()},
-                "totals": {"pruned": self.pruned, "numel": self.total,
-                           "fraction": self.pruned / self.total if self.total else 0.0},
-                "seconds": dict(self.seconds)}
-
-    def add_masks(self, masks: dict[str, torch.Tensor]) -> None:
-        for key, m in masks.items():
-            n = int(m.sum())
-            self.layers[key] = {"shape": list(m.shape), "pruned": n, "numel": m.numel(), "fraction": n / m.numel()}
 
 
 # --------------------------------------------------------------------------- the model, either kind
@@ -227,7 +195,7 @@ def cad_masks(weights: dict[str, torch.Tensor], g_target: dict[str, torch.Tensor
 
 def cad(pipeline, target_prompts: Sequence[str], base_prompts: Sequence[str],
         config: CadConfig = CadConfig(), *, progress: bool = False
-        ) -> tuple[dict[str, torch.Tensor], MethodResult]:
+        ) -> tuple[dict[str, torch.Tensor], UnlearnResult]:
     """CAD-Erase-like masks for `pipeline` (testbed or diffusers SD); the model is not modified.
     Returns (weight key -> bool mask [out, in], result)."""
     model = Denoiser(pipeline, config.inference_steps, config.guidance)
@@ -242,7 +210,7 @@ def cad(pipeline, target_prompts: Sequence[str], base_prompts: Sequence[str],
     weights = {f"{n}.weight": m.weight for n, m in layers.items()}
     masks = cad_masks(weights, {f"{n}.weight": g for n, g in g_t.items()},
                       {f"{n}.weight": g for n, g in g_b.items()}, config.ratio)
-    result = MethodResult("cad", asdict(config), len(target_prompts), len(base_prompts))
+    result = UnlearnResult("cad", asdict(config), len(target_prompts), len(base_prompts))
     result.add_masks(masks)
     result.seconds = seconds
     return masks, result

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from .. import distributed as dist
 from ..errors import RevivalError
+from .result import UnlearnResult
 
 # Module names of the pruned layers (the weight keys add ".weight").
 DEFAULT_MODULES = r"transformer_blocks\.\d+\.ff\.net\.2$"
@@ -131,36 +132,7 @@ class ConceptPruneConfig:
             raise RevivalError(f"modules is not a valid regular expression ({exc}).") from None
 
 
-@dataclass
-class ConceptPruneResult:
-    """What ConceptPrune did: per layer pruned counts, the settings, timings."""
-
-    config: dict
-    n_target_prompts: int
-    n_base_prompts: int
-    layers: dict[str, dict] = field(default_factory=dict)  # weight key -> shape, pruned, fraction
-    seconds: dict[str, float] = field(default_factory=dict)
-    report: object = None  # where `unlearn` wrote the JSON report (not part of to_dict)
-
-    @property
-    def pruned(self) -> int:
-        return sum(v["pruned"] for v in self.layers.values())
-
-    @property
-    def total(self) -> int:
-        return sum(v["numel"] for v in self.layers.values())
-
-    def to_dict(self) -> dict:
-        return {
-            "method": "conceptprune",
-            "config": dict(self.config),
-            "n_target_prompts": self.n_target_prompts,
-            "n_base_prompts": self.n_base_prompts,
-            "layers": {k: dict(v) for k, v in self.layers.items()},
-            "totals": {"pruned": self.pruned, "numel": self.total,
-                       "fraction": self.pruned / self.total if self.total else 0.0},
-            "seconds": dict(self.seconds),
-        }
+ConceptPruneResult = UnlearnResult  # what ConceptPrune did (method "conceptprune")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -411,12 +383,9 @@ class ConceptStatistics:
         t0 = time.perf_counter()
         masks = conceptprune_masks(self.weights, self.target, self.base,
                                    skill_ratio=config.skill_ratio, steps=config.steps)
-        result = ConceptPruneResult(config=asdict(config), n_target_prompts=self.n_target_prompts,
+        result = UnlearnResult("conceptprune", config=asdict(config), n_target_prompts=self.n_target_prompts,
                                     n_base_prompts=self.n_base_prompts)
-        for key, m in masks.items():
-            n = int(m.sum())
-            result.layers[key] = {"shape": list(m.shape), "pruned": n, "numel": m.numel(),
-                                  "fraction": n / m.numel()}
+        result.add_masks(masks)
         result.seconds = {**self.seconds, "masks": time.perf_counter() - t0}
         return masks, result
 

@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 
 from ..errors import RevivalError
-from .cad import MethodResult
+from .result import UnlearnResult
 
 # unit kind -> (regex of the modules whose INPUT is the unit activation, suffix of that module,
 #               suffix of the module whose rows are zeroed)
@@ -93,7 +93,7 @@ def unit_masks(tensors: dict[str, torch.Tensor], key: str, units: torch.Tensor, 
 
 def neurons(pipeline, target_prompts: Sequence[str], base_prompts: Sequence[str],
             config: NeuronsConfig = NeuronsConfig(), *, progress: bool = False
-            ) -> tuple[dict[str, torch.Tensor], MethodResult]:
+            ) -> tuple[dict[str, torch.Tensor], UnlearnResult]:
     """Masks (whole rows of the input linears, and their bias entries) deactivating the
     concept's units; the model is not modified. Returns (key -> bool mask, result)."""
     from .conceptprune import ConceptPruneConfig, collect_activations, make_pipeline_call
@@ -121,7 +121,7 @@ def neurons(pipeline, target_prompts: Sequence[str], base_prompts: Sequence[str]
             raise RevivalError(f"{key} has {state[key].shape[0]} rows, not a multiple of {hidden} units.")
         units = select_units(stats["target"][name], stats["base"][name], config.ratio)
         masks.update(unit_masks(state, key, units, hidden))
-    result = MethodResult("neurons", asdict(config), len(target_prompts), len(base_prompts))
+    result = UnlearnResult("neurons", asdict(config), len(target_prompts), len(base_prompts))
     result.add_masks({k: m for k, m in masks.items() if m.ndim == 2})
     result.seconds = seconds
     return masks, result
