@@ -75,7 +75,7 @@ def test_layers_without_pruning_are_skipped_and_none_pruned_raises():
 @pytest.mark.parametrize("bad, value", [
     ({"missing": "x"}, "'x' is not in the checkpoint"),
     ({"nan": True}, "NaN or infinite"),
-    ({"vector": True}, "not a matrix"),
+    ({"vector": True}, "not a matrix of floating-point weights"),
 ])
 def test_bad_layers(bad, value):
     state, _, _ = make_state(torch.float32)

@@ -102,3 +102,18 @@ def target_layers(tensors: Mapping[str, torch.Tensor], pattern: str | None = Non
                            "and size, so no pruned layer was found (not pruned, or obfuscated); "
                            "choose layers with --layers REGEX.")
     return [p.name for p in found]
+
+
+def check_matrices(tensors: Mapping[str, torch.Tensor], layers, what: str = "the attack") -> None:
+    """RevivalError unless every target layer is a finite floating-point matrix of `tensors`."""
+    if not layers:
+        raise RevivalError(f"no target layers were given to {what}.")
+    for name in layers:
+        if name not in tensors:
+            raise RevivalError(f"target layer {name!r} is not in the checkpoint.")
+        t = tensors[name]
+        if t.ndim != 2 or not t.is_floating_point():
+            raise RevivalError(f"target layer {name!r} is not a matrix of floating-point weights "
+                               f"(shape {tuple(t.shape)}, dtype {str(t.dtype).replace('torch.', '')}).")
+        if not bool(torch.isfinite(t).all()):
+            raise RevivalError(f"target layer {name!r} contains NaN or infinite weights.")

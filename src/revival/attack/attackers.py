@@ -322,16 +322,9 @@ def run_attacker(name: str, tensors: Mapping[str, torch.Tensor], layers: Sequenc
     check_attacker(name)
     context = context or AttackContext()
     layers = list(layers)
-    if not layers:
-        raise RevivalError("no target layers were given to the attacker.")
-    for n in layers:
-        if n not in tensors:
-            raise RevivalError(f"target layer {n!r} is not in the checkpoint.")
-        t = tensors[n]
-        if t.ndim != 2 or not t.is_floating_point():
-            raise RevivalError(f"target layer {n!r} is not a floating-point matrix.")
-        if not bool(torch.isfinite(t).all()):
-            raise RevivalError(f"target layer {n!r} contains NaN or infinite weights.")
+    from ..layers import check_matrices
+
+    check_matrices(tensors, layers, "the attacker")
     t0 = time.perf_counter()
     located = _registry()[name](tensors, layers, context)
     n_loc = sum(int(m.sum()) for m in located.masks.values())

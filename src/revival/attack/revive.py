@@ -217,18 +217,9 @@ def revive(
     """
     config = config or AttackConfig()
     device = torch.device(config.device) if config.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not layers:
-        raise RevivalError("no target layers were given to the attack.")
-    for name in layers:
-        if name not in tensors:
-            raise RevivalError(f"target layer {name!r} is not in the checkpoint.")
-        t = tensors[name]
-        if t.ndim != 2:
-            raise RevivalError(f"target layer {name!r} is not a matrix (shape {tuple(t.shape)}).")
-        if not t.is_floating_point():
-            raise RevivalError(f"target layer {name!r} is not floating point (dtype {t.dtype}).")
-        if not bool(torch.isfinite(t).all()):
-            raise RevivalError(f"target layer {name!r} contains NaN or infinite weights.")
+    from ..layers import check_matrices
+
+    check_matrices(tensors, layers, "the attack")
     if not any(bool((tensors[n] == 0).any()) for n in layers):
         raise RevivalError("no target layer has any pruned (exactly zero) weight, so there is nothing to revive.")
 
