@@ -1,6 +1,7 @@
 """The paper's three tasks on the testbed: erase -> revive -> defend -> attack again, per task.
 
-    python benchmarks/testbed_tasks.py [--unet DIR] [--tasks objects,artists,nudity]
+    python benchmarks/testbed_tasks.py [--unet DIR] [--tasks objects,artists,nudity]   (default UNet: each
+        task's committed one, revival.testbed.testbed_unet_dir)
         [--concepts artists=Varenne,nudity=tagged] [--seeds N] [--skill-ratio R] [--unlearn-steps T]
         [--out out/testbed_tasks] [--threads 1]
     python benchmarks/testbed_tasks.py --original-only [--unet DIR] [--seeds N]
@@ -127,7 +128,17 @@ def main(argv=None) -> int:
                  args.seeds or 3, args.skill_ratio, args.unlearn_steps,
                  dict(kv.split("=", 1) for kv in args.concepts.split(",") if kv), args.halves)
         return 0
-    pipe = load_pipeline(args.unet)
+    from revival.testbed import testbed_unet_dir
+
+    pipes = {}
+
+    def pipeline_of(task):  # --unet, else each task's committed UNet (v1 objects, v2 styles/attribute)
+        d = args.unet or testbed_unet_dir(task)
+        if d not in pipes:
+            pipes[d] = load_pipeline(d)
+        return pipes[d]
+
+    pipe = pipeline_of("artists")
     if args.original_only:
         original_only(pipe, args.seeds or 5)
         return 0
@@ -138,7 +149,7 @@ def main(argv=None) -> int:
                                    ("seeds_per_class", args.seeds)) if v is not None}
         cfg = DemoConfig.make(concept=concepts.get(task), task=task, **over)
         t0 = time.time()
-        rep = run_demo(cfg, args.out / f"{task}-{cfg.concept}", progress=False, pipeline=pipe)
+        rep = run_demo(cfg, args.out / f"{task}-{cfg.concept}", progress=False, pipeline=pipeline_of(task))
         sec = time.time() - t0
         ne, npres = _counts(task, cfg.seeds_per_class)
         acc = rep["accuracy"]

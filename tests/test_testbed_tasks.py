@@ -113,12 +113,14 @@ def test_unlearning_and_evaluation_prompts_are_disjoint():
 
 
 def test_committed_model_draws_the_tasks():
-    """The committed testbed draws each style and the tag when asked (the tasks' originals)."""
+    """The committed task testbed (v2) draws each style and the tag when asked (the tasks'
+    originals); the object testbed (v1) does not know the styles."""
     from revival.evaluate.evaluate import evaluate_concept
-    from revival.testbed import load_pipeline
+    from revival.testbed import TASKS_UNET_DIR, load_pipeline, testbed_unet_dir
     from revival.testbed.tasks import TaskJudge, task_rows
 
-    pipe = load_pipeline()
+    assert testbed_unet_dir("artists") == testbed_unet_dir("nudity") == TASKS_UNET_DIR != testbed_unet_dir("objects")
+    pipe = load_pipeline(TASKS_UNET_DIR)
     rows = task_rows("artists", "Varenne", 1, items=["trouser", "sneaker", "bag", "dress"], first_seed=7)
     res = evaluate_concept(pipe, rows, TaskJudge("artists"), "Varenne", steps=8)
     assert all(s.accuracy >= 0.5 for s in res.per_class.values()), {c: s.accuracy for c, s in res.per_class.items()}

@@ -181,7 +181,9 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         if pipeline is None:
             from .testbed import load_pipeline
 
-            pipeline = load_pipeline()
+            from .testbed import testbed_unet_dir
+
+            pipeline = load_pipeline(testbed_unet_dir(config.task))
         if config.task != "objects":
             from .testbed.tasks import task_demo_setup
             classes, preserved, evaluator = task_demo_setup(config, pipeline, evaluator)

@@ -102,16 +102,18 @@ def swap_unet(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_model(model: str | Path | None = TESTBED, unet: str | Path | None = None, device=None,
-               unet_state: dict[str, torch.Tensor] | None = None, *, dtype=None):
+               unet_state: dict[str, torch.Tensor] | None = None, *, dtype=None, task: str | None = None):
     """"testbed" (or None) -> the embedded TestbedPipeline; a local SD folder -> SDGenerator.
 
-    device/dtype: see `revival.device` (None: CUDA + fp16 when present, else CPU + fp32)."""
+    device/dtype: see `revival.device` (None: CUDA + fp16 when present, else CPU + fp32).
+    task: the testbed's task, which picks its committed UNet (`testbed.testbed_unet_dir`)."""
     if model is None or str(model) == TESTBED:
-        from .testbed import TESTBED_UNET_DIR, load_pipeline
+        from .testbed import load_pipeline, testbed_unet_dir
 
         place = placement(device, dtype)
+        unet = unet if unet is not None or unet_state is not None else testbed_unet_dir(task)
         pipe = load_pipeline(unet, place.device, unet_state=unet_state, dtype=place.dtype)
-        pipe.unet_dir = Path(unet) if unet is not None else TESTBED_UNET_DIR
+        pipe.unet_dir = Path(unet) if unet is not None else testbed_unet_dir(task)
         return pipe
     if not Path(model).exists():
         raise RevivalError(f"model not found: {model} (give 'testbed' or a diffusers pipeline folder).")

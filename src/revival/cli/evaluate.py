@@ -76,7 +76,7 @@ def _rows(args, model):
 def _load(args):
     from ..evaluate import load_model
 
-    return load_model(args.model, args.unet, args.device, dtype=args.dtype)
+    return load_model(args.model, args.unet, args.device, dtype=args.dtype, task=getattr(args, "task", None))
 
 
 def _settings(args) -> dict:

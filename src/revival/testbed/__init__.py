@@ -3,7 +3,7 @@ space, MiniLM-L6 text conditioning), its classifier, and their training code."""
 from pathlib import Path
 
 from .text import CLASSES, class_captions, default_prompt
-from .pipeline import (SETTINGS_PATH, TESTBED_UNET_DIR, WEIGHTS_DIR, TestbedPipeline, load_pipeline,
+from .pipeline import (SETTINGS_PATH, TASKS_UNET_DIR, TESTBED_UNET_DIR, WEIGHTS_DIR, testbed_unet_dir, TestbedPipeline, load_pipeline,
                        load_unet, testbed_settings)
 
 CLASSIFIER_PATH = WEIGHTS_DIR / "classifier.safetensors"
@@ -18,6 +18,6 @@ def load_classifier(device: str = "cpu"):
     return TestbedClassifier(load_classifier_weights(CLASSIFIER_PATH).to(device), CLASSES, device=device)
 
 
-__all__ = ["CLASSES", "CLASSIFIER_PATH", "SETTINGS_PATH", "TESTBED_UNET_DIR", "WEIGHTS_DIR",
+__all__ = ["CLASSES", "CLASSIFIER_PATH", "SETTINGS_PATH", "TASKS_UNET_DIR", "TESTBED_UNET_DIR", "testbed_unet_dir", "WEIGHTS_DIR",
            "TestbedPipeline", "class_captions", "default_prompt", "load_classifier", "load_pipeline",
            "load_unet", "testbed_settings"]

@@ -17,7 +17,14 @@ from . import model as M
 from . import text as T
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-TESTBED_UNET_DIR = WEIGHTS_DIR / "unet"
+TESTBED_UNET_DIR = WEIGHTS_DIR / "unet"          # testbed v1: the object task (stages 1-2)
+TASKS_UNET_DIR = WEIGHTS_DIR / "unet-tasks"      # testbed v2: + styles and the attribute (stage 3 from v1)
+
+
+def testbed_unet_dir(task: str = "objects"):
+    """The committed UNet of a task: v1 for objects (every object figure was measured on it),
+    v2 (v1 trained further on the style and attribute captions) for artists and nudity."""
+    return TESTBED_UNET_DIR if task in (None, "objects") else TASKS_UNET_DIR
 SETTINGS_PATH = WEIGHTS_DIR / "testbed.json"
 DEFAULT_STEPS = 15
 DEFAULT_GUIDANCE = 4.0

@@ -579,7 +579,7 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
             raise RevivalError(f"{label} {path} exists; pass --overwrite to replace it.")
     dist.agree(repr((model, concept, str(out), config, task, target_prompts, base_prompts,
                      str(masks_path), str(report), target_erasure)), "the unlearning settings")
-    pipe = load_model(model, device=device, dtype=dtype)
+    pipe = load_model(model, device=device, dtype=dtype, task=task)
     ckpt = load_checkpoint(pipe.unet_dir)
     inputs = ckpt.input_paths() + ([Path(model)] if model != "testbed" else [])
     for _, path in outputs:
