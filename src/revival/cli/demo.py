@@ -35,6 +35,9 @@ def register(sub) -> None:
     d.add_argument("--classes", default=None, help="comma-separated classes to evaluate (default: all ten)")
     d.add_argument("--inference-steps", type=int, default=None, help="denoising steps (default: the testbed's)")
     d.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    from ..device import add_arguments
+
+    add_arguments(d)
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=_demo)
 
@@ -52,7 +55,10 @@ def _demo(args) -> int:
     if args.skill_ratio is not None and args.target_erasure is None:
         overrides["target_erasure"] = None  # a fixed ratio: no search
     config = DemoConfig.make(concept=args.concept, quick=args.quick, task=args.task, seed=args.seed, **overrides)
-    report = run_demo(config, args.out, progress=not args.quiet)
+    from ..models import load_model
+
+    pipeline = load_model("testbed", device=args.device, dtype=args.dtype, task=config.task)
+    report = run_demo(config, args.out, progress=not args.quiet, pipeline=pipeline)
     if args.quiet:
         print(json.dumps(report["accuracy"]))
     return 0

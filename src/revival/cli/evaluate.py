@@ -17,10 +17,9 @@ def register(sub) -> None:
         p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
         p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
         p.add_argument("--batch-size", type=int, default=100)
-        p.add_argument("--device", default=None,
-                       help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
-        p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
-                       help="model precision (default: fp16 on CUDA, fp32 on CPU)")
+        from ..device import add_arguments
+
+        add_arguments(p)
         p.add_argument("--quiet", action="store_true")
 
     g = sub.add_parser("generate", help="prompts x seeds -> PNG images (resumable)")

@@ -23,9 +23,9 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="tau: masks of the first STEPS denoising steps are united (default: the task's preset, objects 10)")
     p.add_argument("--inference-steps", type=int, default=None, help="sampler schedule length (default: the pipeline's)")
     p.add_argument("--seed", type=int, default=0, help="base seed of the prompts' noise (default 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
-                   help="model precision (default: fp16 on CUDA, fp32 on CPU)")
+    from ..device import add_arguments
+
+    add_arguments(p)
     p.add_argument("-o", "--output", required=True, type=Path, help="the pruned UNet (the input UNet's format)")
     p.add_argument("--save-masks", type=Path, default=None, help="also write the masks (safetensors of booleans)")
     p.add_argument("--report", type=Path, default=None, help="JSON report (default: OUTPUT + '.unlearn.json')")
