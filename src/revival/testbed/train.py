@@ -32,7 +32,7 @@ P_GENERIC = 0.03
 # Stage 3 (the style and attribute tasks): share of training images per rendering --
 # plain (the object task's captions), each style, tagged.
 TASK_MIX = (0.4,) + (0.1,) * len(X.STYLES) + (0.2,)
-DEFAULT_TASK_STEPS = 600
+DEFAULT_TASK_STEPS = 900
 TASK_FF_WEIGHT = 1.0
 TASK_LR = 1e-3
 
