@@ -495,12 +495,16 @@ def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) ->
 # the paper's are PRESETS. Objects keeps the paper's preset for `unlearn`.
 TESTBED_PRESETS: dict[str, tuple[float, int]] = {
     "objects": (0.02, 10),
-    "artists": (0.05, 10),
-    "nudity": (0.07, 9),
+    "artists": (0.12, 10),
+    "nudity": (0.1, 9),
 }
+# The paper's 0.01 erases neither the testbed's styles nor its attribute (0.97 left); measured
+# (benchmarks/testbed_tasks.py, testbed v2): 'Orsolo' 0.86 / 0.56 / 0.30 / 0.22 left at
+# 0.05 / 0.10 / 0.12 / 0.13 (the attack revives up to 0.12, not at 0.13: 0.26); 'tagged' 0.63 /
+# 0.16 left at 0.07 / 0.10.
 # ... and the classifier-free-guidance halves feeding the statistics: the style and attribute
-# tasks use only the prompt-conditioned half (with both halves the testbed's styles resist
-# erasure at any ratio that spares the other styles; measured in benchmarks/testbed_tasks.py).
+# tasks use only the prompt-conditioned half (with both halves 'Varenne' kept 0.97 at 0.05 and
+# 0.90 at 0.10 while the other styles were destroyed).
 TESTBED_HALVES: dict[str, str] = {"objects": "both", "artists": "cond", "nudity": "cond"}
 # The testbed analogues of "a {thing} in the style of {artist}" vs "a photo of a {thing}" and
 # "a photo of a naked {human}" vs "a photo of a {human}": the things/humans are the testbed's
