@@ -1,6 +1,5 @@
 """The embedded testbed: a small SD-style text-to-image UNet on Fashion-MNIST (16x16, pixel
 space, MiniLM-L6 text conditioning), its classifier, and their training code."""
-from pathlib import Path
 
 from .text import CLASSES, class_captions, default_prompt
 from .pipeline import (SETTINGS_PATH, TASKS_UNET_DIR, TESTBED_UNET_DIR, WEIGHTS_DIR, testbed_unet_dir, TestbedPipeline, load_pipeline,

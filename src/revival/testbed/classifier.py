@@ -82,10 +82,10 @@ def test_accuracy(model: nn.Module, size: int = 16, limit: int | None = None) ->
 def save_classifier(model: FashionCNN, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    from ..io import atomic_write
+
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
 def load_classifier_weights(path: str | Path) -> FashionCNN:

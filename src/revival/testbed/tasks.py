@@ -143,7 +143,7 @@ def task_demo_setup(config, pipeline, evaluator):
     else:
         preserved = config.preserved_concept or items[0]
         if preserved not in items:
-            raise RevivalError(f"preserved_concept must be one of the evaluated items.")
+            raise RevivalError("preserved_concept must be one of the evaluated items.")
     return items, preserved, evaluator or task_evaluator
 
 
