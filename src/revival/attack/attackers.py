@@ -28,7 +28,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -355,17 +354,13 @@ def attack_release(path, output, attacker: str, config: AttackConfig | None = No
     With `original` (the checkpoint before unlearning) the report scores the localisation.
     Returns the report dict. Bad input raises RevivalError before anything is written; an
     existing output or report is refused unless `overwrite`."""
-    from ..io import check_output_path, load_checkpoint, save_checkpoint, write_report
+    from ..io import check_output_path, load_checkpoint, plan_outputs, save_checkpoint, write_report
     from ..layers import DEFAULT_LAYERS, check_finite, select_layers
-    from .revive import check_report_path, default_report_path
 
     check_attacker(attacker)
     t0 = time.perf_counter()
     ckpt = load_checkpoint(path)
-    output = check_output_path(output, ckpt.input_paths())
-    report_path = Path(report) if report is not None else default_report_path(output, ckpt.format)
-    check_report_path(report_path, output, ckpt.input_paths(),
-                      overwrite=overwrite or (report is None and ckpt.format == "diffusers"))
+    output, report_path = plan_outputs(ckpt, output, report, overwrite=overwrite)
     names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
     check_finite(ckpt.tensors, names, str(ckpt.path))
     config = config or AttackConfig()

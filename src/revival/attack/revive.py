@@ -255,37 +255,10 @@ def revive(
 SOLVERS_TAKE_SIDE = frozenset({"regress"})
 
 
-def default_report_path(output, fmt: str):
-    """OUT.report.json beside a file output; OUT/revival_report.json inside a folder output."""
-    from pathlib import Path
-
-    output = Path(output)
-    return output / "revival_report.json" if fmt == "diffusers" else output.with_name(output.name + ".report.json")
-
-
-def check_report_path(report, output, inputs, *, overwrite: bool = False) -> None:
-    """RevivalError, before any work, if a report path would replace an input, the output or a
-    user's file (unless `overwrite`), or has no folder to go to."""
-    from pathlib import Path
-
-    from ..io import check_output_path
-
-    check_output_path(report, list(inputs))
-    report, output = Path(report), Path(output)
-    if report.resolve() == output.resolve():
-        raise RevivalError(f"the report path {report} is the output path; choose another.")
-    if report.is_dir():
-        raise RevivalError(f"the report path {report} is a folder.")
-    if report.exists() and not overwrite:
-        raise RevivalError(f"the report {report} exists; pass --overwrite to replace it.")
-    if report.parent.resolve() != output.resolve() and not report.parent.is_dir():
-        raise RevivalError(f"the report folder {report.parent} does not exist.")
-
-
 def revive_checkpoint(path, output, config: AttackConfig | None = None, *, layers: str | None = None,
                       report=None, overwrite: bool = False, progress: bool = False) -> dict:
     """The whole attack on a checkpoint file: load -> revive -> write the revived checkpoint (the
-    input's format) and its JSON report (`report`, default `default_report_path`).
+    input's format) and its JSON report (`report`, default `revival.io.default_report_path`).
 
     Streams layer by layer: each target layer is read, revived, patched into the output and
     dropped before the next, so memory holds about one layer (plus its side information).
@@ -293,18 +266,13 @@ def revive_checkpoint(path, output, config: AttackConfig | None = None, *, layer
     without `overwrite`) raises RevivalError before anything is written; an interruption leaves
     no output. Returns the report dict (also written to disk).
     """
-    from pathlib import Path
-
-    from ..io import CheckpointWriter, TensorStore, check_output_path, load_checkpoint, write_report
+    from ..io import CheckpointWriter, TensorStore, load_checkpoint, plan_outputs, write_report
     from ..layers import check_finite, target_layers
     from ..masks import MaskReport, mask_stats
 
     t0 = time.perf_counter()
     ckpt = load_checkpoint(path)
-    output = check_output_path(output, ckpt.input_paths())
-    report_path = Path(report) if report is not None else default_report_path(output, ckpt.format)
-    check_report_path(report_path, output, ckpt.input_paths(),
-                      overwrite=overwrite or (report is None and ckpt.format == "diffusers"))
+    output, report_path = plan_outputs(ckpt, output, report, overwrite=overwrite)
     names = target_layers(ckpt.tensors, layers)  # default: every layer found pruned by its zeros
     config = config if config is not None else AttackConfig()
     release = ckpt.tensors.release if isinstance(ckpt.tensors, TensorStore) else (lambda *a: None)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import RevivalError
+from ..layers import check_matrices
 from ..seeding import item_seed
 from .obfuscate import ObfuscateResult, check_scale, obfuscate_matrix
 
@@ -48,14 +49,11 @@ def decoy(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int = 0,
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise RevivalError(f"seed must be a non-negative integer, got {seed!r}.")
     result = ObfuscateResult(stats=stats, seed=seed, scale=float(scale), method="decoy")
+    check_matrices(tensors, layers, "the defense")
     updates: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     for name in layers:
-        if name not in tensors:
-            raise RevivalError(f"target layer {name!r} is not in the checkpoint.")
         w = tensors[name]
-        if not bool(torch.isfinite(w).all()):
-            raise RevivalError(f"target layer {name!r} contains NaN or infinite weights.")
         g = torch.Generator().manual_seed(item_seed(seed, name))
         pruned = w == 0
         filled, info = obfuscate_matrix(w, stats, g, scale)

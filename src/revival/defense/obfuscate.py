@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import RevivalError
+from ..layers import check_matrices
 from ..seeding import item_seed
 
 if TYPE_CHECKING:
@@ -165,6 +166,7 @@ def obfuscate(tensors: Mapping[str, torch.Tensor], layers: list[str], stats: str
         raise RevivalError(f"seed must be a non-negative integer, got {seed!r}.")
     check_scale(scale)
     result = ObfuscateResult(stats=stats, seed=seed, scale=float(scale))
+    check_matrices(tensors, layers, "the defense")
     updates: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     it = layers
@@ -173,11 +175,7 @@ def obfuscate(tensors: Mapping[str, torch.Tensor], layers: list[str], stats: str
 
         it = tqdm(layers, desc="obfuscate", unit="layer")
     for name in it:
-        if name not in tensors:
-            raise RevivalError(f"target layer {name!r} is not in the checkpoint.")
         w = tensors[name]
-        if not bool(torch.isfinite(w).all()):
-            raise RevivalError(f"target layer {name!r} contains NaN or infinite weights.")
         g = torch.Generator().manual_seed(item_seed(seed, name))
         out, info = obfuscate_matrix(w, stats, g, scale)
         info.name = name
@@ -211,8 +209,7 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
     Raises RevivalError when the target layers hold no exact zero (nothing to hide), or for an
     output/report that would replace an input or (without `overwrite`) an existing file.
     """
-    from ..attack.revive import check_report_path, default_report_path
-    from ..io import check_output_path, load_checkpoint, save_checkpoint, write_report
+    from ..io import load_checkpoint, plan_outputs, save_checkpoint, write_report
     from ..layers import check_finite, target_layers
     from ..masks import mask_report
     from . import DEFAULT_DEFENSE, apply_defense, get_defense
@@ -224,10 +221,7 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
     if stats not in STATS:
         raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
     ckpt = load_checkpoint(path)
-    out = check_output_path(out, ckpt.input_paths())
-    report_path = Path(report) if report is not None else default_report_path(out, ckpt.format)
-    check_report_path(report_path, out, ckpt.input_paths(),
-                      overwrite=overwrite or (report is None and ckpt.format == "diffusers"))
+    out, report_path = plan_outputs(ckpt, out, report, overwrite=overwrite)
     names = target_layers(ckpt.tensors, layers)  # default: every layer found pruned by its zeros
     check_finite(ckpt.tensors, names, str(ckpt.path))
     masks = mask_report(ckpt.tensors, names)

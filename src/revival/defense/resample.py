@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..errors import RevivalError
+from ..layers import check_matrices
 from ..seeding import item_seed
 from .obfuscate import check_scale, obfuscate_matrix
 
@@ -196,6 +197,7 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int =
         raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
     result = ResampleResult(seed, float(scale), float(column_share), stats=stats, fresh_units=bool(fresh_units),
                             hot=hot)
+    check_matrices(tensors, layers, "the defense")
     updates: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     it = layers
@@ -204,13 +206,7 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int =
 
         it = tqdm(layers, desc="resample", unit="layer")
     for name in it:
-        if name not in tensors:
-            raise RevivalError(f"target layer {name!r} is not in the checkpoint.")
         w = tensors[name]
-        if w.ndim != 2 or not w.is_floating_point():
-            raise RevivalError(f"target layer {name!r} is not a floating-point matrix.")
-        if not bool(torch.isfinite(w).all()):
-            raise RevivalError(f"target layer {name!r} contains NaN or infinite weights.")
         pname = proj_name(name)
         proj = tensors.get(pname) if pname else None
         if proj is not None and side_features(tensors, name, tuple(w.shape)) is None:

@@ -9,10 +9,11 @@
 from .naming import LDM_PREFIX, diffusers_to_ldm, ldm_to_diffusers
 from .readers import FORMATS, Checkpoint, load_checkpoint
 from .store import TensorStore, tensor_meta
-from .writer import (CheckpointWriter, atomic_folder, atomic_write, check_output_path, jsonable,
-                     remove_stale_temporaries, save_checkpoint, write_json, write_report)
+from .writer import (CheckpointWriter, atomic_folder, atomic_write, check_output_path, check_report_path,
+                     default_report_path, jsonable, plan_outputs, remove_stale_temporaries, save_checkpoint,
+                     write_json, write_report)
 
 __all__ = ["FORMATS", "LDM_PREFIX", "Checkpoint", "CheckpointWriter", "TensorStore", "atomic_folder",
-           "atomic_write", "check_output_path", "diffusers_to_ldm", "jsonable", "ldm_to_diffusers",
+           "atomic_write", "check_output_path", "check_report_path", "default_report_path", "plan_outputs", "diffusers_to_ldm", "jsonable", "ldm_to_diffusers",
            "load_checkpoint", "remove_stale_temporaries", "save_checkpoint", "tensor_meta", "write_json",
            "write_report"]

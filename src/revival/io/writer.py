@@ -448,3 +448,37 @@ def jsonable(obj):
     if isinstance(obj, (Path, torch.dtype)):
         return str(obj)
     return obj
+
+
+# --------------------------------------------------------------------------- outputs of a verb
+
+def default_report_path(output, fmt: str):
+    """OUT.report.json beside a file output; OUT/revival_report.json inside a folder output."""
+    output = Path(output)
+    return output / "revival_report.json" if fmt == "diffusers" else output.with_name(output.name + ".report.json")
+
+
+def check_report_path(report, output, inputs, *, overwrite: bool = False) -> None:
+    """RevivalError, before any work, if a report path would replace an input, the output or a
+    user's file (unless `overwrite`), or has no folder to go to."""
+    check_output_path(report, list(inputs))
+    report, output = Path(report), Path(output)
+    if report.resolve() == output.resolve():
+        raise RevivalError(f"the report path {report} is the output path; choose another.")
+    if report.is_dir():
+        raise RevivalError(f"the report path {report} is a folder.")
+    if report.exists() and not overwrite:
+        raise RevivalError(f"the report {report} exists; pass --overwrite to replace it.")
+    if report.parent.resolve() != output.resolve() and not report.parent.is_dir():
+        raise RevivalError(f"the report folder {report.parent} does not exist.")
+
+
+def plan_outputs(ckpt: Checkpoint, output, report=None, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """(output path, report path) of a verb that writes a checkpoint and its JSON report, both
+    checked before any work: never an input (or inside one), never a user's existing file
+    without `overwrite`. The default report goes beside the output (inside it for a folder)."""
+    output = check_output_path(output, ckpt.input_paths())
+    report_path = Path(report) if report is not None else default_report_path(output, ckpt.format)
+    check_report_path(report_path, output, ckpt.input_paths(),
+                      overwrite=overwrite or (report is None and ckpt.format == "diffusers"))
+    return output, report_path
