@@ -101,10 +101,17 @@ class TextEncoder:
     def __init__(self, tokens: int = TOKENS, device: str = "cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         path = str(encoder_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(device)
+        was = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a sub-second load of a small local model: no bar
+        try:
+            self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(device)
+        finally:
+            if was:
+                hf_logging.enable_progress_bar()
         self.tokens = tokens
         self.device = device
         self._cache: dict[str, torch.Tensor] = {}
