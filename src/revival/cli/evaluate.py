@@ -123,6 +123,9 @@ def _evaluate(args) -> int:
             raise RevivalError(f"the real-image folder {args.fid_real} does not exist.")
         if features == "clip" and fid_clip is None:
             raise RevivalError("--fid-features clip needs a local CLIP folder (--fid-clip DIR).")
+        from ..evaluate.fid import load_real_images
+
+        load_real_images(args.fid_real, 8)  # every real image readable, before any generation
     clf = task_judge or get_classifier(name, str(model.device), args.classifier_path, **options)
     slug = "-".join(args.concept.lower().split())
     out = Path(args.out or f"evaluation-{slug}")
