@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sign_recovery import conceptprune_like_mask, load_layers, load_testbed_layers, minilm_path  # noqa: E402
+from sign_recovery import conceptprune_like_mask, conceptprune_like_mask_with_stats, load_layers, load_testbed_layers, minilm_path  # noqa: E402
 
 from revival.attack.locate import residual_scores  # noqa: E402
 from revival.defense.obfuscate import obfuscate_matrix  # noqa: E402
@@ -125,33 +125,9 @@ def end_to_end(concept: str, seeds_per_class: int, factors: list[float]) -> None
     pipe.unet.load_state_dict(original)
 
 
-def masked_with_stats(w: torch.Tensor, seed: int, skill_ratio: float = 0.02, steps: int = 10,
-                      concept_frac: float = 0.03, boost: float = 4.0, sigma: float = 0.5, spread: float = 0.2,
-                      drift: float = 0.1):
-    """sign_recovery.conceptprune_like_mask's recipe, also returning the per-step activation norms
-    [steps, in] of target and base prompts (the statistics a method-aware attacker reruns)."""
-    g = torch.Generator().manual_seed(seed)
-    n = w.shape[1]
-    a_base = torch.exp(sigma * torch.randn(n, generator=g))
-    a_tgt = a_base * torch.exp(spread * torch.randn(n, generator=g))
-    a_tgt[torch.randperm(n, generator=g)[: max(1, int(concept_frac * n))]] *= boost
-    k = max(1, int(skill_ratio * n))
-    mask = torch.zeros_like(w, dtype=torch.bool)
-    ats, abs_ = [], []
-    for _ in range(steps):
-        at = a_tgt * torch.exp(drift * torch.randn(n, generator=g))
-        ab = a_base * torch.exp(drift * torch.randn(n, generator=g))
-        step = torch.zeros_like(mask)
-        step.scatter_(1, (w.abs() * at).topk(k, dim=1).indices, True)
-        mask |= step & (at > ab)[None]
-        ats.append(at)
-        abs_.append(ab)
-    return mask, torch.stack(ats), torch.stack(abs_)
-
-
 def attackers_table(sets, quick: bool) -> None:
     """Localisation of every attacker against every defense (mean over layers)."""
-    from revival.attack.attackers import ATTACKERS, AttackContext, run_attacker
+    from revival.attack.attackers import ATTACKERS, AttackContext
     from revival.defense import DEFENSES, apply_defense
 
     name, proj = "blk.ff.net.2.weight", "blk.ff.net.0.proj.weight"
@@ -161,7 +137,7 @@ def attackers_table(sets, quick: bool) -> None:
         layers = layers[:2] if quick else layers
         rows: dict = {}
         for i, (w, side) in enumerate(layers):
-            mask, a_t, a_b = masked_with_stats(w, seed=i, skill_ratio=ratio)
+            mask, a_t, a_b = conceptprune_like_mask_with_stats(w, seed=i, skill_ratio=ratio)
             p = side.permute(0, 2, 1).reshape(-1, w.shape[0]).contiguous()     # [d*in, out], as ff.net.0.proj
             pruned = {name: w.masked_fill(mask, 0), proj: p}
             stats = {"t": {name: a_t}, "b": {name: a_b}}

@@ -70,6 +70,15 @@ def conceptprune_like_mask(w: torch.Tensor, seed: int, skill_ratio: float = 0.02
                            concept_frac: float = 0.03, boost: float = 4.0, sigma: float = 0.5,
                            spread: float = 0.2, drift: float = 0.1) -> torch.Tensor:
     """A WANDA/ConceptPrune-style union-over-timesteps mask on W [out, in] (see module doc)."""
+    return conceptprune_like_mask_with_stats(w, seed, skill_ratio, steps, concept_frac, boost, sigma, spread,
+                                             drift)[0]
+
+
+def conceptprune_like_mask_with_stats(w: torch.Tensor, seed: int, skill_ratio: float = 0.02, steps: int = 10,
+                                      concept_frac: float = 0.03, boost: float = 4.0, sigma: float = 0.5,
+                                      spread: float = 0.2, drift: float = 0.1):
+    """(mask, target norms [steps, in], base norms [steps, in]): the mask and the per-step
+    activation statistics behind it (what a method-aware attacker reruns)."""
     g = torch.Generator().manual_seed(seed)
     n = w.shape[1]
     a_base = torch.exp(sigma * torch.randn(n, generator=g))
@@ -77,13 +86,16 @@ def conceptprune_like_mask(w: torch.Tensor, seed: int, skill_ratio: float = 0.02
     a_tgt[torch.randperm(n, generator=g)[: max(1, int(concept_frac * n))]] *= boost
     k = max(1, int(skill_ratio * n))
     mask = torch.zeros_like(w, dtype=torch.bool)
+    ats, abs_ = [], []
     for _ in range(steps):
         at = a_tgt * torch.exp(drift * torch.randn(n, generator=g))
         ab = a_base * torch.exp(drift * torch.randn(n, generator=g))
         step = torch.zeros_like(mask)
         step.scatter_(1, (w.abs() * at).topk(k, dim=1).indices, True)
         mask |= step & (at > ab)[None]
-    return mask
+        ats.append(at)
+        abs_.append(ab)
+    return mask, torch.stack(ats), torch.stack(abs_)
 
 
 def sign_scores(orig: torch.Tensor, estimate: torch.Tensor, confidence: torch.Tensor | None,
