@@ -217,7 +217,7 @@ def revive_layer(tensors: Mapping[str, torch.Tensor], name: str, config, device:
         rows, cols = kept.nonzero(as_tuple=True)
         values = get_magnitude(config.magnitude)(
             wd, ~md, rows, cols, signs[rows, cols].double(), est[rows, cols].double(), gen)
-        out[rows.cpu(), cols.cpu()] = values.cpu().to(w.dtype)
+        out[rows.to(out.device), cols.to(out.device)] = values.to(device=out.device, dtype=w.dtype)
         n_kept = int(rows.numel())
     row_info = None
     if n_whole:
@@ -235,7 +235,7 @@ def revive_layer(tensors: Mapping[str, torch.Tensor], name: str, config, device:
             thresh = flat.sort(descending=True).values[n_top - 1]
             keep_mask = row_est.abs() >= thresh
             vals = torch.where(keep_mask, row_est, torch.zeros_like(row_est))
-            out[whole.cpu()] = vals.cpu().to(w.dtype)
+            out[whole.to(out.device)] = vals.to(device=out.device, dtype=w.dtype)
             n_kept += int(keep_mask.sum())
     info = dict(comp.info)
     info.update(info_extra)

@@ -79,13 +79,13 @@ def unit_masks(tensors: dict[str, torch.Tensor], key: str, units: torch.Tensor, 
     """Row masks of the input linear `key` (weight [g*hidden, dim]) and its bias for `units`."""
     w = tensors[key]
     g = w.shape[0] // hidden
-    rows = torch.cat([units + i * hidden for i in range(g)]) if units.numel() else units
-    wm = torch.zeros(w.shape, dtype=torch.bool)
+    rows = (torch.cat([units + i * hidden for i in range(g)]) if units.numel() else units).to(w.device)
+    wm = torch.zeros(w.shape, dtype=torch.bool, device=w.device)  # on the weights' device
     wm[rows] = True
     out = {key: wm}
     bkey = key[: -len("weight")] + "bias"
     if bkey in tensors:
-        bm = torch.zeros(tensors[bkey].shape, dtype=torch.bool)
+        bm = torch.zeros(tensors[bkey].shape, dtype=torch.bool, device=tensors[bkey].device)
         bm[rows] = True
         out[bkey] = bm
     return out
