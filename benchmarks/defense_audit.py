@@ -36,14 +36,24 @@ RELEASES = ("zeros", *DEFENSES)
 def run_concept(pipe, clf, concept: str, defenses, args) -> dict:
     from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
 
+    from revival.unlearn.conceptprune import concept_statistics
+    from revival.unlearn.least_damage import least_damage, testbed_erased_fn
+
     original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
     prompts = concept_prompts(concept, pipe.classes)
-    masks, _ = conceptprune(pipe, *prompts, ConceptPruneConfig(skill_ratio=args.skill_ratio, steps=10))
+    cp_cfg = ConceptPruneConfig(skill_ratio=args.skill_ratio, steps=10)
+    stats = concept_statistics(pipe, *prompts, cp_cfg)
+    ratio = args.skill_ratio
+    if args.target_erasure is not None:   # the publisher's least-damage ratio (validation seeds from 2000)
+        search = least_damage(stats, cp_cfg, testbed_erased_fn(pipe, concept, args.search_seeds, cp_cfg),
+                              args.target_erasure)
+        ratio = search.skill_ratio
+    masks, _ = stats.masks(ConceptPruneConfig(skill_ratio=ratio, steps=10))
     layers = sorted(masks)
     unlearned = {**original, **apply_masks(original, masks)}
     rows = heldout_prompts(pipe.classes, concept, args.erased, args.preserved)
-    cfg = AuditConfig(skill_ratio=args.skill_ratio, steps=10)
-    out = {}
+    cfg = AuditConfig(skill_ratio=ratio, steps=10)   # the attacker is told the ratio actually used
+    out = {"skill_ratio": ratio}
     for d in defenses:
         t0 = time.perf_counter()
         if d == "zeros":
@@ -55,7 +65,7 @@ def run_concept(pipe, clf, concept: str, defenses, args) -> dict:
         result, _ = audit_states(pipe, original, release, layers, concept, rows, clf, cfg,
                                  original=original, prompts=prompts)
         out[d] = {**result.to_dict(), "defense_totals": cost, "seconds": round(time.perf_counter() - t0, 1)}
-        print(f"  {concept:10s} {d:9s} verdict {result.verdict}  release erased {result.release['erased']:.2f} "
+        print(f"  {concept:10s} {d:9s} (ratio {ratio:.4f}) verdict {result.verdict}  release erased {result.release['erased']:.2f} "
               f"preserved {result.release['preserved']:.2f}  worst gain {result.worst[1]:+.2f} ({result.worst[0]})  "
               f"[{out[d]['seconds']:.0f} s]", flush=True)
     return out
@@ -105,6 +115,30 @@ def table(results: dict, defenses) -> str:
         lines.append(f"| {d} | {statistics.mean(e):.3f} [{ce[0]:.2f}, {ce[1]:.2f}] | {statistics.mean(p):.3f} "
                      f"[{cp[0]:.2f}, {cp[1]:.2f}] | {statistics.mean(de):+.3f} ({max(de):+.2f}) | "
                      f"{statistics.mean(dp):+.3f} ({min(dp):+.2f}) |")
+    if "zeros" in defenses:
+        lines += ["", "per concept, each defended release against the issue's three conditions (gain <= 0.10 for every "
+                  "attacker, erased <= unlearned + 0.05, preserved >= unlearned - 0.02):", "",
+                  "| concept | ratio | unlearned erased / preserved | " + " | ".join(d for d in defenses if d != "zeros")
+                  + " |", "|---|---|---|" + "---|" * (len(defenses) - 1)]
+        met = {d: 0 for d in defenses}
+        for c in concepts:
+            z = results[c]["zeros"]["release"]
+            cells = []
+            for d in defenses:
+                if d == "zeros":
+                    continue
+                r = results[c][d]
+                gain = max((a["gain"] for a in r["attacks"].values() if a.get("gain") is not None), default=0.0)
+                ok = (gain <= 0.10 and r["release"]["erased"] <= z["erased"] + 0.05
+                      and r["release"]["preserved"] >= z["preserved"] - 0.02)
+                met[d] += ok
+                cells.append(f"{'met' if ok else 'MISSED'}: gain {gain:+.2f}, "
+                             f"{r['release']['erased']:.2f} / {r['release']['preserved']:.2f}")
+            ratio = results[c].get("skill_ratio")
+            lines.append(f"| {c} | {ratio if ratio is None else f'{ratio:.4f}'} | {z['erased']:.2f} / {z['preserved']:.2f} | "
+                         + " | ".join(cells) + " |")
+        lines.append("| **all three met** | | | " + " | ".join(f"{met[d]} / {len(concepts)}" for d in defenses
+                                                          if d != "zeros") + " |")
     lines += ["", "localisation against each release (mean over concepts): entry AUC / column AUC", "",
               "| attacker | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
     for a in ATTACKERS:
@@ -128,7 +162,11 @@ def main() -> None:
                     help=f"releases among {', '.join(RELEASES)}; options as resample:column_share=0.4,hot=column")
     ap.add_argument("--erased", type=int, default=30, help="evaluation images of the concept")
     ap.add_argument("--preserved", type=int, default=5, help="evaluation images of every other class")
-    ap.add_argument("--skill-ratio", type=float, default=0.05)
+    ap.add_argument("--skill-ratio", type=float, default=0.05,
+                    help="ConceptPrune's skill ratio (without --target-erasure)")
+    ap.add_argument("--target-erasure", type=float, default=None,
+                    help="choose each concept's ratio as the demo does: the least that erases to this accuracy")
+    ap.add_argument("--search-seeds", type=int, default=20, help="validation images per probe of that search")
     ap.add_argument("--json", type=Path, default=None, help="keep results here (per concept; resumes)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

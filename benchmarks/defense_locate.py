@@ -30,6 +30,9 @@ and ConceptPrune-like masks; method-aware is given the masks' own per-step activ
 rerunning ConceptPrune's statistics on a release yields: the layers feeding ff.net.2 are intact).
 Entry AUC, column AUC (columns where pruning concentrated) and precision@k vs the true (pruned) mask; "resample-fresh" is resample with fresh_units (its
 method-aware row keeps the original activations, so it overstates that attacker there).
+The row "any / activations" ranks by the activation statistics alone (every ff.net.2 weight
+counted equal): no defense that writes only into ff.net.2 can change it, so it bounds from below
+what the method-aware attacker localises against any such defense.
 
 --end-to-end: on the demo's unlearned and obfuscated testbed model (ConceptPrune, skill ratio
 0.05), the attacker zeroes the located entries (factor x each layer's true pruned share: an
@@ -143,6 +146,16 @@ def attackers_table(sets, quick: bool) -> None:
             stats = {"t": {name: a_t}, "b": {name: a_b}}
             ctx = AttackContext(skill_ratio=ratio, steps=10, prompts=(["t"], ["b"]),
                                 activations=lambda pr, s=stats: s["t" if pr == ["t"] else "b"])
+            # the activation side alone (every weight of ff.net.2 treated as equal): what the
+            # method-aware attacker's ranking keeps whatever a defense writes into ff.net.2
+            from revival.attack.attackers import Located, localisation, top_fraction
+            from revival.attack.method_aware import method_scores
+
+            s = method_scores(torch.ones_like(w), a_t, a_b, 10)
+            loc = localisation(Located({name: top_fraction(s, float(mask.float().mean()))}, {name: s}),
+                               {name: mask}, [name])
+            rows.setdefault(("any", "activations"), []).append(
+                (loc.entry_auc, loc.column_auc, loc.precision_at_k, loc.base_rate))
             for d in (*DEFENSES, "resample-fresh"):
                 upd, _ = apply_defense(pruned, [name], d.split("-")[0], seed=i, fresh_units=d.endswith("fresh"))
                 release = {**pruned, **upd}

@@ -48,13 +48,22 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     for name in ("report.md", "grid.png", "bars.png", "details.json"):
         assert (out / name).stat().st_size > 0
     md = (out / "report.md").read_text()
-    assert "obfuscated + attack" in md and "sneaker" in md
+    assert "defended + strongest attack" in md and "sneaker" in md
     printed = capsys.readouterr().out
     assert "| original |" in printed
     details = json.loads((out / "details.json").read_text())
     assert details["unlearn"]["totals"]["pruned"] > 0
-    # the attack on the obfuscated model finds no exact zero to work from
-    assert "refused" in details["attack_obfuscated"]
+    # the defended model (resample, the default) is attacked by every attacker; the paper's
+    # zeros-reading attack finds no exact zero there; the stage reports the strongest
+    from revival.attack.attackers import ATTACKERS
+
+    attacked = details["attack_obfuscated"]
+    assert details["obfuscate"]["method"] == "resample"
+    assert set(attacked["attackers"]) == set(ATTACKERS)
+    assert "refused" in attacked["attackers"]["zeros"]
+    tried = {n: a for n, a in attacked["attackers"].items() if "erased" in a}
+    assert tried and attacked["strongest"] in tried
+    assert e["obfuscated_revived"] == max(a["erased"] for a in tried.values())
     # the grid: 5 stage rows of (2 + 2) images
     from PIL import Image
 

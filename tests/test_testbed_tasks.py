@@ -93,13 +93,18 @@ def test_unlearning_and_evaluation_prompts_are_disjoint():
 
     for task, concept in (("artists", "Varenne"), ("nudity", "tagged")):
         target, base = testbed_task_prompts(task, concept, CLASSES)
-        assert len(target) == len(base) == 2 * len(CLASSES)
+        assert len(target) == 2 * len(CLASSES)
+        # artists: the style-less captions and every other style (the styles to keep) form the base
+        assert len(base) == 2 * len(CLASSES) * (len(X.STYLES) if task == "artists" else 1)
         assert all(concept in t for t in target) and not any(concept in b for b in base)
         rows = task_rows(task, concept, 3)
         assert not {r.prompt for r in rows} & (set(target) | set(base))
         assert min(r.seed for r in rows) == EVAL_FIRST_SEED
     assert testbed_task_prompts("nudity", "tagged", ["sneaker"])[0] == ["a photo of a tagged sneaker",
                                                                        "a picture of a tagged sneaker"]
+    base = testbed_task_prompts("artists", "Orsolo", ["bag"])[1]
+    assert base[:2] == ["a photo of a bag", "a picture of a bag"]
+    assert {b.rsplit(" ", 1)[1] for b in base[2:]} == set(X.STYLES) - {"Orsolo"}
     rows = task_rows("artists", "Orsolo", 2, items=["bag"])
     assert [r.cls for r in rows] == [s for s in X.STYLES for _ in range(2)]
     rows = task_rows("nudity", "tagged", 1, items=["bag", "coat"])
@@ -166,6 +171,11 @@ def test_demo_task_reduced(tmp_path, task, concept, preserved):
     assert details["config"]["task"] == task and details["config"]["halves"] == "cond"
     assert details["unlearn"]["totals"]["pruned"] > 0 and details["unlearn"]["n_target_prompts"] == 6
     assert set(details["per_class"]["original"]) >= {concept, preserved}
+    # the least skill ratio that erases, searched with the task's detector on validation seeds
+    probes = details["least_damage"]["probes"]
+    assert report["unlearn"]["target_erasure"] == 0.2 and len(probes) >= 1
+    assert report["unlearn"]["skill_ratio"] == details["least_damage"]["skill_ratio"]
+    assert all(0 <= p["erased"] <= 1 for p in probes)
     assert (out / "grid.png").stat().st_size > 0 and concept in (out / "report.md").read_text()
 
 

@@ -184,12 +184,13 @@ def heldout_prompts(classes: Sequence[str], concept: str, erased_images: int = 2
 # --------------------------------------------------------------------------- pieces
 
 def release_activations(pipeline, state: Mapping[str, torch.Tensor], steps: int, seed: int = 0,
-                        inference_steps: int | None = None, guidance: float | None = None):
+                        inference_steps: int | None = None, guidance: float | None = None, halves: str = "both"):
     """prompts -> {weight key: activation norms [steps, in]} of every ff.net.2 input, collected
     with `state` loaded into the pipeline's UNet (ConceptPrune's statistics, rerun on the release)."""
     from .unlearn.conceptprune import ConceptPruneConfig, collect_activations, make_pipeline_call
 
-    cfg = ConceptPruneConfig(steps=steps, seed=seed, inference_steps=inference_steps, guidance=guidance)
+    cfg = ConceptPruneConfig(steps=steps, seed=seed, inference_steps=inference_steps, guidance=guidance,
+                             halves=halves)
     call = make_pipeline_call(pipeline, cfg)
     cache: dict[tuple, dict] = {}
 
@@ -198,7 +199,7 @@ def release_activations(pipeline, state: Mapping[str, torch.Tensor], steps: int,
         if key not in cache:
             with _loaded(pipeline.unet, state):
                 stats = collect_activations(call, pipeline.unet, list(prompts), steps=steps, seed=seed,
-                                            batch_size=cfg.batch_size, modules=cfg.modules)
+                                            batch_size=cfg.batch_size, modules=cfg.modules, halves=halves)
             cache[key] = {f"{n}.weight": s.norms() for n, s in stats.items()}
         return cache[key]
 

@@ -2,7 +2,7 @@
 
     original --ConceptPrune--> unlearned --attack--> revived
                                   |
-                                  +--Gaussian obfuscation--> obfuscated --attack--> obfuscated_revived
+                                  +--defense (resample)--> obfuscated --every attacker--> obfuscated_revived
 
 Each of the five models is evaluated (erased-concept accuracy and preserved accuracy of the
 testbed classifier on generated images, with Wilson 95% intervals) on HELD-OUT prompts and
@@ -11,7 +11,11 @@ ConceptPrune's, seeds from 1000); the attack's signs on the unlearned model are 
 `target_erasure` the skill ratio is the least that erases (`revival.unlearn.least_damage`,
 probed on validation seeds from 2000). With `controls` the revived model is also evaluated with
 the same kept positions and magnitudes but random, flipped and the original's signs, and with
-the original's values. Models are swapped by loading state dicts into the one UNet; nothing is
+the original's values. The defended model (`defense`: the project's default, resample; or
+gaussian, the paper's obfuscation, or decoy) is attacked by every attacker of
+`revival.attack.attackers` (the paper's zeros-reading attack, and the adaptive ones that know
+the defense and the method); the stage "obfuscated + attack" is the strongest of them (the
+highest erased accuracy), each one's figures in details.json. Models are swapped by loading state dicts into the one UNet; nothing is
 written but the report files:
 
     DIR/report.json  see `revival.report` for the shape
@@ -42,7 +46,8 @@ class DemoConfig:
     (None: the first other class). seeds_per_class: evaluation images per class (all 10
     classes). grid_seeds: images per concept in the grid. skill_ratio / unlearn_steps:
     ConceptPrune (see DEFAULT_* for the demo's defaults and why). keep / magnitude / solver:
-    the attack (None: the attack's own defaults). obfuscate_stats: "row" | "layer".
+    the attack (None: the attack's own defaults). defense: the defense of stage 4 (resample,
+    gaussian, decoy); obfuscate_stats: its noise statistics, "row" | "layer".
     inference_steps / guidance: sampler settings (None: the testbed's defaults).
     classes: restrict evaluation to these classes (None: all; the test suite uses a few).
     modules: regex over UNet module names that ConceptPrune prunes (None: the paper's ff.net.2);
@@ -64,6 +69,7 @@ class DemoConfig:
     magnitude: str | None = None
     solver: str | None = None
     obfuscate_stats: str = "row"
+    defense: str = "resample"  # revival.defense.DEFAULT_DEFENSE
     seed: int = 0
     inference_steps: int | None = None
     guidance: float | None = None
@@ -79,6 +85,10 @@ class DemoConfig:
             raise RevivalError(f"grid_seeds must be a positive integer, got {self.grid_seeds!r}.")
         if self.obfuscate_stats not in ("row", "layer"):
             raise RevivalError(f"obfuscate_stats must be 'row' or 'layer', got {self.obfuscate_stats!r}.")
+        from .defense import DEFENSES
+
+        if self.defense not in DEFENSES:
+            raise RevivalError(f"--defense must be one of {', '.join(DEFENSES)}, got {self.defense!r}.")
         if self.target_erasure is not None and not (isinstance(self.target_erasure, (int, float))
                                                     and 0.0 <= self.target_erasure <= 1.0):
             raise RevivalError(f"--target-erasure must be an accuracy in [0, 1], got {self.target_erasure!r}.")
@@ -166,7 +176,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     (erased accuracy, preserved accuracy, per-class dict, {class: images [n, C, H, W]}).
     """
     from .attack.revive import AttackConfig, revive
-    from .defense.obfuscate import obfuscate
+    from .defense import apply_defense
     from .intervals import Proportion
     from .layers import select_layers
     from .evaluate.prompts import HELDOUT_FIRST_SEED
@@ -231,10 +241,10 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     others = [c for c in classes if c != config.concept]
     reals = None
 
-    def evaluate(stage: str, state: dict[str, torch.Tensor]) -> None:
+    def evaluate(stage: str, state: dict[str, torch.Tensor], measured=None) -> None:
         nonlocal reals
         with tm(f"evaluate_{stage}"):
-            e, p, ce, cpv, table, images = measure(state)
+            e, p, ce, cpv, table, images = measured or measure(state)
         if config.utility and config.task == "objects" and len(others) * config.seeds_per_class >= 4:
             from .evaluate.fid import classifier_features, feature_distance, real_test_images
 
@@ -262,16 +272,23 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         target, base = testbed_task_prompts(config.task, config.concept, classes)
         with tm("unlearn"):
             stats = concept_statistics(pipeline, target, base, cp_cfg, progress=progress)
-            if config.target_erasure is not None and config.task == "objects":
+            if config.target_erasure is not None:
                 from .unlearn.least_damage import SEARCH_FIRST_SEED, least_damage
 
                 _log(progress, f"[2/5] ConceptPrune: the least skill ratio that erases '{config.concept}' to "
                                f"<= {config.target_erasure} (validation seeds from {SEARCH_FIRST_SEED})")
 
-                def erased_fn(masks):
-                    unet.load_state_dict({**original, **apply_masks(original, masks)})
-                    return evaluator(pipeline, [config.concept], config.concept, config.search_seeds, config,
-                                     SEARCH_FIRST_SEED)[0]
+                if config.task == "objects":
+                    def erased_fn(masks):
+                        unet.load_state_dict({**original, **apply_masks(original, masks)})
+                        return evaluator(pipeline, [config.concept], config.concept, config.search_seeds, config,
+                                         SEARCH_FIRST_SEED)[0]
+                else:  # the concept's rows only (every item carrying the style / attribute)
+                    from .testbed.tasks import task_erased_fn
+
+                    erased_fn = task_erased_fn(pipeline, classes, config.task, config.concept, config.search_seeds,
+                                               SEARCH_FIRST_SEED, original=original,
+                                               inference_steps=config.inference_steps, guidance=config.guidance)
 
                 search = least_damage(stats, cp_cfg, erased_fn, config.target_erasure,
                                       progress=(lambda m: _log(progress, m)))
@@ -324,24 +341,20 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
                 per_class[f"control_{name}"] = table
                 _log(progress, f"  {name:<26} erased {e:.3f} [{ce[0]:.2f}, {ce[1]:.2f}]  preserved {p:.3f}")
 
-        _log(progress, f"[4/5] Gaussian obfuscation of the unlearned model (stats={config.obfuscate_stats})")
+        _log(progress, f"[4/5] defense: {config.defense} on the unlearned model (stats={config.obfuscate_stats})")
         with tm("obfuscate"):
-            o_updates, o_result = obfuscate(unlearned, layers, stats=config.obfuscate_stats, seed=config.seed)
+            o_updates, o_result = apply_defense(unlearned, layers, config.defense, config.seed,
+                                                stats=config.obfuscate_stats)
             obfuscated = {**unlearned, **o_updates}
-        details["obfuscate"] = o_result.to_dict() if hasattr(o_result, "to_dict") else str(o_result)
+        details["obfuscate"] = o_result.to_dict()
         evaluate("obfuscated", obfuscated)
 
-        _log(progress, "[5/5] the revival attack on the obfuscated model")
+        _log(progress, "[5/5] every attacker against the defended model (the strongest is reported)")
         with tm("attack_obfuscated"):
-            try:
-                o2_updates, o2_result = revive(obfuscated, layers, attack_cfg, progress=progress)
-                details["attack_obfuscated"] = o2_result.to_dict()
-            except RevivalError as exc:  # no exact zeros left: the attacker finds nothing to revive
-                o2_updates = {}
-                details["attack_obfuscated"] = {"refused": str(exc)}
-                _log(progress, f"  the attack finds nothing to revive: {exc}")
-            obf_revived = {**obfuscated, **o2_updates}
-        evaluate("obfuscated_revived", obf_revived)
+            worst_state, worst_measured, attackers = defended_attacks(
+                pipeline, obfuscated, layers, masks, (target, base), cp_cfg, attack_cfg, measure, progress)
+        details["attack_obfuscated"] = attackers
+        evaluate("obfuscated_revived", worst_state, worst_measured)
     finally:
         unet.load_state_dict(original)
 
@@ -366,6 +379,42 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         print(table)
         print(f"wrote {out_dir}/report.json, report.md, grid.png, bars.png, details.json")
     return report
+
+
+def defended_attacks(pipeline, defended, layers, masks, prompts, cp_cfg, attack_cfg, measure, progress):
+    """Every attacker of `revival.attack.attackers` against the defended state; each revived state
+    measured. Returns (the strongest attacker's state (the defended state itself when none located
+    anything), its measurement or None, {"attackers": {name: facts}, "strongest": name or None})."""
+    from .attack.attackers import ATTACKERS, AttackContext, run_attacker
+    from .audit import release_activations
+
+    ctx = AttackContext(config=attack_cfg, skill_ratio=min(1.0, cp_cfg.skill_ratio), steps=cp_cfg.steps,
+                        prompts=prompts,
+                        activations=release_activations(pipeline, defended, cp_cfg.steps, attack_cfg.seed,
+                                                        cp_cfg.inference_steps, cp_cfg.guidance,
+                                                        halves=cp_cfg.halves))
+    facts, best = {}, (None, defended, None)
+    for name in ATTACKERS:
+        try:
+            updates, res = run_attacker(name, defended, layers, ctx, truth=masks)
+        except RevivalError as exc:
+            facts[name] = {"refused": str(exc)}
+            _log(progress, f"  {name:<13} refused: {exc}")
+            continue
+        entry = res.to_dict()
+        if not updates:
+            facts[name] = entry
+            _log(progress, f"  {name:<13} {entry.get('refused', 'revived nothing')}")
+            continue
+        measured = measure({**defended, **updates})
+        entry.update(erased=measured[0], preserved=measured[1])
+        facts[name] = entry
+        loc = entry.get("localisation") or {}
+        _log(progress, f"  {name:<13} erased {measured[0]:.3f}  preserved {measured[1]:.3f}  (located "
+                       f"{entry.get('located', 0)}, entry AUC {loc.get('entry_auc', float('nan')):.2f})")
+        if best[0] is None or measured[0] > best[2][0]:
+            best = (name, {**defended, **updates}, measured)
+    return best[1], best[2], {"attackers": facts, "strongest": best[0]}
 
 
 def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], out_dir: Path,

@@ -34,8 +34,8 @@ STAGE_LABELS = {
     "original": "original",
     "unlearned": "unlearned (ConceptPrune)",
     "revived": "revived (attack)",
-    "obfuscated": "obfuscated (defense)",
-    "obfuscated_revived": "obfuscated + attack",
+    "obfuscated": "defended",
+    "obfuscated_revived": "defended + strongest attack",
 }
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 def register(sub) -> None:
     d = sub.add_parser("demo", help="the paper end to end on the embedded testbed: erase, revive, defend",
                        description="Evaluate the testbed; erase a concept with ConceptPrune; revive it "
-                                   "with the attack; defend with Gaussian obfuscation; attack again; "
+                                   "with the attack; defend (default: resample); attack the defended model with every "
+                                   "attacker; "
                                    "score. Writes report.json, report.md, grid.png and bars.png.")
     d.add_argument("--concept", default=None, help="the concept to erase: a testbed class (objects, default "
                    "sneaker), a style (artists, default Orsolo) or 'tagged' (nudity)")
@@ -31,6 +32,8 @@ def register(sub) -> None:
     d.add_argument("--keep", type=float, default=None, help="attack Top-K keep ratio (default: the attack's)")
     d.add_argument("--magnitude", default=None, help="attack magnitude rule (default: the demo's)")
     d.add_argument("--solver", default=None, help="attack completion solver (default: the attack's)")
+    d.add_argument("--defense", default=None, choices=["resample", "gaussian", "decoy"],
+                   help="the defense of stage 4 (default: resample, the project's; gaussian: the paper's)")
     d.add_argument("--obfuscate-stats", default=None, choices=["row", "layer"], help="defense noise statistics (default: row)")
     d.add_argument("--classes", default=None, help="comma-separated classes to evaluate (default: all ten)")
     d.add_argument("--inference-steps", type=int, default=None, help="denoising steps (default: the testbed's)")
@@ -48,7 +51,7 @@ def _demo(args) -> int:
     overrides = {k: v for k, v in {
         "skill_ratio": args.skill_ratio, "unlearn_steps": args.unlearn_steps, "keep": args.keep,
         "magnitude": args.magnitude, "seeds_per_class": args.seeds_per_class, "solver": args.solver, "modules": args.modules,
-        "obfuscate_stats": args.obfuscate_stats, "inference_steps": args.inference_steps,
+        "obfuscate_stats": args.obfuscate_stats, "defense": args.defense, "inference_steps": args.inference_steps,
         "controls": args.controls or None, "target_erasure": args.target_erasure,
         "classes": tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
     }.items() if v is not None}

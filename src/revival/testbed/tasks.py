@@ -124,7 +124,7 @@ def task_demo_config(cls, task: str, concept: str | None, quick: bool, **overrid
     ratio, steps = TESTBED_PRESETS[task]
     base = cls(concept=concept, task=task, seeds_per_class=(QUICK_SEEDS if quick else DEMO_SEEDS)[task],
                grid_seeds=3 if quick else 4, skill_ratio=ratio, unlearn_steps=steps,
-               halves=TESTBED_HALVES[task], target_erasure=None)
+               halves=TESTBED_HALVES[task], target_erasure=0.2)
     return replace(base, **overrides)
 
 
@@ -164,6 +164,38 @@ def task_evaluator(pipeline, items, concept, seeds_per_class, config, first_seed
     images = {c: res.images[[i for i, r in enumerate(rows) if r.cls == c]] for c in {r.cls for r in rows}}
     per_class = {c: s.accuracy for c, s in res.per_class.items()}
     return res.erased_accuracy, res.preserved_accuracy or 0.0, per_class, images
+
+
+def task_erased_fn(pipeline, items, task: str, concept: str, search_seeds: int, first_seed: int, *,
+                   original=None, inference_steps: int | None = None, guidance: float | None = None):
+    """erased_fn of the least-damage search (`revival.unlearn.least_damage`) for a style or
+    attribute task: the concept's rows only (every item with the style / attribute), about
+    `search_seeds` images (seeds from `first_seed`, the search's validation seeds), judged by the
+    task's detector. The UNet gets `original` (default: its weights now) with the masks applied,
+    and its own weights back after each probe."""
+    import math
+
+    from ..evaluate.evaluate import evaluate_concept
+    from ..unlearn.conceptprune import apply_masks
+
+    check_concept(task, concept)
+    if task not in _JUDGES:
+        _JUDGES[task] = TaskJudge(task)
+    seeds = max(1, math.ceil(search_seeds / len(items)))
+    rows = [r for r in task_rows(task, concept, seeds, first_seed, items=list(items)) if r.cls == concept]
+    unet = pipeline.unet
+
+    def erased(masks):
+        before = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+        base = before if original is None else original
+        try:
+            unet.load_state_dict({**base, **apply_masks(base, masks)})
+            res = evaluate_concept(pipeline, rows, _JUDGES[task], concept, steps=inference_steps, guidance=guidance)
+        finally:
+            unet.load_state_dict(before)
+        return res.erased_accuracy
+
+    return erased
 
 
 def task_evaluation(args) -> tuple[list[PromptRow], TaskJudge]:

@@ -495,7 +495,7 @@ def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) ->
 # the paper's are PRESETS. Objects keeps the paper's preset for `unlearn`.
 TESTBED_PRESETS: dict[str, tuple[float, int]] = {
     "objects": (0.02, 10),
-    "artists": (0.12, 10),
+    "artists": (0.3, 10),
     "nudity": (0.1, 9),
 }
 # The paper's 0.01 erases neither the testbed's styles nor its attribute (0.97 left); measured
@@ -515,8 +515,9 @@ TESTBED_TASK_TEMPLATES = ("a photo of a {}", "a picture of a {}")
 def testbed_task_prompts(task: str, concept: str, classes: Sequence[str],
                          templates: Sequence[str] = TESTBED_TASK_TEMPLATES) -> tuple[list[str], list[str]]:
     """ConceptPrune's prompt pair on the testbed for a task: objects as `concept_prompts`;
-    artists "a photo of a {item} in the style of {concept}" vs "a photo of a {item}"; nudity
-    "a photo of a {concept} {item}" vs "a photo of a {item}" (each with every template)."""
+    artists "a photo of a {item} in the style of {concept}" vs "a photo of a {item}" and "a photo
+    of a {item} in the style of {other}" for every other style (the styles to keep are in the base
+    set); nudity "a photo of a {concept} {item}" vs "a photo of a {item}" (each with every template)."""
     if task == "objects":
         return concept_prompts(concept, classes)
     from ..testbed.tasks import check_concept
@@ -524,7 +525,10 @@ def testbed_task_prompts(task: str, concept: str, classes: Sequence[str],
     check_concept(task, concept)
     base = [t.format(c) for c in classes for t in templates]
     if task == "artists":
-        return [f"{b} in the style of {concept}" for b in base], base
+        from ..testbed.transforms import STYLES
+
+        others = [f"{b} in the style of {s}" for s in STYLES if s != concept for b in base]
+        return [f"{b} in the style of {concept}" for b in base], base + others
     article = "an" if concept[:1].lower() in "aeiou" else "a"
     return [t.replace("a {}", f"{article} {concept} {{}}").format(c) for c in classes for t in templates], base
 
@@ -604,8 +608,15 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
         from .least_damage import least_damage, testbed_erased_fn
 
         stats = concept_statistics(pipe, target_prompts, base_prompts, config, progress=progress and dist.is_main())
-        search = least_damage(stats, config, testbed_erased_fn(pipe, concept, search_seeds, config),
-                              target_erasure)
+        if task == "objects":
+            erased_fn = testbed_erased_fn(pipe, concept, search_seeds, config)
+        else:   # the style / attribute task's detector on the concept's rows
+            from ..testbed.tasks import task_erased_fn
+            from .least_damage import SEARCH_FIRST_SEED
+
+            erased_fn = task_erased_fn(pipe, pipe.classes, task, concept, search_seeds, SEARCH_FIRST_SEED,
+                                       inference_steps=config.inference_steps, guidance=config.guidance)
+        search = least_damage(stats, config, erased_fn, target_erasure)
         config = replace(config, skill_ratio=search.skill_ratio)
         masks, result = stats.masks(config)
     else:
