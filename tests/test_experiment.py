@@ -122,6 +122,7 @@ def test_reproduce_from_the_manifest(first):
     ("[[concepts]]\nname = 'bag'\nclassifier = 'vgg'\n", "unknown classifier 'vgg'"),
     ("[[concepts]]\nname = 'bag'\nflavour = 1\n", "unknown key 'flavour' in concept 'bag'"),
     ("[attack]\nkeep = 0.5\nspeed = 2\n", "unknown key 'speed' in \\[attack\\]"),
+    ("[defense]\nmethod = 'paint'\n", "method must be one of"),
 ])
 def test_bad_configs_refused_nothing_written(tmp_path, capsys, edit, message):
     cfg = tmp_path / "bad.toml"
@@ -150,6 +151,14 @@ def test_bad_stage_model_folder_and_other_experiment(tmp_path, capsys, first):
     before = files(first / "a")
     assert main(["experiment", str(cfg), "--out", str(first / "a"), "--device", "cpu", "--quiet"]) == 2
     assert "other settings" in capsys.readouterr().err and files(first / "a") == before
+
+
+def test_defense_method_is_read(tmp_path):
+    from revival.experiment import load_config
+
+    cfg = tmp_path / "d.toml"
+    cfg.write_text(SMALL + "[defense]\nmethod = 'resample'\n")
+    assert load_config(cfg).defense == {"method": "resample"}
 
 
 def test_shipped_config_names_every_testbed_concept():

@@ -1,7 +1,10 @@
 """`revival experiment`: concepts x stages -> the paper's table, as one resumable run.
 
     original --ConceptPrune--> unlearned --attack--> revived
-                                  +--Gaussian obfuscation--> obfuscated --attack--> obfuscated_revived
+                                  +--defense--> obfuscated --attack--> obfuscated_revived
+
+The defense is [defense] method: "gaussian" (the paper's obfuscation, the default here, so the
+table is the paper's), "resample" (the project's default of `revival defend`) or "decoy".
 
 A TOML config names the model ("testbed" or a local SD folder), the concepts (registry entries,
 `revival.concepts`, optionally overridden or added in the config), the stages, the evaluation
@@ -50,7 +53,7 @@ STAGES = ("original", "unlearned", "revived", "obfuscated", "obfuscated_revived"
 STAGE_ALIASES = {"obfuscated+attack": "obfuscated_revived", "obfuscated_attack": "obfuscated_revived",
                  "obfuscated + attack": "obfuscated_revived", "pruned": "unlearned"}
 ATTACK_KEYS = {"solver", "keep", "magnitude", "rank", "lam", "seed", "max_iters", "tol", "side"}
-DEFENSE_KEYS = {"stats", "seed"}
+DEFENSE_KEYS = {"method", "stats", "seed"}
 CONCEPT_OVERRIDES = {f.name for f in fields(Concept)} - {"name"}
 
 
@@ -184,6 +187,10 @@ class ExperimentConfig:
         cfg.attack_config()  # validates the attack settings
         if defense.get("stats", "row") not in ("row", "layer"):
             raise RevivalError(f"{where}: [defense] stats must be 'row' or 'layer'.")
+        from .defense import DEFENSES
+
+        if defense.get("method", "gaussian") not in DEFENSES:
+            raise RevivalError(f"{where}: [defense] method must be one of {', '.join(DEFENSES)}.")
         return cfg
 
     def attack_config(self):
@@ -311,7 +318,7 @@ class _Run:
         if stage in self.memo:
             return self.memo[stage]
         from .attack.revive import revive
-        from .defense.obfuscate import obfuscate
+        from .defense import apply_defense
         from .unlearn.conceptprune import ConceptPruneConfig, apply_masks, conceptprune
 
         if stage == "unlearned":
@@ -337,8 +344,9 @@ class _Run:
             self.signs[stage] = sign_recovery(self.original, self.weights("unlearned"), state, self._layers())
         elif stage == "obfuscated":
             src = self.weights("unlearned")
-            updates, _ = obfuscate(src, self._layers(), stats=self.cfg.defense.get("stats", "row"),
-                                   seed=self.cfg.defense.get("seed", self.cfg.seed))
+            updates, _ = apply_defense(src, self._layers(), self.cfg.defense.get("method", "gaussian"),
+                                       self.cfg.defense.get("seed", self.cfg.seed),
+                                       stats=self.cfg.defense.get("stats", "row"))
             state = {**src, **updates}
         else:  # pragma: no cover - stages are validated
             raise RevivalError(f"unknown stage {stage!r}.")
