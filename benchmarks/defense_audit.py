@@ -160,13 +160,13 @@ def main() -> None:
     ap.add_argument("--concepts", nargs="*", default=None)
     ap.add_argument("--defenses", nargs="*", default=list(RELEASES),
                     help=f"releases among {', '.join(RELEASES)}; options as resample:column_share=0.4,hot=column")
-    ap.add_argument("--erased", type=int, default=30, help="evaluation images of the concept")
+    ap.add_argument("--erased", type=int, default=60, help="evaluation images of the concept")
     ap.add_argument("--preserved", type=int, default=5, help="evaluation images of every other class")
     ap.add_argument("--skill-ratio", type=float, default=0.05,
                     help="ConceptPrune's skill ratio (without --target-erasure)")
     ap.add_argument("--target-erasure", type=float, default=None,
                     help="choose each concept's ratio as the demo does: the least that erases to this accuracy")
-    ap.add_argument("--search-seeds", type=int, default=20, help="validation images per probe of that search")
+    ap.add_argument("--search-seeds", type=int, default=60, help="validation images per probe of that search")
     ap.add_argument("--json", type=Path, default=None, help="keep results here (per concept; resumes)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

@@ -50,7 +50,13 @@ def test_verdict_and_reports():
     res.attacks["zeros"]["gain"] = 0.1
     assert res.verdict == "pass"
     d = res.to_dict()
-    assert set(d) >= {"concept", "release", "attacks", "verdict", "max_gain"}
+    assert set(d) >= {"concept", "release", "attacks", "verdict", "max_gain", "verdict_certain"}
+    # the verdict is certain only when no attacker's gain interval straddles the limit
+    assert res.verdict_certain
+    res.attacks["zeros"]["gain_ci95"] = [-0.05, 0.25]
+    assert not res.verdict_certain and "not certain" in res.summary() and "[-0.05, +0.25]" in res.markdown()
+    res.attacks["zeros"]["gain_ci95"] = [0.02, 0.09]
+    assert res.verdict_certain
     assert "PASS" in res.markdown() and "PASS" in res.summary()
     with pytest.raises(RevivalError, match="max-gain"):
         AuditConfig(max_gain=2)
@@ -76,6 +82,8 @@ def test_cli_audit_on_the_testbed(testbed_release, tmp_path, capsys):
     for name in ("zeros", "reprune"):
         a = data["attacks"][name]
         assert a["gain"] == pytest.approx(a["erased"] - rel["erased"], abs=1e-4)
+        lo, hi = a["gain_ci95"]                      # paired over the same 4 images of the concept
+        assert -1 <= lo <= a["gain"] <= hi <= 1
         assert 0 <= a["localisation"]["entry_auc"] <= 1 and a["signs"]["changed_true"] > 0
     # the zero-reading attacker reads the exact zeros: it finds exactly the changed positions
     assert data["attacks"]["zeros"]["localisation"]["entry_auc"] == 1.0

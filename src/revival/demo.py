@@ -36,6 +36,7 @@ import torch
 
 from .errors import RevivalError
 from .report import STAGES, STAGE_LABELS, bar_plot, image_grid, markdown_table, validate_report, write_json, write_markdown
+from .unlearn.least_damage import SEARCH_IMAGES
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class DemoConfig:
     grid_seeds: int = 4
     skill_ratio: float = 0.05  # used when target_erasure is None; the paper's 0.02 erases little here
     target_erasure: float | None = 0.2  # least-damage search: smallest ratio with erased <= this
-    search_seeds: int = 20  # validation images of the concept per probe of the search
+    search_seeds: int = SEARCH_IMAGES  # validation images of the concept per probe of the search
     controls: bool = False
     utility: bool = True  # FID/KID of the preserved classes (testbed-CNN features)
     paper_recipe: bool = False  # also attack with the paper's recipe (svt completion) and evaluate it
@@ -81,6 +82,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.seeds_per_class, int) or self.seeds_per_class < 1:
             raise RevivalError(f"--seeds-per-class must be a positive integer, got {self.seeds_per_class!r}.")
+        if isinstance(self.search_seeds, bool) or not isinstance(self.search_seeds, int) or self.search_seeds < 1:
+            raise RevivalError(f"--search-images must be a positive integer, got {self.search_seeds!r}.")
         if not isinstance(self.grid_seeds, int) or self.grid_seeds < 1:
             raise RevivalError(f"grid_seeds must be a positive integer, got {self.grid_seeds!r}.")
         if self.obfuscate_stats not in ("row", "layer"):

@@ -32,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--attackers", nargs="+", default=list(ATTACKERS), metavar="NAME",
                    help=f"attackers to run (default: all of {', '.join(ATTACKERS)})")
-    p.add_argument("--erased-images", type=int, default=20, help="testbed: evaluation images of the concept (default 20)")
+    p.add_argument("--erased-images", type=int, default=60, help="testbed: evaluation images of the concept (default 60)")
     p.add_argument("--preserved-images", type=int, default=4,
                    help="testbed: evaluation images of every other class (default 4)")
     p.add_argument("--task", default="objects", choices=("objects", "artists", "nudity"),

@@ -23,6 +23,8 @@ def register(sub) -> None:
     d.add_argument("--target-erasure", type=float, default=None,
                    help="pick the smallest skill ratio whose erased accuracy on validation prompts is at most "
                         "this (default 0.2 unless --skill-ratio is given)")
+    d.add_argument("--search-images", type=int, default=None,
+                   help="validation images of the concept per probe of that search (default 60)")
     d.add_argument("--controls", action="store_true",
                    help="also evaluate the revived model with random, flipped and the original's signs, and the "
                         "original's values, at the same kept positions and magnitudes")
@@ -53,6 +55,7 @@ def _demo(args) -> int:
         "magnitude": args.magnitude, "seeds_per_class": args.seeds_per_class, "solver": args.solver, "modules": args.modules,
         "obfuscate_stats": args.obfuscate_stats, "defense": args.defense, "inference_steps": args.inference_steps,
         "controls": args.controls or None, "target_erasure": args.target_erasure,
+        "search_seeds": args.search_images,
         "classes": tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
     }.items() if v is not None}
     if args.skill_ratio is not None and args.target_erasure is None:

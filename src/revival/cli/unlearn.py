@@ -40,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--target-erasure", type=float, default=None,
                    help="testbed: use the smallest skill ratio whose erased accuracy on held-out validation "
                         "images is at most this (the least-damage setting); the ratio is in the report")
+    p.add_argument("--search-images", type=int, default=None,
+                   help="validation images of the concept per probe of that search (default 60)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (only the files this command writes; others are kept)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -79,7 +81,7 @@ def _unlearn(args) -> int:
                                 seed=args.seed, inference_steps=args.inference_steps, **common)
     else:
         result = unlearn(args.model, args.concept, args.output, config=config,
-                         target_erasure=args.target_erasure, **common)
+                         target_erasure=args.target_erasure, search_seeds=args.search_images, **common)
     from ..distributed import is_main
 
     if not is_main():  # a distributed launch: the main process reports

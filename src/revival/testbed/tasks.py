@@ -123,7 +123,8 @@ def task_demo_config(cls, task: str, concept: str | None, quick: bool, **overrid
     check_concept(task, concept)
     ratio, steps = TESTBED_PRESETS[task]
     base = cls(concept=concept, task=task, seeds_per_class=(QUICK_SEEDS if quick else DEMO_SEEDS)[task],
-               grid_seeds=3 if quick else 4, skill_ratio=ratio, unlearn_steps=steps,
+               grid_seeds=3 if quick else 4, search_seeds=20 if quick else cls.search_seeds,
+               skill_ratio=ratio, unlearn_steps=steps,
                halves=TESTBED_HALVES[task], target_erasure=0.2)
     return replace(base, **overrides)
 

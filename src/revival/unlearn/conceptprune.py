@@ -548,7 +548,7 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
             base_prompts: Sequence[str] | None = None, masks_path=None, report=None,
             overwrite: bool = False, device: str | None = None, dtype: str | None = None,
             progress: bool = True, target_erasure: float | None = None,
-            search_seeds: int = 20, method: str = "conceptprune", masks_fn=None) -> ConceptPruneResult:
+            search_seeds: int | None = None, method: str = "conceptprune", masks_fn=None) -> ConceptPruneResult:
     """Erase `concept` from `model` ("testbed" or a local SD folder) and write the pruned UNet
     to `out` in the input UNet's format, its JSON report (`report`, default OUT + '.unlearn.json')
     and optionally the masks (safetensors of booleans). Every output path is checked against
@@ -559,8 +559,8 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
     process alone writes.
 
     With `target_erasure` (testbed only), the skill ratio is the least whose erased accuracy on
-    `search_seeds` held-out validation images of the concept is at most that
-    (`revival.unlearn.least_damage`); the search is in the report under "least_damage".
+    `search_seeds` held-out validation images of the concept (None: `SEARCH_IMAGES`) is at most
+    that (`revival.unlearn.least_damage`); the search is in the report under "least_damage".
 
     `masks_fn(pipe, target_prompts, base_prompts) -> (masks, result)` replaces ConceptPrune by
     another pruning method (`revival.unlearn.methods`), named `method` in the outputs."""
@@ -605,8 +605,11 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
         if model != "testbed":
             raise RevivalError("--target-erasure needs the testbed's classifier; for Stable Diffusion, sweep "
                                "--skill-ratio and measure with `revival evaluate`.")
-        from .least_damage import least_damage, testbed_erased_fn
+        from .least_damage import SEARCH_IMAGES, least_damage, testbed_erased_fn
 
+        search_seeds = SEARCH_IMAGES if search_seeds is None else search_seeds
+        if isinstance(search_seeds, bool) or not isinstance(search_seeds, int) or search_seeds < 1:
+            raise RevivalError(f"--search-images must be a positive integer, got {search_seeds!r}.")
         stats = concept_statistics(pipe, target_prompts, base_prompts, config, progress=progress and dist.is_main())
         if task == "objects":
             erased_fn = testbed_erased_fn(pipe, concept, search_seeds, config)
