@@ -64,11 +64,46 @@ def test_resample_fresh_units_redraws_their_input_rows_only():
     assert p_new[rows].std().item() == pytest.approx(p_old[~rows].std().item(), rel=0.3)
 
 
+def test_resample_retire_closes_the_hot_units_and_keeps_the_rest_of_the_block():
+    """Retired units write nothing for any input: the real diffusers feed-forward block computes
+    exactly what it computes with those units' output columns set to zero; nothing else changes."""
+    from diffusers.models.attention import FeedForward
+
+    t, mask, cols = _pruned(5)
+    hidden, out_dim = t[NAME].shape[1], t[NAME].shape[0]
+    bname = PROJ[: -len("weight")] + "bias"
+    t[bname] = 0.1 * torch.randn(2 * hidden, generator=torch.Generator().manual_seed(9))
+    upd, res = resample(t, [NAME], seed=0, retire=True)
+    hot = torch.zeros(hidden, dtype=torch.bool)
+    hot[cols] = True
+    assert res.layers[0].retired == len(cols) and res.to_dict()["totals"]["retired"] == len(cols)
+    rows = torch.cat([hot, hot])
+    assert torch.equal(upd[PROJ][~rows], t[PROJ][~rows]) and torch.equal(upd[bname][~rows], t[bname][~rows])
+    assert bool((upd[PROJ][rows] != t[PROJ][rows]).all())          # nothing of the unit's own rows is left
+    assert not bool((upd[NAME] == 0).any()) and not bool((upd[PROJ] == 0).any())
+
+    def block(state):
+        ff = FeedForward(out_dim, inner_dim=hidden, activation_fn="geglu", bias=True)
+        ff.net[0].proj.weight.data, ff.net[0].proj.bias.data = state[PROJ].clone(), state[bname].clone()
+        ff.net[2].weight.data = state[NAME].clone()
+        ff.net[2].bias.data.zero_()
+        return ff
+
+    x = 3 * torch.randn(64, out_dim, generator=torch.Generator().manual_seed(1))   # inputs well beyond unit scale
+    retired = block({**t, **upd})(x)
+    dead = {**t, **upd, NAME: upd[NAME].masked_fill(hot[None, :], 0)}
+    assert torch.allclose(retired, block(dead)(x), atol=1e-6)
+    again, _ = resample(t, [NAME], seed=0, retire=True)
+    assert all(torch.equal(again[k], upd[k]) for k in upd)
+    with pytest.raises(RevivalError, match="choose one"):
+        resample(t, [NAME], retire=True, fresh_units=True)
+
+
 def test_resample_threshold_and_bad_arguments():
     t, mask, cols = _pruned(4)
     _, res = resample(t, [NAME], column_share=1.0)
     assert res.layers[0].hot_columns == 0                 # no unit entirely pruned: plain Gaussian fill
-    out, proj, info = resample_matrix(torch.ones(3, 4), None, torch.Generator())
+    out, proj, info, bias = resample_matrix(torch.ones(3, 4), None, torch.Generator())
     assert info.pruned == 0 and proj is None and torch.equal(out, torch.ones(3, 4))
     with pytest.raises(RevivalError, match="share"):
         resample(t, [NAME], column_share=0)
@@ -122,6 +157,44 @@ def test_defend_cli_methods(tiny_unet, tmp_path, capsys):
     assert not any(bool((ck.tensors[n] == 0).any()) for n in ck.tensors if n.endswith("ff.net.2.weight"))
     rc = main(["defend", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "bad"), "--method", "shred"])
     assert rc == 2 and "defense method" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_defend_cli_retires_hot_units_of_a_diffusers_unet(tiny_unet, tmp_path):
+    """`revival defend` on a diffusers folder: by default the hot units' ff.net.0.proj rows and
+    biases are the only other tensors that change; --no-retire leaves every input layer alone."""
+    from safetensors.torch import save_file
+
+    from revival.cli import main
+    from revival.io import load_checkpoint
+
+    state = dict(tiny_unet.original)
+    g = torch.Generator().manual_seed(0)
+    hot_of = {}
+    for name in tiny_unet.layers:                      # half the rows of 3 units pruned, per layer
+        w = state[name].clone()
+        cols = torch.randperm(w.shape[1], generator=g)[:3]
+        rows = torch.rand(w.shape[0], 3, generator=g) < 0.5
+        sub = w[:, cols]
+        sub[rows] = 0
+        w[:, cols] = sub
+        state[name] = w
+        hot_of[name] = cols
+    release = tmp_path / "release.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(release))
+    assert main(["defend", str(release), "-o", str(tmp_path / "safe.safetensors"), "--quiet"]) == 0
+    assert main(["defend", str(release), "-o", str(tmp_path / "plain.safetensors"), "--no-retire", "--quiet"]) == 0
+    safe = load_checkpoint(tmp_path / "safe.safetensors").tensors
+    plain = load_checkpoint(tmp_path / "plain.safetensors").tensors
+    rep = json.loads((tmp_path / "safe.safetensors.report.json").read_text())
+    assert rep["defense"]["retire"] is True and rep["defense"]["totals"]["retired"] >= 3 * len(tiny_unet.layers)
+    changed = {k for k in state if not torch.equal(safe[k], state[k])}
+    proj = {n[: -len("ff.net.2.weight")] + "ff.net.0.proj." + p for n in tiny_unet.layers for p in ("weight", "bias")}
+    assert changed == set(tiny_unet.layers) | proj
+    assert {k for k in state if not torch.equal(plain[k], state[k])} == set(tiny_unet.layers)
+    for name, cols in hot_of.items():
+        b = safe[name[: -len("ff.net.2.weight")] + "ff.net.0.proj.bias"]
+        hidden = state[name].shape[1]
+        assert bool((b[hidden + cols] == -10.0).all())                 # the hot units' gates are closed
 
 
 def test_resample_hot_units_at_their_own_scale():

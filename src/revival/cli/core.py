@@ -11,6 +11,7 @@ chooses another). `inspect --json` and `score --json` print JSON to stdout inste
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -85,11 +86,14 @@ def register(sub) -> None:
     d.add_argument("--method", default=None, help="resample (default), gaussian or decoy")
     d.add_argument("--scale", type=float, default=1.0, help="noise scale: multiplies the noise's std (default 1)")
     d.add_argument("--column-share", type=float, default=None,
-                   help="resample: replace the hidden units with at least this share of rows pruned (default 0.4)")
+                   help="resample: replace the hidden units with at least this share of rows pruned (default 0.2)")
     d.add_argument("--hot", choices=("column", "row"), default=None,
                    help="resample: noise scale of those units: their own surviving weights' (column, default) or the rows'")
     d.add_argument("--fresh-units", action="store_true",
                    help="resample: also redraw those units' ff.net.0.proj rows (costlier; see README)")
+    d.add_argument("--retire", action=argparse.BooleanOptionalAction, default=None,
+                   help="resample: retire those units (redraw their ff.net.0.proj rows and close their GEGLU "
+                        "gate, so they write nothing); see README for the measured default")
     d.add_argument("--layers", default=None, help=_LAYERS_HELP)
     d.add_argument("--report", type=Path, default=None,
                    help="JSON report path (default: OUTPUT.report.json, or OUTPUT/revival_report.json for a folder)")
@@ -188,7 +192,7 @@ def _defend(args) -> int:
     written, result, _ = defend(args.checkpoint, args.output, layers=args.layers, stats=args.stats, seed=args.seed,
                                 report=args.report, overwrite=args.overwrite, progress=not args.quiet,
                                 method=args.method, scale=args.scale, column_share=args.column_share,
-                                fresh_units=args.fresh_units, hot=args.hot)
+                                fresh_units=args.fresh_units, hot=args.hot, retire=args.retire)
     if not args.quiet:
         print(f"filled {result.pruned} pruned positions in {sum(l.pruned > 0 for l in result.layers)} layers "
               f"({result.to_dict()['method']}, N(mean, std) of each {args.stats}, seed {args.seed}) -> {written}")

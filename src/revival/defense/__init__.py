@@ -32,8 +32,10 @@ def get_defense(name: str):
         from .resample import resample
 
         def resample_(tensors, layers, seed=0, *, scale=1.0, stats="row", progress=False, column_share=None,
-                      fresh_units=False, hot=None):
+                      fresh_units=False, hot=None, retire=None):
             kw = {"fresh_units": fresh_units, "stats": stats}
+            if retire is not None:
+                kw["retire"] = retire
             if hot is not None:
                 kw["hot"] = hot
             if column_share is not None:
@@ -45,13 +47,15 @@ def get_defense(name: str):
 
 def apply_defense(tensors, layers, method: str = DEFAULT_DEFENSE, seed: int = 0, *, scale: float = 1.0,
                   stats: str = "row", column_share: float | None = None, fresh_units: bool = False,
-                  hot: str | None = None, progress: bool = False):
+                  hot: str | None = None, retire: bool | None = None, progress: bool = False):
     """Run defense `method` on the pruned (exactly zero) positions of `layers` -> (updates, result).
-    stats: row | layer noise statistics; column_share, hot, fresh_units: resample's options (None: its defaults)."""
+    stats: row | layer noise statistics; column_share, hot, fresh_units, retire: resample's options (None: its
+    defaults)."""
     fn = get_defense(method)
     kwargs = {"scale": scale, "progress": progress, "stats": stats}
     if method == "resample":
         kwargs["column_share"] = column_share
         kwargs["fresh_units"] = fresh_units
         kwargs["hot"] = hot
+        kwargs["retire"] = retire
     return fn(tensors, layers, seed, **kwargs)

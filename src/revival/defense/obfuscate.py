@@ -200,7 +200,8 @@ def strip_pruning_metadata(metadata: Mapping[str, str]) -> tuple[dict[str, str],
 def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: int = 0,
            progress: bool = False, method: str | None = None, scale: float = 1.0,
            column_share: float | None = None, fresh_units: bool = False,
-           hot: str | None = None, report=None, overwrite: bool = False) -> tuple[Path, object, "MaskReport"]:
+           hot: str | None = None, retire: bool | None = None, report=None,
+           overwrite: bool = False) -> tuple[Path, object, "MaskReport"]:
     """Load a pruned checkpoint, defend its target layers with `method` (`revival.defense.DEFENSES`;
     None: the default, resample), strip telltale metadata, write `out` in the same format and its
     JSON report (`report`, default beside the output as for the attack). Returns (output path,
@@ -229,15 +230,18 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
         raise RevivalError(f"{ckpt.path} has no pruned (exactly zero) weights in its {len(names)} target "
                            "layer(s); there is nothing to obfuscate.")
     tensors = ckpt.tensors
-    if method == "resample":  # the side information (ff.net.0.proj) travels with the target layers
+    if method == "resample":  # the block's input projection (side information, weight and bias) travels along
+        from .resample import proj_name
+
         tensors = {n: ckpt.tensors[n] for n in names}
         for n in names:
-            p = n[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight" if n.endswith("ff.net.2.weight") else None
-            if p is not None and p in ckpt.tensors:
-                tensors[p] = ckpt.tensors[p]
+            p = proj_name(n)
+            for key in ((p, p[: -len("weight")] + "bias") if p else ()):
+                if key in ckpt.tensors:
+                    tensors[key] = ckpt.tensors[key]
     updates, result = apply_defense(tensors, names, method, seed, scale=scale, stats=stats,
                                     column_share=column_share, fresh_units=fresh_units, hot=hot,
-                                    progress=progress)
+                                    retire=retire, progress=progress)
     clean, removed = strip_pruning_metadata(ckpt.metadata)
     result.metadata_removed = removed
     written = save_checkpoint(ckpt, out, updates, metadata=clean if removed else None, overwrite=overwrite)

@@ -12,15 +12,22 @@ method-aware attacker gains up to +0.25 erased accuracy (dress), columns +0.20, 
 So this defense removes the direction rather than only hiding the positions. Per target matrix
 W [out, in] with pruned (exactly zero) positions P:
 
-1. hot units: the columns j with at least `column_share` (default 0.4) of their rows pruned
+1. hot units: the columns j with at least `column_share` (default 0.2) of their rows pruned
    (where pruning concentrated);
 2. a hot column is replaced whole, its surviving entries too, by zero-mean Gaussian noise at the
    scale of the unit's own surviving weights (`hot="column"`, the default; `hot="row"`: noise of
    each row's surviving weights, as Gaussian obfuscation draws, which is larger and measured
    costlier); every other pruned position gets Gaussian obfuscation's fill (row statistics, or
-   the layer's). The hot units keep their input rows, so they still fire for the concept (and
-   rarely otherwise: the cost to other concepts stays small), but write noise: nothing is left
-   in their columns to extrapolate a direction from.
+   the layer's). Nothing is left in the hot columns to extrapolate a direction from.
+   `retire=True` (the default) also retires the hot units of a GEGLU block (`retire_units`):
+   their value and gate rows of ff.net.0.proj are redrawn, their gate closed (bias -10), so they
+   write nothing for any input. Without it the hot units keep their input rows and still fire
+   for the concept: an attacker who finds them (their activations are recomputable) and writes
+   Neuron-Max magnitudes into their columns brought concepts back (testbed, 10 concepts, share
+   0.4: `columns` +0.38 on coat, `method-aware` +0.35). Retired units are dead, and findable as
+   such (their activations are ~0), but hold nothing of the concept: measured, no attacker
+   gains there. The cost is the units' contribution to everything else, which ConceptPrune had
+   already cut to at most 1 - `column_share` of their output entries.
 3. `fresh_units=True` (an option) also redraws the hot
    units' ff.net.0.proj rows from the other units' statistics and their output columns from a
    ridge map (side vectors -> output column, fitted on the other units) plus residual noise: the
@@ -36,8 +43,9 @@ units with that prediction let the method-aware attacker revive the concept to 0
 Structure-consistent fills and no concept direction exclude each other here; this defense gives
 up the first in the hot units.
 
-Every entry outside P and the hot columns stays bit-identical. The cost (surviving weights of hot
-units changed) is reported per layer; `benchmarks/defense_audit.py` measures erased and preserved
+Every entry outside P, the hot columns and (with `retire`) the hot units' ff.net.0.proj rows and
+biases stays bit-identical. The cost (surviving weights of hot units changed, units retired) is
+reported per layer; `benchmarks/defense_audit.py` measures erased and preserved
 accuracy against the unlearned model.
 """
 from __future__ import annotations
@@ -53,8 +61,9 @@ from ..layers import check_matrices
 from ..seeding import item_seed
 from .obfuscate import check_scale, obfuscate_matrix
 
-DEFAULT_COLUMN_SHARE = 0.4
+DEFAULT_COLUMN_SHARE = 0.2
 DEFAULT_HOT = "column"
+DEFAULT_RETIRE = True
 
 
 @dataclass
@@ -65,6 +74,7 @@ class LayerResample:
     hot_columns: int            # hidden units replaced whole
     survivors_changed: int      # surviving weights of hot units replaced (the cost)
     side: bool                  # hot columns drawn from the side-information map
+    retired: int = 0            # hot units retired (input rows redrawn, gate closed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +88,7 @@ class ResampleResult:
     stats: str = "row"
     fresh_units: bool = False
     hot: str = DEFAULT_HOT
+    retire: bool = DEFAULT_RETIRE
     layers: list[LayerResample] = field(default_factory=list)
     seconds: float = 0.0
     metadata_removed: list[str] = field(default_factory=list)
@@ -89,18 +100,23 @@ class ResampleResult:
     def to_dict(self) -> dict:
         return {"method": "resample", "stats": self.stats, "seed": self.seed, "scale": self.scale,
                 "column_share": self.column_share, "fresh_units": self.fresh_units, "hot": self.hot,
+                "retire": self.retire,
                 "layers": [l.to_dict() for l in self.layers], "metadata_removed": list(self.metadata_removed),
                 "totals": {"layers": len(self.layers), "filled": self.pruned,
                            "hot_columns": sum(l.hot_columns for l in self.layers),
                            "survivors_changed": sum(l.survivors_changed for l in self.layers),
+                           "retired": sum(l.retired for l in self.layers),
                            "seconds": round(self.seconds, 4)}}
 
 
 def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch.Generator, *,
                     column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
-                    stats: str = "row", hot: str = DEFAULT_HOT) -> tuple[torch.Tensor, torch.Tensor | None, LayerResample]:
+                    stats: str = "row", hot: str = DEFAULT_HOT, retire: bool = False,
+                    bias: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, LayerResample, torch.Tensor | None]:
     """The defense on one matrix W [out, in] and its block's input projection `proj` [d*in, out]
-    (or None). Returns (new W, new proj or None when unchanged, facts); dtypes kept."""
+    (or None) with its bias [d*in] (or None). Returns (new W, new proj or None when unchanged,
+    facts, new bias or None when unchanged); dtypes kept."""
     from ..attack.columns import predict_columns
 
     if w.dim() != 2 or not w.is_floating_point():
@@ -113,7 +129,7 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
     n = int(pruned.sum())
     info = LayerResample("", list(w.shape), n, 0, 0, False)
     if n == 0:
-        return w, None, info
+        return w, None, info, None
     if hot not in ("row", "column"):
         raise RevivalError(f"the hot-unit noise scale must be 'row' or 'column', got {hot!r}.")
     hot_mode = hot
@@ -134,8 +150,12 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
         out[:, hot] = torch.where(vals == 0, torch.finfo(w.dtype).tiny, vals)
     info.hot_columns = int(hot.sum())
     info.survivors_changed = int((hot[None, :] & ~pruned).sum())
-    new_proj = None
-    if info.hot_columns and fresh_units and proj is not None:
+    new_proj = new_bias = None
+    if info.hot_columns and retire and proj is not None and proj.shape[0] == 2 * n_in and bias is not None \
+            and tuple(bias.shape) == (2 * n_in,):
+        new_proj, new_bias = retire_units(proj, bias, hot, generator)
+        info.retired = info.hot_columns
+    elif info.hot_columns and fresh_units and proj is not None:
         k = info.hot_columns
         d = proj.shape[0] // n_in
         p = proj.double().reshape(d, n_in, out_dim)                      # [d, in, out]
@@ -153,7 +173,35 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
         noise = torch.randn(out_dim, k, generator=generator, dtype=torch.float64)
         values = (centre + scale * s[:, None] * noise).to(w.dtype)
         out[:, hot] = torch.where(values == 0, torch.finfo(w.dtype).tiny, values)
-    return out, new_proj, info
+    return out, new_proj, info, new_bias
+
+
+RETIRED_GATE_BIAS = -10.0   # gelu(-10 +- a little) ~ 1e-22: the unit writes nothing, for any input
+RETIRED_GATE_SCALE = 1e-3   # the retired gate rows' spread, relative to the other gate rows'
+
+
+def retire_units(proj: torch.Tensor, bias: torch.Tensor, hot: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Retire the hidden units `hot` of a GEGLU input projection [2*in, dim] (value rows, then
+    gate rows, as diffusers' GEGLU chunks them) with its bias [2*in]: their value rows are redrawn
+    from the other units' value-row statistics, their gate rows at RETIRED_GATE_SCALE of the
+    other gate rows' spread, and their gate bias set to RETIRED_GATE_BIAS, so gelu(gate) is ~0
+    for any input and the unit contributes nothing whatever its output column holds. Nothing
+    of the unit's own weights is left to revive it from (an attacker sees a dead unit)."""
+    n_in = proj.shape[0] // 2
+    p = proj.double().clone()
+    b = bias.double().clone()
+    value, gate = p[:n_in], p[n_in:]
+    cold = ~hot
+    k = int(hot.sum())
+    mu, sd = value[cold].mean(0, keepdim=True), value[cold].std(0, keepdim=True)
+    value[hot] = mu + sd * torch.randn(k, p.shape[1], generator=generator, dtype=torch.float64)
+    gsd = gate[cold].std(0, keepdim=True)
+    gate[hot] = RETIRED_GATE_SCALE * gsd * torch.randn(k, p.shape[1], generator=generator, dtype=torch.float64)
+    b[n_in:][hot] = RETIRED_GATE_BIAS
+    vb = b[:n_in]
+    vb[hot] = vb[cold].mean() + vb[cold].std() * torch.randn(k, generator=generator, dtype=torch.float64)
+    return p.to(proj.dtype), b.to(bias.dtype)
 
 
 def _map_residuals(w: torch.Tensor, side: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -181,9 +229,12 @@ def proj_name(name: str) -> str | None:
 
 def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int = 0, *,
              column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
-             stats: str = "row", hot: str = DEFAULT_HOT, progress: bool = False) -> tuple[dict[str, torch.Tensor], ResampleResult]:
+             stats: str = "row", hot: str = DEFAULT_HOT, retire: bool | None = None,
+             progress: bool = False) -> tuple[dict[str, torch.Tensor], ResampleResult]:
     """The defense over `layers` of a state dict -> (updates, ResampleResult); per-layer seeds
-    from (seed, layer name): same seed -> same bytes."""
+    from (seed, layer name): same seed -> same bytes. `retire`: hot units of a GEGLU block with
+    its projection and bias in `tensors` are retired (`retire_units`; None: DEFAULT_RETIRE unless
+    `fresh_units`, the other treatment of the hot units)."""
     from ..attack.revive import side_features
 
     check_scale(scale)
@@ -195,8 +246,12 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int =
 
     if stats not in STATS:
         raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
+    if retire is None:
+        retire = DEFAULT_RETIRE and not fresh_units
+    if retire and fresh_units:
+        raise RevivalError("retire and fresh units are two treatments of the hot units: choose one.")
     result = ResampleResult(seed, float(scale), float(column_share), stats=stats, fresh_units=bool(fresh_units),
-                            hot=hot)
+                            hot=hot, retire=bool(retire))
     check_matrices(tensors, layers, "the defense")
     updates: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
@@ -211,15 +266,19 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int =
         proj = tensors.get(pname) if pname else None
         if proj is not None and side_features(tensors, name, tuple(w.shape)) is None:
             proj = None                   # not a usable projection (shape, NaN)
+        bname = pname[: -len("weight")] + "bias" if pname else None
+        bias = tensors.get(bname) if bname and proj is not None else None
         g = torch.Generator().manual_seed(item_seed(seed, name))
-        out, new_proj, info = resample_matrix(w.cpu(), None if proj is None else proj.cpu(), g,
-                                              column_share=column_share, scale=scale, fresh_units=fresh_units,
-                                              stats=stats, hot=hot)
+        out, new_proj, info, new_bias = resample_matrix(
+            w.cpu(), None if proj is None else proj.cpu(), g, column_share=column_share, scale=scale,
+            fresh_units=fresh_units, stats=stats, hot=hot, retire=retire, bias=None if bias is None else bias.cpu())
         info.name = name
         result.layers.append(info)
         if info.pruned:
             updates[name] = out.to(w.device)
         if new_proj is not None:
             updates[pname] = new_proj.to(proj.device)
+        if new_bias is not None:
+            updates[bname] = new_bias.to(bias.device)
     result.seconds = time.perf_counter() - start
     return updates, result
