@@ -117,8 +117,6 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
     """The defense on one matrix W [out, in] and its block's input projection `proj` [d*in, out]
     (or None) with its bias [d*in] (or None). Returns (new W, new proj or None when unchanged,
     facts, new bias or None when unchanged); dtypes kept."""
-    from ..attack.columns import predict_columns
-
     if w.dim() != 2 or not w.is_floating_point():
         raise RevivalError(f"resampling needs a 2-D floating-point weight, got shape {list(w.shape)}.")
     out_dim, n_in = w.shape
@@ -155,6 +153,10 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
             and tuple(bias.shape) == (2 * n_in,):
         new_proj, new_bias = retire_units(proj, bias, hot, generator)
         info.retired = info.hot_columns
+        # a dead unit's output column changes nothing: draw it as a live unit's would look (the
+        # map from its new input rows plus the map's residual spread), so it fits the structure
+        out[:, hot] = _map_fill(out, new_proj, hot, generator, 1.0)
+        info.side = True
     elif info.hot_columns and fresh_units and proj is not None:
         k = info.hot_columns
         d = proj.shape[0] // n_in
@@ -165,15 +167,27 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
         fresh = mu + sd * torch.randn(d, k, out_dim, generator=generator, dtype=torch.float64)
         p_new = p.clone()
         p_new[:, hot] = fresh
-        side = p_new.permute(0, 2, 1).float()                           # [d, out, in]
-        centre = predict_columns(w.float(), side, hot).double()[:, hot]
-        s = _map_residuals(w.float(), side, cold).std(1).clamp(min=1e-12)
         new_proj = p_new.reshape(d * n_in, out_dim).to(proj.dtype)
         info.side = True
-        noise = torch.randn(out_dim, k, generator=generator, dtype=torch.float64)
-        values = (centre + scale * s[:, None] * noise).to(w.dtype)
-        out[:, hot] = torch.where(values == 0, torch.finfo(w.dtype).tiny, values)
+        out[:, hot] = _map_fill(out, new_proj, hot, generator, scale)
     return out, new_proj, info, new_bias
+
+
+def _map_fill(w: torch.Tensor, proj: torch.Tensor, hot: torch.Tensor, generator: torch.Generator,
+              scale: float) -> torch.Tensor:
+    """Output columns [out, k] for the `hot` units from their (new) input rows in `proj`
+    [d*in, out]: the ridge map side vectors -> output column fitted on the other units, plus
+    `scale` x the map's out-of-sample residual spread per row; W's dtype, no exact zero."""
+    from ..attack.columns import predict_columns
+
+    out_dim, n_in = w.shape
+    d = proj.shape[0] // n_in
+    side = proj.double().reshape(d, n_in, out_dim).permute(0, 2, 1).float()   # [d, out, in]
+    centre = predict_columns(w.float(), side, hot).double()[:, hot]
+    s = _map_residuals(w.float(), side, ~hot).std(1).clamp(min=1e-12)
+    noise = torch.randn(out_dim, int(hot.sum()), generator=generator, dtype=torch.float64)
+    values = (centre + scale * s[:, None] * noise).to(w.dtype)
+    return torch.where(values == 0, torch.finfo(w.dtype).tiny, values)
 
 
 RETIRED_GATE_BIAS = -10.0   # gelu(-10 +- a little) ~ 1e-22: the unit writes nothing, for any input
