@@ -162,14 +162,15 @@ def main(argv=None) -> int:
             "obfuscated <= 0.20": e["obfuscated"] <= 0.20,
             "attack on obfuscated gains <= 0.10": e["obfuscated_revived"] - e["obfuscated"] <= 0.10,
         }
-        print(f"\n### {task}: erase '{cfg.concept}' (skill ratio {cfg.skill_ratio}, {cfg.unlearn_steps} steps; "
+        ratio = rep["unlearn"].get("skill_ratio", cfg.skill_ratio)   # the least-damage search's choice
+        print(f"\n### {task}: erase '{cfg.concept}' (skill ratio {ratio:.4g}, {cfg.unlearn_steps} steps; "
               f"{ne} erased / {npres} preserved images per stage; {sec:.0f}s)\n")
         print("| stage | erased | preserved |\n|---|---|---|")
         for s in STAGES:
             print(f"| {STAGE_LABELS[s]} | {_ci(e[s], ne)} | {_ci(p[s], npres)} |")
         print(f"\nsign recovery {rep['sign_recovery']['all']:.3f} (all pruned), {rep['sign_recovery']['kept']:.3f} (kept)")
         print("targets: " + "; ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in checks.items()), flush=True)
-        summary[task] = dict(concept=cfg.concept, skill_ratio=cfg.skill_ratio, unlearn_steps=cfg.unlearn_steps,
+        summary[task] = dict(concept=cfg.concept, skill_ratio=ratio, unlearn_steps=cfg.unlearn_steps,
                              erased_images=ne, preserved_images=npres, accuracy=acc,
                              sign_recovery=rep["sign_recovery"], seconds=round(sec, 1),
                              targets={k: bool(v) for k, v in checks.items()})

@@ -177,17 +177,35 @@ def _map_fill(w: torch.Tensor, proj: torch.Tensor, hot: torch.Tensor, generator:
               scale: float) -> torch.Tensor:
     """Output columns [out, k] for the `hot` units from their (new) input rows in `proj`
     [d*in, out]: the ridge map side vectors -> output column fitted on the other units, plus
-    `scale` x the map's out-of-sample residual spread per row; W's dtype, no exact zero."""
+    `scale` x a residual drawn with the empirical covariance of the map's out-of-sample residuals
+    on the other units (R z / sqrt(n), z ~ N(0, I)): the residual then has the other columns'
+    low-rank structure too, not only their spread. W's dtype, no exact zero."""
     from ..attack.columns import predict_columns
 
     out_dim, n_in = w.shape
     d = proj.shape[0] // n_in
     side = proj.double().reshape(d, n_in, out_dim).permute(0, 2, 1).float()   # [d, out, in]
     centre = predict_columns(w.float(), side, hot).double()[:, hot]
-    s = _map_residuals(w.float(), side, ~hot).std(1).clamp(min=1e-12)
-    noise = torch.randn(out_dim, int(hot.sum()), generator=generator, dtype=torch.float64)
-    values = (centre + scale * s[:, None] * noise).to(w.dtype)
+    r = _map_residuals(w.float(), side, ~hot)                                  # [out, n_cold]
+    r = r - r.mean(1, keepdim=True)
+    z = torch.randn(r.shape[1], int(hot.sum()), generator=generator, dtype=torch.float64)
+    values = centre + scale * (r @ z) / max(1, r.shape[1] - 1) ** 0.5
+    if scale == 1.0:
+        values = _match_marginal(values, w.double()[:, ~hot].flatten(), generator)
+    values = values.to(w.dtype)
     return torch.where(values == 0, torch.finfo(w.dtype).tiny, values)
+
+
+def _match_marginal(values: torch.Tensor, pool: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each column of `values` [out, k] keeps its rank order but takes its values from a fresh
+    sample of `pool` (the other units' weights): the entries then follow the layer's own
+    distribution (its peak at zero and its tails), which a Gaussian draw does not."""
+    out = torch.empty_like(values)
+    for j in range(values.shape[1]):
+        idx = torch.randint(pool.numel(), (values.shape[0],), generator=generator)
+        sample = pool[idx].sort().values
+        out[values[:, j].argsort(), j] = sample
+    return out
 
 
 RETIRED_GATE_BIAS = -10.0   # gelu(-10 +- a little) ~ 1e-22: the unit writes nothing, for any input

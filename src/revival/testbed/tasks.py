@@ -110,6 +110,11 @@ class TaskJudge(Classifier):
 # 10 classes x 20), ConceptPrune's testbed preset.
 DEMO_SEEDS = {"artists": 5, "nudity": 10}
 QUICK_SEEDS = {"artists": 2, "nudity": 4}
+# The attacker's Top-K keep ratio per task (None: the paper's 0.6). A style needs ConceptPrune's
+# larger ratio to be erased (Orsolo: 0.26 for <= 0.2), and then keeping the top 60% of the
+# completed signs revives little. Chosen as an attacker would, on its own images: validation seeds
+# from 2000 (never the evaluation's), Orsolo at 0.26 -- keep 0.6: 0.40, 0.8: 0.38, 1.0: 0.74.
+ATTACK_KEEP = {"artists": 1.0}
 
 
 def task_demo_config(cls, task: str, concept: str | None, quick: bool, **overrides):
@@ -124,7 +129,7 @@ def task_demo_config(cls, task: str, concept: str | None, quick: bool, **overrid
     ratio, steps = TESTBED_PRESETS[task]
     base = cls(concept=concept, task=task, seeds_per_class=(QUICK_SEEDS if quick else DEMO_SEEDS)[task],
                grid_seeds=3 if quick else 4, search_seeds=20 if quick else cls.search_seeds,
-               skill_ratio=ratio, unlearn_steps=steps,
+               skill_ratio=ratio, unlearn_steps=steps, keep=ATTACK_KEEP.get(task),
                halves=TESTBED_HALVES[task], target_erasure=0.2)
     return replace(base, **overrides)
 
