@@ -89,6 +89,11 @@ def test_resample_retire_closes_the_hot_units_and_keeps_the_rest_of_the_block():
         ff.net[2].bias.data.zero_()
         return ff
 
+    # the dead units' output columns look like the others: same value distribution, no zero
+    cold_vals = upd[NAME][:, ~hot].flatten().abs()
+    hot_vals = upd[NAME][:, hot].flatten().abs()
+    for q in (0.1, 0.5, 0.9):
+        assert float(hot_vals.quantile(q)) == pytest.approx(float(cold_vals.quantile(q)), rel=0.25)
     x = 3 * torch.randn(64, out_dim, generator=torch.Generator().manual_seed(1))   # inputs well beyond unit scale
     retired = block({**t, **upd})(x)
     dead = {**t, **upd, NAME: upd[NAME].masked_fill(hot[None, :], 0)}

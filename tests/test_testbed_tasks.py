@@ -100,6 +100,7 @@ def test_unlearning_and_evaluation_prompts_are_disjoint():
         rows = task_rows(task, concept, 3)
         assert not {r.prompt for r in rows} & (set(target) | set(base))
         assert min(r.seed for r in rows) == EVAL_FIRST_SEED
+        assert len({r.seed for r in rows}) == len(rows)          # every image its own initial noise
     assert testbed_task_prompts("nudity", "tagged", ["sneaker"])[0] == ["a photo of a tagged sneaker",
                                                                        "a picture of a tagged sneaker"]
     base = testbed_task_prompts("artists", "Orsolo", ["bag"])[1]
@@ -184,3 +185,15 @@ def test_demo_task_bad_concept(tmp_path, capsys):
 
     assert main(["demo", "--task", "artists", "--concept", "sneaker", "--out", str(tmp_path / "d")]) == 2
     assert "Unknown concept 'sneaker'" in capsys.readouterr().err
+
+
+def test_task_evaluation_seeds_stay_below_the_search_seeds():
+    """A demo asking for so many images that their seeds would reach the skill-ratio search's
+    validation seeds is refused in one sentence, before any image is drawn."""
+    from types import SimpleNamespace
+
+    from revival.testbed.tasks import task_evaluator
+
+    cfg = SimpleNamespace(task="artists", inference_steps=None, guidance=None)
+    with pytest.raises(RevivalError, match="at most 25"):
+        task_evaluator(None, CLASSES, "Orsolo", 26, cfg)
