@@ -51,13 +51,18 @@ def test_verdict_and_reports():
     assert res.verdict == "pass"
     d = res.to_dict()
     assert set(d) >= {"concept", "release", "attacks", "verdict", "max_gain", "verdict_certain"}
-    # the verdict is certain only when no attacker's gain interval straddles the limit
-    assert res.verdict_certain
+    # a pass is certain when every attacker's gain interval lies at or below the limit ...
+    assert res.verdict == "pass" and res.verdict_certain
     res.attacks["zeros"]["gain_ci95"] = [-0.05, 0.25]
     assert not res.verdict_certain and "not certain" in res.summary() and "[-0.05, +0.25]" in res.markdown()
     res.attacks["zeros"]["gain_ci95"] = [0.02, 0.09]
     assert res.verdict_certain
     assert "PASS" in res.markdown() and "PASS" in res.summary()
+    # ... a fail when one attacker's interval lies wholly above it, whatever the others' intervals
+    res.attacks["residual"].update(gain=0.3, gain_ci95=[0.05, 0.45])
+    assert res.verdict == "fail" and not res.verdict_certain
+    res.attacks["zeros"].update(gain=0.8, gain_ci95=[0.67, 0.88])
+    assert res.verdict_certain and "not certain" not in res.summary()
     with pytest.raises(RevivalError, match="max-gain"):
         AuditConfig(max_gain=2)
     with pytest.raises(RevivalError, match="attacker must be one of"):

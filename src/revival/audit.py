@@ -113,14 +113,14 @@ class AuditResult:
 
     @property
     def verdict_certain(self) -> bool:
-        """True when every attacker's 95% gain interval lies on one side of `max_gain` (the
-        verdict would not change with more evaluation images, at 95%); False: some interval
-        straddles the limit, so evaluate more images (--erased-images) before relying on it."""
-        for a in self.attacks.values():
-            ci = a.get("gain_ci95")
-            if ci is not None and ci[0] <= self.max_gain < ci[1]:
-                return False
-        return True
+        """Whether the verdict holds at 95%: a fail when some attacker's gain interval lies wholly
+        above `max_gain`; a pass when every attacker's interval lies at or below it. False: the
+        verdict rests on point estimates whose intervals straddle the limit, so evaluate more
+        images (--erased-images) before relying on it."""
+        cis = [a["gain_ci95"] for a in self.attacks.values() if a.get("gain_ci95") is not None]
+        if self.verdict == "fail":
+            return any(ci[0] > self.max_gain for ci in cis)
+        return all(ci[1] <= self.max_gain + 1e-12 for ci in cis)
 
     @property
     def worst(self) -> tuple[str | None, float]:
