@@ -14,14 +14,16 @@ W [out, in] with pruned (exactly zero) positions P:
 
 1. hot units: the columns j with at least `column_share` (default 0.2) of their rows pruned
    (where pruning concentrated);
-2. a hot column is replaced whole, its surviving entries too, by zero-mean Gaussian noise at the
-   scale of the unit's own surviving weights (`hot="column"`, the default; `hot="row"`: noise of
-   each row's surviving weights, as Gaussian obfuscation draws, which is larger and measured
-   costlier); every other pruned position gets Gaussian obfuscation's fill (row statistics, or
-   the layer's). Nothing is left in the hot columns to extrapolate a direction from.
-   `retire=True` (the default) also retires the hot units of a GEGLU block (`retire_units`):
-   their value and gate rows of ff.net.0.proj are redrawn, their gate closed (bias -10), so they
-   write nothing for any input. Without it the hot units keep their input rows and still fire
+2. a hot column is replaced whole, its surviving entries too; every other pruned position gets
+   Gaussian obfuscation's fill (row statistics, or the layer's). Nothing is left in the hot
+   columns to extrapolate a direction from. `retire=True` (the default) retires the hot units of
+   a GEGLU block (`retire_units`): their value and gate rows of ff.net.0.proj are redrawn, their
+   gate closed (bias -10), so they write nothing for any input, and their output columns are
+   drawn as a live unit's would look (`_map_fill`: the side-information map from the new rows,
+   a residual with the other units' covariance, the layer's own value distribution). Without
+   it (or without a GEGLU projection and bias), the hot columns get zero-mean Gaussian noise at
+   the scale of the unit's own surviving weights (`hot="column"`; `hot="row"`: each row's scale,
+   larger and measured costlier). Without it the hot units keep their input rows and still fire
    for the concept: an attacker who finds them (their activations are recomputable) and writes
    Neuron-Max magnitudes into their columns brought concepts back (testbed, 10 concepts, share
    0.4: `columns` +0.38 on coat, `method-aware` +0.35). Retired units are dead, and findable as
@@ -111,12 +113,15 @@ class ResampleResult:
 
 def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch.Generator, *,
                     column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
-                    stats: str = "row", hot: str = DEFAULT_HOT, retire: bool = False,
+                    stats: str = "row", hot: str = DEFAULT_HOT, retire: bool | None = None,
                     bias: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor | None, LayerResample, torch.Tensor | None]:
     """The defense on one matrix W [out, in] and its block's input projection `proj` [d*in, out]
     (or None) with its bias [d*in] (or None). Returns (new W, new proj or None when unchanged,
-    facts, new bias or None when unchanged); dtypes kept."""
+    facts, new bias or None when unchanged); dtypes kept. retire None: DEFAULT_RETIRE unless
+    `fresh_units`."""
+    if retire is None:
+        retire = DEFAULT_RETIRE and not fresh_units
     if w.dim() != 2 or not w.is_floating_point():
         raise RevivalError(f"resampling needs a 2-D floating-point weight, got shape {list(w.shape)}.")
     out_dim, n_in = w.shape
@@ -153,8 +158,8 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
             and tuple(bias.shape) == (2 * n_in,):
         new_proj, new_bias = retire_units(proj, bias, hot, generator)
         info.retired = info.hot_columns
-        # a dead unit's output column changes nothing: draw it as a live unit's would look (the
-        # map from its new input rows plus the map's residual spread), so it fits the structure
+        # a dead unit's output column changes nothing: draw it as a live unit's would look, so it
+        # fits the matrix's structure and value distribution
         out[:, hot] = _map_fill(out, new_proj, hot, generator, 1.0)
         info.side = True
     elif info.hot_columns and fresh_units and proj is not None:
