@@ -19,7 +19,7 @@ import importlib
 from .attack import AttackConfig, AttackResult, LayerResult, revive
 from .attack.revive import revive_checkpoint
 from .inspect import exposure, inspect_checkpoint
-from .intervals import Proportion, wilson
+from .intervals import Proportion, paired_difference, wilson
 from .io import Checkpoint, load_checkpoint, save_checkpoint
 from .layers import DEFAULT_LAYERS, detect_pruned_layers, select_layers, target_layers
 from .defense.obfuscate import ObfuscateResult, defend, obfuscate
@@ -66,7 +66,7 @@ __all__ = [
     "AttackConfig", "AttackResult", "Checkpoint", "DEFAULT_LAYERS", "LayerResult", "MaskReport",
     "ObfuscateResult", "RevivalError", "ScoreResult", "defend", "load_checkpoint", "mask_report",
     "obfuscate", "pruned_mask", "revive", "save_checkpoint", "score", "score_checkpoints",
-    "revive_checkpoint", "inspect_checkpoint", "exposure", "Proportion", "wilson",
+    "revive_checkpoint", "inspect_checkpoint", "exposure", "Proportion", "wilson", "paired_difference",
     "select_layers", "__version__", "detect_pruned_layers", "target_layers", "zero_pattern", "guess_method",
     *_LAZY,
 ]
