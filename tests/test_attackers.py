@@ -165,3 +165,23 @@ def test_cli_attack_with_a_named_attacker(tiny_unet, tmp_path, capsys):
     assert rc == 2 and "--concept" in capsys.readouterr().err and not (tmp_path / "m").exists()
     rc = main(["attack", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "x"), "--attacker", "oracle"])
     assert rc == 2 and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("shape", [(16, 64, 2), (40, 30, 2)])   # primal form / kernel form
+def test_column_map_leave_one_out_residuals_equal_refits(shape):
+    """fit_column_map's closed-form leave-one-out residuals equal the residuals of refitting the
+    map without each column, in both the primal and the kernel form."""
+    from revival.attack.columns import fit_column_map
+
+    out, n, d = shape
+    g = torch.Generator().manual_seed(0)
+    w, side = torch.randn(out, n, generator=g), torch.randn(d, out, n, generator=g)
+    sus = torch.zeros(n, dtype=torch.bool)
+    sus[:5] = True
+    full, res = fit_column_map(w, side, sus, loo=True)
+    assert torch.equal(full[:, ~sus], w[:, ~sus]) and res.shape == (out, n - 5)
+    for t, i in enumerate((~sus).nonzero().squeeze(1).tolist()[:8]):
+        alone = sus.clone()
+        alone[i] = True
+        refit, _ = fit_column_map(w, side, alone)
+        assert torch.allclose(w[:, i].double() - refit[:, i].double(), res[:, t], atol=1e-5)

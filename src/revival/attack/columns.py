@@ -11,7 +11,7 @@ GEGLU), which neither pruning nor the defense touches. This attacker
    `context.share` of the columns as suspects;
 2. treats the suspects as wholly unknown and predicts them from side information and the rest
    of the matrix: a ridge map from a unit's side vectors to its output column, fitted on the
-   unsuspected columns (kernel form, `predict_columns`);
+   unsuspected columns (ridge, `predict_columns`);
 3. retains the most confident signs (Top-K) and sets magnitudes by the attack's rule.
 
 Without side vectors (no ff.net.0.proj in the checkpoint) it locates nothing in that layer.
@@ -34,20 +34,44 @@ def column_misfit(w: torch.Tensor, side: torch.Tensor, rank: int = 32) -> torch.
 
 def predict_columns(w: torch.Tensor, side: torch.Tensor, suspects: torch.Tensor, ridge: float = 0.1) -> torch.Tensor:
     """Predict the suspected columns of W [out, in] from their side vectors [d, out, in] with a
-    linear map fitted (ridge, kernel form) on the other columns. Returns [out, in] float32 with
-    the predictions in the suspected columns and W elsewhere."""
+    linear map fitted (ridge) on the other columns. Returns [out, in] float32 with the
+    predictions in the suspected columns and W elsewhere."""
+    return fit_column_map(w, side, suspects, ridge)[0]
+
+
+def fit_column_map(w: torch.Tensor, side: torch.Tensor, suspects: torch.Tensor, ridge: float = 0.1,
+                   loo: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`predict_columns`, and with `loo` the leave-one-out residuals of the map on the columns it
+    was fitted on ([out, n_other] float64: each column's residual when the map is fitted without
+    it, r_i / (1 - h_ii) from the ridge hat matrix; one fit, no refits). Each unit's side vector
+    is normalised; the ridge is `ridge` x the mean squared norm of the fitted units' vectors.
+    Solved in the primal form when there are fewer features than fitted units (the same map)."""
     x = side.double().permute(2, 0, 1).reshape(side.shape[2], -1)     # [in, d*out]
     x = x / x.norm(dim=1, keepdim=True).clamp(min=1e-30)
     y = w.double().T                                                   # [in, out]
     obs = ~suspects
     xo, yo = x[obs], y[obs]
-    k = xo @ xo.T
-    lam = ridge * float(k.diagonal().mean())
-    alpha = torch.linalg.solve(k + lam * torch.eye(k.shape[0], dtype=k.dtype), yo)
-    pred = (x[suspects] @ xo.T) @ alpha                               # [n_suspect, out]
+    lam = ridge * float((xo * xo).sum(1).mean())
+    if xo.shape[1] < xo.shape[0]:
+        a = xo.T @ xo
+        a += lam * torch.eye(a.shape[0], dtype=a.dtype)
+        beta = torch.linalg.solve(a, xo.T @ yo)                        # [d*out, out]
+        pred = x[suspects] @ beta
+        fitted = xo @ beta
+        hat = (xo * torch.linalg.solve(a, xo.T).T).sum(1) if loo else None
+    else:
+        k = xo @ xo.T
+        k += lam * torch.eye(k.shape[0], dtype=k.dtype)
+        kinv_y = torch.linalg.solve(k, yo)
+        pred = (x[suspects] @ xo.T) @ kinv_y
+        fitted = yo - lam * kinv_y                                     # K (K + lam)^-1 y
+        hat = (1.0 - lam * torch.linalg.inv(k).diagonal()) if loo else None
     out = w.double().clone()
     out[:, suspects] = pred.T
-    return out.float()
+    res = None
+    if loo:
+        res = ((yo - fitted) / (1.0 - hat).clamp(min=1e-6)[:, None]).T    # [out, n_other]
+    return out.float(), res
 
 
 def locate_columns(tensors, layers, context):

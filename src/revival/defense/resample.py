@@ -182,16 +182,16 @@ def _map_fill(w: torch.Tensor, proj: torch.Tensor, hot: torch.Tensor, generator:
               scale: float) -> torch.Tensor:
     """Output columns [out, k] for the `hot` units from their (new) input rows in `proj`
     [d*in, out]: the ridge map side vectors -> output column fitted on the other units, plus
-    `scale` x a residual drawn with the empirical covariance of the map's out-of-sample residuals
+    `scale` x a residual drawn with the empirical covariance of the map's leave-one-out residuals
     on the other units (R z / sqrt(n), z ~ N(0, I)): the residual then has the other columns'
     low-rank structure too, not only their spread. W's dtype, no exact zero."""
-    from ..attack.columns import predict_columns
+    from ..attack.columns import fit_column_map
 
     out_dim, n_in = w.shape
     d = proj.shape[0] // n_in
     side = proj.double().reshape(d, n_in, out_dim).permute(0, 2, 1).float()   # [d, out, in]
-    centre = predict_columns(w.float(), side, hot).double()[:, hot]
-    r = _map_residuals(w.float(), side, ~hot)                                  # [out, n_cold]
+    full, r = fit_column_map(w.float(), side, hot, loo=True)                   # r: [out, n_cold], out of sample
+    centre = full.double()[:, hot]
     r = r - r.mean(1, keepdim=True)
     z = torch.randn(r.shape[1], int(hot.sum()), generator=generator, dtype=torch.float64)
     values = centre + scale * (r @ z) / max(1, r.shape[1] - 1) ** 0.5
@@ -239,24 +239,6 @@ def retire_units(proj: torch.Tensor, bias: torch.Tensor, hot: torch.Tensor,
     vb = b[:n_in]
     vb[hot] = vb[cold].mean() + vb[cold].std() * torch.randn(k, generator=generator, dtype=torch.float64)
     return p.to(proj.dtype), b.to(bias.dtype)
-
-
-def _map_residuals(w: torch.Tensor, side: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Residuals W[:, cols] - map(side) with the map fitted on the other `cols` (leave-half-out:
-    even / odd halves predict each other, so the spread is an honest out-of-sample one)."""
-    from ..attack.columns import predict_columns
-
-    idx = cols.nonzero().squeeze(1)
-    out = []
-    for part in (idx[0::2], idx[1::2]):
-        if part.numel() == 0:
-            continue
-        sus = torch.zeros_like(cols)
-        sus[part] = True
-        sus |= ~cols                                    # hot columns never teach the map
-        pred = predict_columns(w, side, sus)
-        out.append((w[:, part] - pred[:, part]).double())
-    return torch.cat(out, 1)
 
 
 def proj_name(name: str) -> str | None:
