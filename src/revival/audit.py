@@ -247,14 +247,12 @@ class _loaded:
 def evaluate_state(pipeline, state: Mapping[str, torch.Tensor], rows, classifier, concept: str,
                    config: AuditConfig) -> tuple[Accuracy, torch.Tensor]:
     """Erased / preserved accuracy of `state` loaded into the pipeline (in memory) and its images."""
-    from .evaluate.evaluate import evaluate_concept
+    from .evaluate.evaluate import concept_outcomes, evaluate_concept
 
     with _loaded(pipeline.unet, state):
         res = evaluate_concept(pipeline, rows, classifier, concept, steps=config.inference_steps,
                                guidance=config.guidance)
-    from .evaluate.evaluate import _same
-
-    outcomes = tuple(bool(classifier.is_hit(p, r.cls)) for r, p in zip(rows, res.predictions) if _same(r.cls, concept))
+    outcomes = tuple(concept_outcomes(rows, res.predictions, concept, classifier.is_hit))
     return Accuracy(res.erased, res.preserved, outcomes), res.images
 
 

@@ -128,6 +128,12 @@ def _same(a: str, b: str) -> bool:
     return " ".join(a.lower().split()) == " ".join(b.lower().split())
 
 
+def concept_outcomes(rows: list[PromptRow], predictions: list[str], concept: str, is_hit=_same) -> list[bool]:
+    """Hit or miss of each image of `concept`, in row order (for paired comparisons of two models
+    judged on the same prompts and seeds)."""
+    return [bool(is_hit(p, r.cls)) for r, p in zip(rows, predictions) if _same(r.cls, concept)]
+
+
 def score(rows: list[PromptRow], predictions: list[str], concept: str, is_hit=_same,
           classifier: str = "", scores: list[float] | None = None,
           score_name: str | None = None) -> EvalResult:
