@@ -36,7 +36,7 @@ import torch
 
 from .errors import RevivalError
 from .report import STAGES, STAGE_LABELS, bar_plot, image_grid, markdown_table, validate_report, write_json, write_markdown
-from .unlearn.least_damage import SEARCH_IMAGES
+from .unlearn.least_damage import SEARCH_IMAGES, search_images
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.seeds_per_class, int) or self.seeds_per_class < 1:
             raise RevivalError(f"--seeds-per-class must be a positive integer, got {self.seeds_per_class!r}.")
-        if isinstance(self.search_seeds, bool) or not isinstance(self.search_seeds, int) or self.search_seeds < 1:
-            raise RevivalError(f"--search-images must be a positive integer, got {self.search_seeds!r}.")
+        search_images(self.search_seeds)
         if not isinstance(self.grid_seeds, int) or self.grid_seeds < 1:
             raise RevivalError(f"grid_seeds must be a positive integer, got {self.grid_seeds!r}.")
         if self.obfuscate_stats not in ("row", "layer"):

@@ -231,13 +231,12 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
                            "layer(s); there is nothing to obfuscate.")
     tensors = ckpt.tensors
     if method == "resample":  # the block's input projection (side information, weight and bias) travels along
-        from .resample import proj_name
+        from .resample import proj_bias_name, proj_name
 
         tensors = {n: ckpt.tensors[n] for n in names}
         for n in names:
-            p = proj_name(n)
-            for key in ((p, p[: -len("weight")] + "bias") if p else ()):
-                if key in ckpt.tensors:
+            for key in (proj_name(n), proj_bias_name(n)):
+                if key is not None and key in ckpt.tensors:
                     tensors[key] = ckpt.tensors[key]
     updates, result = apply_defense(tensors, names, method, seed, scale=scale, stats=stats,
                                     column_share=column_share, fresh_units=fresh_units, hot=hot,

@@ -241,6 +241,12 @@ def retire_units(proj: torch.Tensor, bias: torch.Tensor, hot: torch.Tensor,
     return p.to(proj.dtype), b.to(bias.dtype)
 
 
+def proj_bias_name(name: str) -> str | None:
+    """The block's input-projection bias next to an ...ff.net.2.weight name (None for other names)."""
+    p = proj_name(name)
+    return p[: -len("weight")] + "bias" if p else None
+
+
 def proj_name(name: str) -> str | None:
     """The block's input projection next to an ...ff.net.2.weight name (None for other names)."""
     return name[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight" if name.endswith("ff.net.2.weight") else None
@@ -285,7 +291,7 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int =
         proj = tensors.get(pname) if pname else None
         if proj is not None and side_features(tensors, name, tuple(w.shape)) is None:
             proj = None                   # not a usable projection (shape, NaN)
-        bname = pname[: -len("weight")] + "bias" if pname else None
+        bname = proj_bias_name(name)
         bias = tensors.get(bname) if bname and proj is not None else None
         g = torch.Generator().manual_seed(item_seed(seed, name))
         out, new_proj, info, new_bias = resample_matrix(

@@ -115,9 +115,10 @@ class TaskJudge(Classifier):
 DEMO_SEEDS = {"artists": 5, "nudity": 10}
 QUICK_SEEDS = {"artists": 2, "nudity": 4}
 # The attacker's Top-K keep ratio per task (None: the paper's 0.6). A style needs ConceptPrune's
-# larger ratio to be erased (Orsolo: 0.26 for <= 0.2), and then keeping the top 60% of the
-# completed signs revives little. Chosen as an attacker would, on its own images: validation seeds
-# from 2000 (never the evaluation's), Orsolo at 0.26 -- keep 0.6: 0.40, 0.8: 0.38, 1.0: 0.74.
+# largest ratios to be erased (Orsolo: 0.5, the search's largest), and then keeping the top 60% of
+# the completed signs revives little. Chosen as an attacker would, on its own images: validation
+# seeds from 2000 (never the evaluation's), 50 images, Orsolo at 0.5 (unlearned 0.16) -- keep 0.6:
+# 0.24, 0.8: 0.28, 1.0: 0.30 (at 0.26 with items sharing seeds: 0.40 / 0.38 / 0.74).
 ATTACK_KEEP = {"artists": 1.0}
 
 

@@ -605,11 +605,9 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
         if model != "testbed":
             raise RevivalError("--target-erasure needs the testbed's classifier; for Stable Diffusion, sweep "
                                "--skill-ratio and measure with `revival evaluate`.")
-        from .least_damage import SEARCH_IMAGES, least_damage, testbed_erased_fn
+        from .least_damage import least_damage, search_images, testbed_erased_fn
 
-        search_seeds = SEARCH_IMAGES if search_seeds is None else search_seeds
-        if isinstance(search_seeds, bool) or not isinstance(search_seeds, int) or search_seeds < 1:
-            raise RevivalError(f"--search-images must be a positive integer, got {search_seeds!r}.")
+        search_seeds = search_images(search_seeds)
         stats = concept_statistics(pipe, target_prompts, base_prompts, config, progress=progress and dist.is_main())
         if task == "objects":
             erased_fn = testbed_erased_fn(pipe, concept, search_seeds, config)

@@ -80,6 +80,14 @@ SEARCH_FIRST_SEED = 2000  # validation seeds of the search; evaluation's held-ou
 SEARCH_IMAGES = 60
 
 
+def search_images(n: int | None) -> int:
+    """The search's validation images a probe: `n`, or SEARCH_IMAGES for None; a positive integer."""
+    n = SEARCH_IMAGES if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise RevivalError(f"--search-images must be a positive integer, got {n!r}.")
+    return n
+
+
 def testbed_erased_fn(pipeline, concept: str, seeds: int, config: ConceptPruneConfig,
                       first_seed: int = SEARCH_FIRST_SEED) -> Callable[[dict[str, torch.Tensor]], float]:
     """erased_fn for the testbed: load the pruned weights into `pipeline.unet`, draw `seeds`
