@@ -388,7 +388,7 @@ def defended_attacks(pipeline, defended, layers, masks, prompts, cp_cfg, attack_
     measured. Returns (the strongest attacker's state (the defended state itself when none located
     anything), its measurement or None, {"attackers": {name: facts}, "strongest": name or None})."""
     from .attack.attackers import ATTACKERS, AttackContext, run_attacker
-    from .audit import release_activations
+    from .attack.activations import release_activations
 
     ctx = AttackContext(config=attack_cfg, skill_ratio=min(1.0, cp_cfg.skill_ratio), steps=cp_cfg.steps,
                         prompts=prompts,

@@ -34,55 +34,12 @@ import torch
 from ..errors import RevivalError
 from .magnitudes import get_magnitude
 from ..seeding import item_seed
-from .revive import AttackConfig, revive_matrix, side_features
+from .config import AttackConfig
+from .located import AttackContext, Located, top_fraction
+from .partners import revive_layer
 from .signs import top_k_signs
 
 DEFAULT_ATTACKER = "zeros"
-
-
-@dataclass(frozen=True)
-class AttackContext:
-    """What an attacker knows besides the release.
-
-    config: the revival attack's settings (completion, keep, magnitude, seed).
-    fraction: share of each matrix's entries to locate (None: `skill_ratio`, the method's public
-        setting, which is about the share ConceptPrune prunes).
-    skill_ratio, steps: ConceptPrune's public settings (method-aware reruns them).
-    prompts: (target, base) prompts of the concept (method-aware; ConceptPrune's public ones).
-    activations: prompts -> {layer name: activation norms [steps, in]} collected on the
-        release (method-aware; see `revival.audit.release_activations`).
-    """
-
-    config: AttackConfig = AttackConfig()
-    fraction: float | None = None
-    skill_ratio: float = 0.05
-    steps: int = 10
-    prompts: tuple[Sequence[str], Sequence[str]] | None = None
-    activations: Callable[[Sequence[str]], Mapping[str, torch.Tensor]] | None = None
-
-    def __post_init__(self) -> None:
-        if self.fraction is not None and not 0.0 < self.fraction < 0.5:
-            raise RevivalError(f"the located fraction must be in (0, 0.5), got {self.fraction!r}.")
-        if not 0.0 < self.skill_ratio <= 1.0:
-            raise RevivalError(f"skill_ratio must be in (0, 1], got {self.skill_ratio!r}.")
-
-    @property
-    def share(self) -> float:
-        return self.fraction if self.fraction is not None else min(0.49, self.skill_ratio)
-
-
-@dataclass
-class Located:
-    """An attacker's guess. masks: bool [out, in] per layer (the entries it will revive);
-    scores: float [out, in] per layer, higher = more suspect (for localisation quality);
-    estimates: optional per-layer completions the attacker made itself (else `revive` completes);
-    info: facts worth reporting."""
-
-    masks: dict[str, torch.Tensor]
-    scores: dict[str, torch.Tensor]
-    estimates: dict[str, torch.Tensor] | None = None
-    column_scores: dict[str, torch.Tensor] | None = None
-    info: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -234,53 +191,57 @@ def true_mask(original: Mapping[str, torch.Tensor], release: Mapping[str, torch.
     return out
 
 
-def top_fraction(score: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Bool mask of the `fraction` top-scored entries of `score` (ties by position)."""
-    n = max(1, int(round(fraction * score.numel())))
-    order = torch.argsort(score.flatten().float(), descending=True, stable=True)[:n]
-    mask = torch.zeros(score.numel(), dtype=torch.bool)
-    mask[order] = True
-    return mask.view(score.shape)
-
-
 # --------------------------------------------------------------------------- revival
 
 def revive_located(tensors: Mapping[str, torch.Tensor], layers: Sequence[str], located: Located,
                    config: AttackConfig) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
-    """Zero the located entries, revive them (the attacker's own estimates when it made some,
-    else `revive_matrix`'s completion) and put the release's value back wherever no sign was
-    kept. Returns (updates, per-layer {located, revived, side})."""
+    """Zero the located entries and revive them through the attack `revival attack` runs
+    (`partners.revive_layer`: the partner matrix as side information both ways, whole missing
+    rows, on `config.device` -- CUDA when available), or from the attacker's own estimates when
+    it made some; put the release's value back wherever no sign was kept. Returns (updates in
+    the release's dtype and device, per-layer {located, revived, side})."""
+    device = _device(config)
     updates, per_layer = {}, {}
     for name in layers:
         mask = located.masks.get(name)
         if mask is None or not bool(mask.any()):
             continue
         w = tensors[name]
-        zeroed = w.masked_fill(mask.to(w.device), 0)
+        m = mask.to(device=w.device, dtype=torch.bool)
+        zeroed = w.masked_fill(m, 0)
         if located.estimates is not None and name in located.estimates:
-            out, kept = _revive_estimate(zeroed, mask.to(w.device), located.estimates[name].to(w.device),
-                                         config, name)
+            out = _revive_estimate(zeroed, m, located.estimates[name], config, name, device)
             side = None
         else:
-            feats = side_features(tensors, name, tuple(w.shape)) if config.side else None
-            out, _, kept, _, info = revive_matrix(zeroed, config, name=name, features=feats)
+            view = {**tensors, name: zeroed}
+            out, _, _, _, info = revive_layer(view, name, config, device)
+            out = out.to(w.device)
             side = bool(info.get("side", False))
         # the attack keeps signs at some positions; the rest of the located entries keep the release's value
-        updates[name] = torch.where(mask.to(w.device) & (out == 0), w, out)
+        updates[name] = torch.where(m & (out == 0), w, out)
         per_layer[name] = {"located": int(mask.sum()), "revived": int((updates[name] != w).sum()), "side": side}
     return updates, per_layer
 
 
+def _device(config: AttackConfig) -> torch.device:
+    if config.device:
+        return torch.device(config.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _revive_estimate(zeroed: torch.Tensor, missing: torch.Tensor, estimate: torch.Tensor,
-                     config: AttackConfig, name: str) -> tuple[torch.Tensor, int]:
-    kept, signs = top_k_signs(estimate, missing, config.keep)
+                     config: AttackConfig, name: str, device: torch.device) -> torch.Tensor:
+    """Top-K signs and magnitudes from an attacker's own estimate (on `device`); returns the
+    matrix on `zeroed`'s device and dtype."""
+    zd, md, est = zeroed.to(device), missing.to(device), estimate.to(device)
+    kept, signs = top_k_signs(est, md, config.keep)
     rows, cols = kept.nonzero(as_tuple=True)
     gen = torch.Generator(device="cpu").manual_seed(item_seed(config.seed, name))
-    values = get_magnitude(config.magnitude)(zeroed, ~missing, rows, cols, signs[rows, cols].double(),
-                                             estimate[rows, cols].double(), gen)
+    values = get_magnitude(config.magnitude)(zd, ~md, rows, cols, signs[rows, cols].double(),
+                                             est[rows, cols].double(), gen)
     out = zeroed.clone()
-    out[rows, cols] = values.to(zeroed.dtype)
-    return out, int(rows.numel())
+    out[rows.to(out.device), cols.to(out.device)] = values.to(device=out.device, dtype=zeroed.dtype)
+    return out
 
 
 # --------------------------------------------------------------------------- registry
@@ -355,26 +316,21 @@ def attack_release(path, output, attacker: str, config: AttackConfig | None = No
     Returns the report dict. Bad input raises RevivalError before anything is written; an
     existing output or report is refused unless `overwrite`."""
     from ..io import check_output_path, load_checkpoint, plan_outputs, save_checkpoint, write_report
-    from ..layers import DEFAULT_LAYERS, check_finite, select_layers
+    from ..layers import check_finite
 
     check_attacker(attacker)
     t0 = time.perf_counter()
     ckpt = load_checkpoint(path)
     output, report_path = plan_outputs(ckpt, output, report, overwrite=overwrite)
-    names = select_layers(ckpt.tensors, layers or DEFAULT_LAYERS)
+    names = attack_layers(ckpt.tensors, layers)
     check_finite(ckpt.tensors, names, str(ckpt.path))
     config = config or AttackConfig()
     ctx_kw: dict = {"config": config, "fraction": fraction}
-    tensors = {n: ckpt.tensors[n] for n in names}
-    for n in names:   # side information of each target layer, when the checkpoint holds it
-        if n.endswith("ff.net.2.weight"):
-            p = n[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight"
-            if p in ckpt.tensors:
-                tensors[p] = ckpt.tensors[p]
+    tensors = with_partners(ckpt.tensors, names)
     if attacker == "method-aware":
         if not concept:
             raise RevivalError("the method-aware attacker needs --concept (and --model, default testbed).")
-        ctx_kw.update(_method_context(model or "testbed", concept, ckpt))
+        ctx_kw.update(_method_context(model or "testbed", concept, ckpt, names))
     truth = None
     if original is not None:
         orig = load_checkpoint(original)
@@ -388,15 +344,39 @@ def attack_release(path, output, attacker: str, config: AttackConfig | None = No
         raise RevivalError(f"the {attacker} attacker found nothing to revive in {ckpt.path} ({result.refused}).")
     written = save_checkpoint(ckpt, output, updates, overwrite=overwrite)
     data = {"input": str(ckpt.path), "output": str(written), "format": ckpt.format, "naming": ckpt.naming,
-            "layer_pattern": layers or DEFAULT_LAYERS, "attacker": result.to_dict(),
+            "layer_pattern": layers or "found pruned (exact zeros), else every ff.net.2", "layers": names, "attacker": result.to_dict(),
             "attack": {"config": asdict(config)}, "seconds": {"total": round(time.perf_counter() - t0, 4)}}
     data["report"] = str(write_report(report_path, data, ckpt.input_paths()))
     return data
 
 
-def _method_context(model: str, concept: str, ckpt) -> dict:
+def attack_layers(tensors: Mapping[str, torch.Tensor], pattern: str | None = None) -> list[str]:
+    """The layers an attacker works on: those matching `pattern`, else every layer found pruned by
+    its exact zeros (`revival.layers.detect_pruned_layers`, as `inspect`, `attack` and `defend`),
+    else (a release whose zeros are hidden) every transformer block's ff.net.2."""
+    from ..layers import DEFAULT_LAYERS, detect_pruned_layers, select_layers
+
+    if pattern is not None:
+        return select_layers(tensors, pattern)
+    found = [p.name for p in detect_pruned_layers(tensors)]
+    return found or select_layers(tensors, DEFAULT_LAYERS)
+
+
+def with_partners(tensors: Mapping[str, torch.Tensor], layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The target layers and each one's partner matrix (side information both ways), when present."""
+    from .partners import find_partner
+
+    out = {n: tensors[n] for n in layers}
+    for n in layers:
+        partner = find_partner(n, tensors)
+        if partner is not None:
+            out[partner.name] = tensors[partner.name]
+    return out
+
+
+def _method_context(model: str, concept: str, ckpt, layers: Sequence[str]) -> dict:
     """prompts and activation statistics of the release, for the method-aware attacker."""
-    from ..audit import release_activations
+    from .activations import release_activations
     from ..models import load_model
     from ..unlearn.conceptprune import PRESETS, concept_prompts, task_prompts
 
@@ -410,4 +390,4 @@ def _method_context(model: str, concept: str, ckpt) -> dict:
     else:
         prompts, (ratio, steps) = task_prompts("objects", concept), PRESETS["objects"]
     return {"prompts": prompts, "skill_ratio": ratio, "steps": steps,
-            "activations": release_activations(pipe, state, steps)}
+            "activations": release_activations(pipe, state, steps, layers=layers)}

@@ -76,8 +76,8 @@ def fit_column_map(w: torch.Tensor, side: torch.Tensor, suspects: torch.Tensor, 
 
 def locate_columns(tensors, layers, context):
     """The `columns` attacker (`revival.attack.attackers`)."""
-    from .attackers import Located
-    from .revive import side_features
+    from .located import Located
+    from .matrix import side_features
 
     masks, scores, cols, est = {}, {}, {}, {}
     skipped = []

@@ -68,8 +68,8 @@ def locate(w: torch.Tensor, fraction: float, side: torch.Tensor | None = None, *
 def locate_residual(tensors, layers, context):
     """The `residual` attacker (`revival.attack.attackers`): per layer, the `context.share`
     worst-fitting entries (side information + low-rank basis), scored by `residual_scores`."""
-    from .attackers import Located, top_fraction
-    from .revive import side_features
+    from .located import Located, top_fraction
+    from .matrix import side_features
 
     masks, scores = {}, {}
     for name in layers:

@@ -32,7 +32,7 @@ def locate_method_aware(tensors, layers, context):
     """The `method-aware` attacker (`revival.attack.attackers`); needs `context.prompts` and
     `context.activations` (statistics collected on the release)."""
     from ..unlearn.conceptprune import conceptprune_masks
-    from .attackers import Located, top_fraction
+    from .located import Located, top_fraction
 
     if context.prompts is None or context.activations is None:
         raise RevivalError("the method-aware attacker needs the model and the concept's prompts "
@@ -44,9 +44,11 @@ def locate_method_aware(tensors, layers, context):
     if missing:
         raise RevivalError(f"no activation statistics for layer {missing[0]!r}: the method-aware attacker "
                            "can only attack layers whose inputs it can hook.")
+    # one device for every tensor that meets: the CPU (the statistics may come from a GPU pipeline)
     weights = {n: tensors[n].float().cpu() for n in layers}
-    rerun = conceptprune_masks(weights, {n: a_t[n] for n in layers}, {n: a_b[n] for n in layers},
-                               skill_ratio=context.skill_ratio, steps=context.steps)
+    a_t = {n: a_t[n].float().cpu() for n in layers}
+    a_b = {n: a_b[n].float().cpu() for n in layers}
+    rerun = conceptprune_masks(weights, a_t, a_b, skill_ratio=context.skill_ratio, steps=context.steps)
     masks, scores, counts = {}, {}, {}
     for name in layers:
         s = method_scores(weights[name], a_t[name], a_b[name], context.steps)

@@ -28,6 +28,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ..masks import layer_zero_test
+from ..seeding import item_seed
+from .completion import complete
+from .config import SOLVERS_TAKE_SIDE
+from .magnitudes import get_magnitude
+from .matrix import revive_matrix, side_features
+from .rows import RowEstimate, estimate_unit_rows
+from .signs import top_k_signs
+
 # (input-linear suffix, output-linear suffix); a prefix must not end like `attention.` for BERT
 PAIRS: tuple[tuple[str, str], ...] = (
     ("ff.net.0.proj.weight", "ff.net.2.weight"),
@@ -153,13 +162,6 @@ def revive_layer(tensors: Mapping[str, torch.Tensor], name: str, config, device:
     (a `rows.RowEstimate` dict). `side_override` ({name: projection}) keeps the older lookup
     (`revive.side_features`) for callers that pass their own side matrices.
     """
-    from ..masks import layer_zero_test
-    from .completion import complete
-    from .magnitudes import get_magnitude
-    from ..seeding import item_seed
-    from .revive import SOLVERS_TAKE_SIDE, revive_matrix, side_features
-    from .rows import RowEstimate, estimate_unit_rows
-    from .signs import top_k_signs
 
     w = tensors[name]
     takes_side = config.solver in SOLVERS_TAKE_SIDE and config.side

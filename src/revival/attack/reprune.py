@@ -38,7 +38,7 @@ def reprune_mask(w: torch.Tensor, share: float, mode: str = "global") -> torch.T
 
 def locate_reprune(tensors, layers, context, mode: str = "global"):
     """The `reprune` attacker (`revival.attack.attackers`)."""
-    from .attackers import Located
+    from .located import Located
 
     share = context.fraction if context.fraction is not None else DEFAULT_SHARE
     masks, scores = {}, {}

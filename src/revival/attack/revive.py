@@ -18,68 +18,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..errors import RevivalError
-from ..seeding import item_seed
-from .completion import SOLVERS, complete
-from .magnitudes import MAGNITUDES, get_magnitude
-from .signs import top_k_signs
+from .config import SOLVERS_TAKE_SIDE, AttackConfig
+from .matrix import revive_matrix, side_features
+from .partners import revive_layer
 
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Settings of the revival attack.
-
-    solver: completion solver name (see `completion.SOLVERS`); "svt" is the paper's recipe.
-    rank: low-rank basis size / rank cap (ignored by "svt"); None = the solver's default
-        (regress: 32; softimpute: 96).
-    lam: regularization; None = the solver's default. softimpute: the soft threshold (default
-        the (rank+1)-th singular value); regress: the ridge on the low-rank basis coefficients
-        (default 3, spectral); ignored by svt.
-    keep: fraction of pruned positions whose sign is retained, in (0, 1] (paper: 0.6).
-    magnitude: magnitude rule name (see `magnitudes.MAGNITUDES`); paper: "neuron-max".
-    seed: seeds every random choice.
-    device: "cpu", "cuda", ...; None = CUDA when available, else CPU.
-    max_iters, tol: solver iteration cap and tolerance; None = the solver's default.
-    side: offer side information (the intact ff.net.0.proj rows of the same hidden units) to
-        solvers that take it, when present; regress then keeps it only where it validates.
-    """
-
-    solver: str = "regress"
-    rank: int | None = None
-    lam: float | None = None
-    keep: float = 0.6
-    magnitude: str = "neuron-max"
-    seed: int = 0
-    device: str | None = None
-    max_iters: int | None = None
-    tol: float | None = None
-    side: bool = True
-
-    def __post_init__(self) -> None:
-        if self.solver not in SOLVERS:
-            raise RevivalError(f"solver must be one of {', '.join(sorted(SOLVERS))}, got {self.solver!r}.")
-        if self.magnitude not in MAGNITUDES:
-            raise RevivalError(f"magnitude must be one of {', '.join(MAGNITUDES)}, got {self.magnitude!r}.")
-        if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 0):
-            raise RevivalError(f"rank must be a non-negative integer or None, got {self.rank!r}.")
-        if self.lam is not None and not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
-            raise RevivalError(f"lam must be a non-negative number or None, got {self.lam!r}.")
-        if not isinstance(self.keep, (int, float)) or isinstance(self.keep, bool) or not 0.0 < self.keep <= 1.0:
-            raise RevivalError(f"keep must be a fraction in (0, 1], got {self.keep!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise RevivalError(f"seed must be a non-negative integer, got {self.seed!r}.")
-        if not isinstance(self.side, bool):
-            raise RevivalError(f"side must be True or False, got {self.side!r}.")
-        if self.max_iters is not None and (isinstance(self.max_iters, bool) or not isinstance(self.max_iters, int) or self.max_iters < 1):
-            raise RevivalError(f"max_iters must be a positive integer or None, got {self.max_iters!r}.")
-        if self.tol is not None and not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol > 0):
-            raise RevivalError(f"tol must be a positive number or None, got {self.tol!r}.")
-        if self.device is not None:
-            try:
-                dev = torch.device(self.device)
-            except (RuntimeError, TypeError):
-                raise RevivalError(f"device must be a torch device name such as 'cpu' or 'cuda', got {self.device!r}.") from None
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise RevivalError("device 'cuda' was asked for but CUDA is not available.")
+__all__ = ["AttackConfig", "AttackResult", "LayerResult", "SOLVERS_TAKE_SIDE", "revive", "revive_checkpoint",
+           "revive_matrix", "side_features"]
 
 
 @dataclass
@@ -131,66 +75,6 @@ class AttackResult:
         }
 
 
-def side_features(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int, int],
-                  side: dict[str, torch.Tensor] | None = None) -> torch.Tensor | None:
-    """Side vectors [d, out, in] for the matrix `name` of `shape` [out, in], or None.
-
-    Hidden unit j (column j of W) is read in by row j of the block's intact input projection
-    `ff.net.0.proj.weight` [in or 2*in, out], whose rows live in the same space as W's
-    columns. A GEGLU projection [2*in, out] gives each unit two vectors (value row j and gate
-    row in + j), a plain one [in, out] gives one. Taken from `side[name]` when given (a
-    projection matrix of either shape), else looked up in `tensors` next to an
-    `...ff.net.2.weight` name. None when absent, non-finite or of a non-matching shape.
-    The result is a strided view of the projection (its dtype; no copy).
-    """
-    out_dim, n_in = shape
-    p = None
-    if side is not None and name in side:
-        p = side[name]
-    elif name.endswith("ff.net.2.weight"):
-        p = tensors.get(name[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight")
-    if p is None or p.ndim != 2 or p.shape[1] != out_dim or not p.is_floating_point():
-        return None
-    if p.shape[0] not in (n_in, 2 * n_in) or not bool(torch.isfinite(p).all()):
-        return None
-    # strided views, no copy: [d, in, out] -> [d, out, in]
-    return p.reshape(p.shape[0] // n_in, n_in, out_dim).permute(0, 2, 1)
-
-
-def revive_matrix(w: torch.Tensor, config: AttackConfig, *, name: str = "",
-                  features: torch.Tensor | None = None, device: torch.device | None = None
-                  ) -> tuple[torch.Tensor, int, int, int, dict]:
-    """Revive one matrix: returns (new matrix in w's dtype, pruned, kept, iterations, solver info)."""
-    device = device or torch.device("cpu")
-    missing = w == 0
-    n_pruned = int(missing.sum())
-    if n_pruned == 0:
-        return w, 0, 0, 0, {}
-    seed = item_seed(config.seed, name)
-    wd = w.to(device)
-    md = missing.to(device)
-    kwargs: dict = {"seed": seed}
-    if config.rank is not None:
-        kwargs["rank"] = config.rank
-    if config.lam is not None:
-        kwargs["lam"] = config.lam
-    if config.max_iters is not None:
-        kwargs["max_iters"] = config.max_iters
-    if config.tol is not None:
-        kwargs["tol"] = config.tol
-    if features is not None:
-        kwargs["side"] = features.to(device)
-    comp = complete(wd, md, solver=config.solver, **kwargs)
-    kept, signs = top_k_signs(comp.matrix, md, config.keep, comp.confidence)
-    rows, cols = kept.nonzero(as_tuple=True)          # row-major order
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    values = get_magnitude(config.magnitude)(
-        wd, ~md, rows, cols, signs[rows, cols].double(), comp.matrix[rows, cols].double(), gen)
-    out = w.clone()  # on w's device: every tensor meeting it is moved there
-    out[rows.to(out.device), cols.to(out.device)] = values.to(device=out.device, dtype=w.dtype)
-    return out, n_pruned, int(rows.numel()), comp.iterations, comp.info
-
-
 def revive(
     tensors: dict[str, torch.Tensor],
     layers: list[str],
@@ -234,8 +118,6 @@ def revive(
     for name in it:
         w = tensors[name]
         t0 = time.perf_counter()
-        from .partners import revive_layer  # partner side information both ways, whole rows
-
         out, n_pruned, n_kept, iters, info = revive_layer(tensors, name, config, device, side)
         secs = time.perf_counter() - t0
         if n_pruned == 0:
@@ -250,9 +132,6 @@ def revive(
                                          whole_rows=info.get("whole_rows")))
     result.seconds = time.perf_counter() - start
     return updates, result
-
-
-SOLVERS_TAKE_SIDE = frozenset({"regress"})
 
 
 def revive_checkpoint(path, output, config: AttackConfig | None = None, *, layers: str | None = None,
