@@ -48,6 +48,7 @@ from .concepts import Concept, lookup, make_concept, registry, unlearning_prompt
 from .errors import RevivalError
 from .intervals import Proportion
 from .io import atomic_write
+from .manifest import changed, input_files, model_files, package_versions
 
 STAGES = ("original", "unlearned", "revived", "obfuscated", "obfuscated_revived")
 STAGE_ALIASES = {"obfuscated+attack": "obfuscated_revived", "obfuscated_attack": "obfuscated_revived",
@@ -228,34 +229,15 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "x"
 
 
-def package_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("revival", "torch", "diffusers", "transformers", "accelerate", "safetensors", "numpy", "pillow"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def model_files(model: str) -> dict[str, str]:
-    """sha256 of every file the model side reads: the testbed's weights, or the SD folder's files."""
-    from .models import file_digest
-
-    if model == "testbed":
-        from .testbed import WEIGHTS_DIR
-
-        root = Path(WEIGHTS_DIR)
-    else:
-        root = Path(model)
-    return {str(p.relative_to(root)): file_digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
+def run_inputs(config: ExperimentConfig) -> dict[str, str]:
+    """Hashes of every input besides the model's files (text encoder, judges, prompt files)."""
+    return input_files(config.model, {c.classifier for c in config.concepts},
+                       classifier_path=config.classifier_path, files=(config.prompts, config.word_list))
 
 
 def manifest(config: ExperimentConfig, runtime: dict) -> dict:
     return {"config": config.to_dict(), "model_files": model_files(config.model),
-            "packages": package_versions(), "runtime": runtime,
+            "input_files": run_inputs(config), "packages": package_versions(), "runtime": runtime,
             "reproduce": "revival experiment --reproduce manifest.json --out NEW_DIR"}
 
 
@@ -313,6 +295,40 @@ class _Run:
         self.memo: dict[str, dict] = {"original": original}
         self.signs: dict[str, dict] = {}
         self.layers: list[str] = []
+        self.prompts: tuple | None = None
+        self.attackers: dict[str, dict] = {}   # obfuscated + attack: what each attacker got
+        self.measure = None                     # state -> erased accuracy (set by the run)
+
+    def strongest_attack(self) -> dict[str, torch.Tensor]:
+        """Every attacker of the ladder against the obfuscated model, each revived model measured
+        (`self.measure`); the one that revives most is the stage, as in `revival demo`. An attacker
+        that locates nothing leaves the obfuscated model; one that crashes is recorded; when none
+        could run, the stage cannot be measured (RevivalError)."""
+        from .attack.activations import release_activations
+        from .attack.attackers import ATTACKERS, AttackContext, run_attacker
+
+        src = self.weights("obfuscated")
+        ctx = AttackContext(config=self.cfg.attack_config(), skill_ratio=min(1.0, self.c.skill_ratio), steps=self.c.steps,
+                            prompts=self.prompts,
+                            activations=release_activations(self.pipe, src, self.c.steps, self.cfg.seed,
+                                                            self.cfg.inference_steps, self.cfg.guidance,
+                                                            layers=self._layers()))
+        best, best_acc = src, None
+        for name in ATTACKERS:
+            try:
+                updates, res = run_attacker(name, src, self._layers(), ctx)
+            except Exception as exc:   # recorded; the stage needs at least one attacker that ran
+                self.attackers[name] = {"status": "errored", "reason": f"{type(exc).__name__}: {exc}"}
+                continue
+            state = {**src, **updates}
+            acc = self.measure(state) if updates else self.measure(src)
+            self.attackers[name] = {"status": "ran", "located": res.located, "erased": acc}
+            if best_acc is None or acc > best_acc:
+                best, best_acc = state, acc
+        if best_acc is None:
+            raise RevivalError(f"no attacker could run on the obfuscated model of {self.c.name!r}: "
+                               + "; ".join(f"{n}: {a['reason']}" for n, a in self.attackers.items()))
+        return best
 
     def weights(self, stage: str) -> dict[str, torch.Tensor]:
         if stage in self.memo:
@@ -328,20 +344,22 @@ class _Run:
 
                 words = prompt_texts(self.cfg.word_list)
             target, base = unlearning_prompts(self.c, words)
+            self.prompts = (target, base)
             cp = ConceptPruneConfig(skill_ratio=self.c.skill_ratio, steps=self.c.steps, seed=self.cfg.seed,
                                     inference_steps=self.cfg.inference_steps, guidance=self.cfg.guidance)
             self.pipe.unet.load_state_dict(self.original)
             masks, _ = conceptprune(self.pipe, target, base, cp, progress=False)
             self.layers = sorted(masks)
             state = {**self.original, **apply_masks(self.original, masks)}
-        elif stage in ("revived", "obfuscated_revived"):
-            src = self.weights("unlearned" if stage == "revived" else "obfuscated")
-            try:
-                updates, _ = revive(src, self._layers(), self.cfg.attack_config(), progress=False)
-            except RevivalError:  # no exact zeros left (obfuscated): nothing for the attack to revive
-                updates = {}
+        elif stage == "revived":   # the paper's attack on the unlearned model (its zeros mark the positions)
+            src = self.weights("unlearned")
+            updates, _ = revive(src, self._layers(), self.cfg.attack_config(), progress=False)
             state = {**src, **updates}
-            self.signs[stage] = sign_recovery(self.original, self.weights("unlearned"), state, self._layers())
+            self.signs[stage] = sign_recovery(self.original, src, state, self._layers())
+        elif stage == "obfuscated_revived":   # every attacker against the defense; the strongest is the stage
+            state = self.strongest_attack()
+            self.signs[stage] = {**sign_recovery(self.original, self.weights("unlearned"), state, self._layers()),
+                                 "attackers": dict(self.attackers)}
         elif stage == "obfuscated":
             src = self.weights("unlearned")
             updates, _ = apply_defense(src, self._layers(), self.cfg.defense.get("method", "gaussian"),
@@ -357,6 +375,21 @@ class _Run:
         if not self.layers:
             self.weights("unlearned")
         return self.layers
+
+
+def _measure(pipe, rows, classifier, concept: str, config: ExperimentConfig):
+    """state -> erased accuracy of `state` on the evaluation rows (in memory; the UNet's weights are
+    put back after)."""
+    from .attack.activations import loaded_state
+    from .evaluate import evaluate_concept
+
+    def measure(state) -> float:
+        with loaded_state(pipe.unet, state):
+            res = evaluate_concept(pipe, rows, classifier, concept, steps=config.inference_steps,
+                                   guidance=config.guidance, batch_size=config.batch_size)
+        return res.erased.value or 0.0
+
+    return measure
 
 
 def sign_recovery(original, unlearned, revived, layers) -> dict:
@@ -405,9 +438,10 @@ def check_out(out: Path, config: ExperimentConfig) -> None:
 
 
 def run_experiment(config: ExperimentConfig, out, *, device=None, dtype=None, progress: bool = True,
-                   expected_files: dict | None = None) -> ExperimentResult:
+                   expected_files: dict | None = None, expected_inputs: dict | None = None) -> ExperimentResult:
     """Run (or resume) the experiment into `out`; write results.{json,md,csv,png} and manifest.json.
-    `expected_files` (from a manifest): refuse model files whose hashes differ."""
+    `expected_files` / `expected_inputs` (from a manifest): refuse model files, or any other input
+    (text encoder, judges, prompt and word-list files), whose hashes differ."""
     from tqdm.auto import tqdm
 
     from .evaluate import evaluate_concept, get_classifier
@@ -417,9 +451,12 @@ def run_experiment(config: ExperimentConfig, out, *, device=None, dtype=None, pr
     dist.agree(config.digest(), "the experiment config")
     check_out(out, config)
     files = model_files(config.model)
-    if expected_files is not None and files != expected_files:
-        changed = sorted(set(files) ^ set(expected_files) | {k for k in files if files[k] != expected_files.get(k)})
-        raise RevivalError(f"the model files differ from the manifest's (first: {changed[0]}); "
+    if expected_files is not None and changed(files, expected_files):
+        raise RevivalError(f"the model files differ from the manifest's (first: {changed(files, expected_files)[0]}); "
+                           "the run would not reproduce it.")
+    inputs = run_inputs(config)
+    if expected_inputs is not None and changed(inputs, expected_inputs):
+        raise RevivalError(f"an input differs from the manifest's (first: {changed(inputs, expected_inputs)[0]}); "
                            "the run would not reproduce it.")
     pipe = load_model(config.model, device=device, dtype=dtype)
     runtime = {"device": str(pipe.device), "dtype": str(pipe.dtype).replace("torch.", ""),
@@ -427,7 +464,7 @@ def run_experiment(config: ExperimentConfig, out, *, device=None, dtype=None, pr
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         man = manifest(config, runtime)
-        man["model_files"] = files
+        man["model_files"], man["input_files"] = files, inputs
         atomic_write(out / "manifest.json", json.dumps(man, indent=2) + "\n")
     dist.barrier()
     # the stages' weights live on the CPU (the attack and the defense move each layer where they
@@ -447,12 +484,14 @@ def run_experiment(config: ExperimentConfig, out, *, device=None, dtype=None, pr
                     result.cells[(c.name, stage)] = CellResult.from_dict(json.loads(done.read_text()))
                     bar.update(1)
                     continue
-                run = run or _Run(pipe, original, c, config, progress)
-                state = run.weights(stage)
-                pipe.unet.load_state_dict(state)
                 if c.classifier not in classifiers:
                     classifiers[c.classifier] = get_classifier(
                         c.classifier, str(pipe.device), config.classifier_path if c.classifier != "testbed" else None)
+                if run is None:
+                    run = _Run(pipe, original, c, config, progress)
+                    run.measure = _measure(pipe, eval_rows(config, c), classifiers[c.classifier], c.name, config)
+                state = run.weights(stage)
+                pipe.unet.load_state_dict(state)
                 bar.set_postfix_str(f"{c.name} / {stage}")
                 res = evaluate_concept(
                     pipe, eval_rows(config, c), classifiers[c.classifier], c.name, out_dir=cell_dir,
@@ -582,8 +621,11 @@ def reproduce(manifest_path, out, **kwargs) -> ExperimentResult:
         files = man["model_files"]
     except (ValueError, KeyError, TypeError):
         raise RevivalError(f"{manifest_path} is not an experiment manifest.") from None
+    if not isinstance(man.get("input_files"), dict):
+        raise RevivalError(f"{manifest_path} records no hashes of the text encoder, judges and prompt files "
+                           "(an older manifest), so a rerun could not be shown to reproduce it.")
     _, groups = registry()
     data["concepts"] = [{k: v for k, v in c.items()} for c in data["concepts"]]
     data = {k: v for k, v in data.items() if v is not None and v != {}}
     config = ExperimentConfig.from_dict(data, where=str(manifest_path))
-    return run_experiment(config, out, expected_files=files, **kwargs)
+    return run_experiment(config, out, expected_files=files, expected_inputs=man["input_files"], **kwargs)
