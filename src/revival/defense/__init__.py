@@ -2,18 +2,25 @@
 
     gaussian     fill the pruned positions with N(mean, std) of the row / layer (the paper's; obfuscate.py)
     decoy        fill, then zero as many decoy positions, clustered like ConceptPrune's (decoy.py)
-    resample     fill, and replace whole the hidden units where pruning concentrated (resample.py;
-                 the default)
+    resample     fill, and retire the hidden units where pruning concentrated (resample.py; the default)
 
-Each is `fn(tensors, layers, seed, scale=..., progress=...) -> (updates, result)`: updates hold the
-changed layers (dtype and shape kept), result has `to_dict()` and `pruned` (positions filled).
+Each is `fn(tensors, layers, seed=None, scale=..., progress=...) -> (updates, result)`: updates hold
+the changed layers (dtype and shape kept), result has `to_dict()` and `pruned` (positions filled).
+What they share (argument checks, the secret randomness, the Gaussian fill) is in base.py.
+
+Randomness is secret by default: seed None draws the run's noise from the operating system's
+entropy (two runs differ; the report records `seed: null`). An explicit seed is for research runs:
+`SEED_WARNING` says why a release must not use one.
 """
 from __future__ import annotations
 
 from ..errors import RevivalError
+from .base import SEED_WARNING, check_seed
 
 DEFENSES = ("resample", "gaussian", "decoy")
 DEFAULT_DEFENSE = "resample"
+
+__all__ = ["DEFENSES", "DEFAULT_DEFENSE", "SEED_WARNING", "apply_defense", "get_defense"]
 
 
 def get_defense(name: str):
@@ -21,7 +28,7 @@ def get_defense(name: str):
     if name == "gaussian":
         from .obfuscate import obfuscate
 
-        def gaussian(tensors, layers, seed=0, *, scale=1.0, stats="row", progress=False):
+        def gaussian(tensors, layers, seed=None, *, scale=1.0, stats="row", progress=False):
             return obfuscate(tensors, layers, stats, seed, progress=progress, scale=scale)
         return gaussian
     if name == "decoy":
@@ -31,13 +38,11 @@ def get_defense(name: str):
     if name == "resample":
         from .resample import resample
 
-        def resample_(tensors, layers, seed=0, *, scale=1.0, stats="row", progress=False, column_share=None,
+        def resample_(tensors, layers, seed=None, *, scale=1.0, stats="row", progress=False, column_share=None,
                       fresh_units=False, hot=None, retire=None):
-            kw = {"fresh_units": fresh_units, "stats": stats}
+            kw = {"fresh_units": fresh_units, "stats": stats, "hot": hot}
             if retire is not None:
                 kw["retire"] = retire
-            if hot is not None:
-                kw["hot"] = hot
             if column_share is not None:
                 kw["column_share"] = column_share
             return resample(tensors, layers, seed, scale=scale, progress=progress, **kw)
@@ -45,12 +50,14 @@ def get_defense(name: str):
     raise RevivalError(f"defense method must be one of {', '.join(DEFENSES)}, got {name!r}.")
 
 
-def apply_defense(tensors, layers, method: str = DEFAULT_DEFENSE, seed: int = 0, *, scale: float = 1.0,
+def apply_defense(tensors, layers, method: str = DEFAULT_DEFENSE, seed: int | None = None, *, scale: float = 1.0,
                   stats: str = "row", column_share: float | None = None, fresh_units: bool = False,
                   hot: str | None = None, retire: bool | None = None, progress: bool = False):
     """Run defense `method` on the pruned (exactly zero) positions of `layers` -> (updates, result).
+    seed None (the default): secret OS entropy; an integer: reproducible bytes (`SEED_WARNING`).
     stats: row | layer noise statistics; column_share, hot, fresh_units, retire: resample's options (None: its
     defaults)."""
+    check_seed(seed)
     fn = get_defense(method)
     kwargs = {"scale": scale, "progress": progress, "stats": stats}
     if method == "resample":

@@ -16,10 +16,8 @@ from collections.abc import Mapping
 
 import torch
 
-from ..errors import RevivalError
 from ..layers import check_matrices
-from ..seeding import item_seed
-from .obfuscate import ObfuscateResult, check_scale, obfuscate_matrix
+from .base import ObfuscateResult, check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret
 
 
 def decoy_positions(w: torch.Tensor, pruned: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -41,20 +39,22 @@ def decoy_positions(w: torch.Tensor, pruned: torch.Tensor, generator: torch.Gene
     return decoy & (w != 0)
 
 
-def decoy(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int = 0, *, stats: str = "row",
+def decoy(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int | None = None, *, stats: str = "row",
           scale: float = 1.0, progress: bool = False) -> tuple[dict[str, torch.Tensor], ObfuscateResult]:
     """Fill the pruned positions (Gaussian, `stats`, `scale`), then zero decoys; see module doc.
-    Returns (updates, result) like `obfuscate`; result.to_dict() adds the decoy count per layer."""
+    Returns (updates, result) like `obfuscate`; result.to_dict() adds the decoy count per layer.
+    seed None (the default): secret OS entropy; an explicit seed: reproducible bytes."""
     check_scale(scale)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise RevivalError(f"seed must be a non-negative integer, got {seed!r}.")
+    check_stats(stats)
+    check_seed(seed)
     result = ObfuscateResult(stats=stats, seed=seed, scale=float(scale), method="decoy")
+    base = run_secret(seed)
     check_matrices(tensors, layers, "the defense")
     updates: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     for name in layers:
         w = tensors[name]
-        g = torch.Generator().manual_seed(item_seed(seed, name))
+        g = layer_generator(base, name)
         pruned = w == 0
         filled, info = obfuscate_matrix(w, stats, g, scale)
         info.name = name

@@ -18,12 +18,13 @@ W [out, in] with pruned (exactly zero) positions P:
    Gaussian obfuscation's fill (row statistics, or the layer's). Nothing is left in the hot
    columns to extrapolate a direction from. `retire=True` (the default) retires the hot units of
    a GEGLU block (`retire_units`): their value and gate rows of ff.net.0.proj are redrawn, their
-   gate closed (bias -10), so they write nothing for any input, and their output columns are
+   gate closed (a gate bias drawn far below zero), so they write nothing for any input, and their output columns are
    drawn as a live unit's would look (`_map_fill`: the side-information map from the new rows,
    a residual with the other units' covariance, the layer's own value distribution). Without
-   it (or without a GEGLU projection and bias), the hot columns get zero-mean Gaussian noise at
-   the scale of the unit's own surviving weights (`hot="column"`; `hot="row"`: each row's scale,
-   larger and measured costlier). Without it the hot units keep their input rows and still fire
+   it (or without a GEGLU projection and bias), the hot units are kept by default (see below);
+   on request their columns get zero-mean Gaussian noise at the scale of the unit's own
+   surviving weights (`hot="column"`; `hot="row"`: each row's scale, larger and measured
+   costlier). Unretired, the hot units keep their input rows and still fire
    for the concept: an attacker who finds them (their activations are recomputable) and writes
    Neuron-Max magnitudes into their columns brought concepts back (testbed, 10 concepts, share
    0.4: `columns` +0.38 on coat, `method-aware` +0.35). Retired units are dead, and findable as
@@ -45,6 +46,19 @@ units with that prediction let the method-aware attacker revive the concept to 0
 Structure-consistent fills and no concept direction exclude each other here; this defense gives
 up the first in the hot units.
 
+Hidden units are units on every layer type: columns of an output linear (ff.net.2, [out,
+hidden]), rows of an input linear (ff.net.0.proj, [g * hidden, in], value row j and gate row
+hidden + j of a GEGLU unit j); a layer resample cannot tell the units of is refused in one
+sentence (`unit_axis`). Where a unit cannot be retired (no GEGLU gate with its bias: a BERT-style
+feed-forward block), the default (`hot=None`) leaves the hot units' surviving weights alone and
+fills only the pruned positions, as Gaussian obfuscation does: replacing a whole unit by noise
+there made the filled positions easier to find than Gaussian obfuscation's (MiniLM-L6, entry
+AUC 0.61 vs 0.51); `hot="column"` / `"row"` still replace them, on request.
+
+No exact constant: retired gate biases are drawn per unit (the layer's bias distribution, its
+low half, shifted well below zero with a continuous margin), every fill is a continuous draw, and
+the dead units' output columns follow a smooth density fitted to the layer (no value copied).
+
 Every entry outside P, the hot columns and (with `retire`) the hot units' ff.net.0.proj rows and
 biases stays bit-identical. The cost (surviving weights of hot units changed, units retired) is
 reported per layer; `benchmarks/defense_audit.py` measures erased and preserved
@@ -60,12 +74,45 @@ import torch
 
 from ..errors import RevivalError
 from ..layers import check_matrices
-from ..seeding import item_seed
-from .obfuscate import check_scale, obfuscate_matrix
+from .base import (check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret,
+                   smooth_sample)
 
 DEFAULT_COLUMN_SHARE = 0.2
-DEFAULT_HOT = "column"
+DEFAULT_HOT = None          # hot units that cannot be retired: kept (Gaussian fill of their pruned entries)
 DEFAULT_RETIRE = True
+HOT_MODES = ("row", "column")
+
+# (input linear, output linear) of a block, by name: hidden units are the input linear's rows and
+# the output linear's columns. A BERT prefix must not end like `attention.` (attention.output.dense).
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("ff.net.0.proj.weight", "ff.net.2.weight"),
+    ("mlp.fc1.weight", "mlp.fc2.weight"),
+    ("intermediate.dense.weight", "output.dense.weight"),
+    ("to_v.weight", "to_out.0.weight"),
+)
+
+
+def unit_axis(name: str) -> tuple[str, str] | None:
+    """("columns", the block's input linear) for an output linear, ("rows", the block's output
+    linear) for an input linear, None for a layer whose hidden units resample cannot tell."""
+    for w_in, w_out in PAIRS:
+        for mine, other, axis in ((w_out, w_in, "columns"), (w_in, w_out, "rows")):
+            if name.endswith(mine):
+                prefix = name[: -len(mine)]
+                if prefix.endswith("attention.") or (prefix and not prefix.endswith(".")):
+                    continue
+                return axis, prefix + other
+    return None
+
+
+def check_units(layers) -> None:
+    """RevivalError (one sentence) for the first layer whose hidden units resample cannot tell."""
+    for name in layers:
+        if unit_axis(name) is None:
+            raise RevivalError(f"resample treats hidden units as units and cannot tell them in layer {name!r} (it "
+                               "knows the input and output linears of feed-forward and attention blocks: "
+                               "ff.net.0.proj/ff.net.2, mlp.fc1/fc2, intermediate/output.dense, to_v/to_out.0); "
+                               "defend it with the gaussian method or choose other layers.")
 
 
 @dataclass
@@ -73,10 +120,12 @@ class LayerResample:
     name: str
     shape: list[int]
     pruned: int                 # pruned positions filled
-    hot_columns: int            # hidden units replaced whole
-    survivors_changed: int      # surviving weights of hot units replaced (the cost)
-    side: bool                  # hot columns drawn from the side-information map
+    hot_columns: int            # hidden units replaced whole (columns or rows, by the layer's type)
+    survivors_changed: int      # surviving weights of the target matrix replaced (the cost)
+    side: bool                  # hot units' output columns drawn from the side-information map
     retired: int = 0            # hot units retired (input rows redrawn, gate closed)
+    units: str = "columns"      # how the layer's hidden units lie: columns (output linear) or rows (input linear)
+    hot_kept: int = 0           # hot units that could not be retired and were kept (Gaussian fill only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,12 +133,12 @@ class LayerResample:
 
 @dataclass
 class ResampleResult:
-    seed: int
+    seed: int | None
     scale: float
     column_share: float
     stats: str = "row"
     fresh_units: bool = False
-    hot: str = DEFAULT_HOT
+    hot: str | None = DEFAULT_HOT
     retire: bool = DEFAULT_RETIRE
     layers: list[LayerResample] = field(default_factory=list)
     seconds: float = 0.0
@@ -106,24 +155,54 @@ class ResampleResult:
                 "layers": [l.to_dict() for l in self.layers], "metadata_removed": list(self.metadata_removed),
                 "totals": {"layers": len(self.layers), "filled": self.pruned,
                            "hot_columns": sum(l.hot_columns for l in self.layers),
+                           "hot_kept": sum(l.hot_kept for l in self.layers),
                            "survivors_changed": sum(l.survivors_changed for l in self.layers),
                            "retired": sum(l.retired for l in self.layers),
                            "seconds": round(self.seconds, 4)}}
 
 
+def _hot_units(pruned: torch.Tensor, units: str, g: int, column_share: float) -> torch.Tensor:
+    """Bool [hidden]: the units with at least `column_share` of their entries pruned (none when
+    (almost) every unit is: nothing to learn from)."""
+    if units == "columns":
+        share = pruned.float().mean(0)
+    else:
+        share = pruned.float().mean(1).view(g, -1).mean(0)
+    hot = share >= column_share
+    if int(hot.sum()) >= hot.numel() - 1:
+        hot = torch.zeros_like(hot)
+    return hot
+
+
+def _entries(hot: torch.Tensor, shape, units: str, g: int) -> torch.Tensor:
+    """Bool [shape]: every entry of the `hot` units."""
+    if units == "columns":
+        return hot[None, :].expand(shape)
+    return hot.repeat(g)[:, None].expand(shape)
+
+
 def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch.Generator, *,
                     column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
-                    stats: str = "row", hot: str = DEFAULT_HOT, retire: bool | None = None,
-                    bias: torch.Tensor | None = None
+                    stats: str = "row", hot: str | None = DEFAULT_HOT, retire: bool | None = None,
+                    bias: torch.Tensor | None = None, units: str = "columns"
                     ) -> tuple[torch.Tensor, torch.Tensor | None, LayerResample, torch.Tensor | None]:
-    """The defense on one matrix W [out, in] and its block's input projection `proj` [d*in, out]
-    (or None) with its bias [d*in] (or None). Returns (new W, new proj or None when unchanged,
-    facts, new bias or None when unchanged); dtypes kept. retire None: DEFAULT_RETIRE unless
-    `fresh_units`."""
+    """The defense on one matrix W. units "columns": W [out, in] is an output linear, `proj` the
+    block's input projection [d*in, out] (or None) with its bias [d*in] (or None). units "rows": W
+    [g*hidden, in] is the input linear itself (`proj` unused), `bias` its bias [g*hidden]; g = 2
+    (GEGLU: value rows, then gate rows) when `bias` says so, else 1. Returns (new W, new proj or
+    None when unchanged, facts, new bias or None when unchanged); dtypes kept. retire None:
+    DEFAULT_RETIRE unless `fresh_units`; hot None: units that cannot be retired are kept."""
     if retire is None:
         retire = DEFAULT_RETIRE and not fresh_units
     if w.dim() != 2 or not w.is_floating_point():
         raise RevivalError(f"resampling needs a 2-D floating-point weight, got shape {list(w.shape)}.")
+    if units not in ("columns", "rows"):
+        raise RevivalError(f"units must be 'columns' or 'rows', got {units!r}.")
+    if hot is not None and hot not in HOT_MODES:
+        raise RevivalError(f"the hot-unit noise scale must be 'row' or 'column', got {hot!r}.")
+    if units == "rows":
+        return _resample_rows(w, generator, column_share=column_share, scale=scale, stats=stats, hot=hot,
+                              retire=retire, bias=bias)
     out_dim, n_in = w.shape
     if proj is not None and (proj.dim() != 2 or proj.shape[1] != out_dim or proj.shape[0] % n_in
                              or proj.shape[0] // n_in not in (1, 2)):
@@ -133,49 +212,88 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
     info = LayerResample("", list(w.shape), n, 0, 0, False)
     if n == 0:
         return w, None, info, None
-    if hot not in ("row", "column"):
-        raise RevivalError(f"the hot-unit noise scale must be 'row' or 'column', got {hot!r}.")
-    hot_mode = hot
-    hot = pruned.float().mean(0) >= column_share
-    if int(hot.sum()) >= n_in - 1:        # (almost) every unit hot: nothing to learn from
-        hot = torch.zeros_like(hot)
+    hot_units = _hot_units(pruned, "columns", 1, column_share)
+    can_retire = (retire and proj is not None and proj.shape[0] == 2 * n_in and bias is not None
+                  and tuple(bias.shape) == (2 * n_in,))
+    replace = bool(hot_units.any()) and (can_retire or hot is not None or (fresh_units and proj is not None))
+    if not replace:   # Gaussian obfuscation's fill: the hot units (if any) keep their surviving weights
+        info.hot_kept = int(hot_units.sum())
+        out, _ = obfuscate_matrix(w, stats, generator, scale)
+        return out, None, info, None
     # Gaussian row fill of the pruned positions and of every entry of the hot units
-    out, _ = obfuscate_matrix(w.masked_fill(hot[None, :], 0), stats, generator, scale)
-    if hot_mode == "column" and bool(hot.any()):
-        # hot units: zero-mean noise at the scale of the unit's own surviving weights
-        x = w.double()
-        keep = ~pruned
-        cnt = keep.sum(0).double()
-        rms = torch.sqrt((x * x * keep).sum(0) / cnt.clamp(min=1))
-        rms = torch.where(cnt >= 2, rms, x[keep].abs().mean() if bool(keep.any()) else torch.ones_like(rms))
-        k = int(hot.sum())
-        vals = (scale * rms[hot][None, :] * torch.randn(out_dim, k, generator=generator, dtype=torch.float64)).to(w.dtype)
-        out[:, hot] = torch.where(vals == 0, torch.finfo(w.dtype).tiny, vals)
-    info.hot_columns = int(hot.sum())
-    info.survivors_changed = int((hot[None, :] & ~pruned).sum())
+    out, _ = obfuscate_matrix(w.masked_fill(hot_units[None, :], 0), stats, generator, scale)
+    if hot is not None and not can_retire:
+        if hot == "column":   # hot units: zero-mean noise at the scale of the unit's own surviving weights
+            out[:, hot_units] = _own_scale_noise(w, pruned, hot_units, generator, scale)
+    info.hot_columns = int(hot_units.sum())
+    info.survivors_changed = int((hot_units[None, :] & ~pruned).sum())
     new_proj = new_bias = None
-    if info.hot_columns and retire and proj is not None and proj.shape[0] == 2 * n_in and bias is not None \
-            and tuple(bias.shape) == (2 * n_in,):
-        new_proj, new_bias = retire_units(proj, bias, hot, generator)
+    if can_retire:
+        new_proj, new_bias = retire_units(proj, bias, hot_units, generator)
         info.retired = info.hot_columns
         # a dead unit's output column changes nothing: draw it as a live unit's would look, so it
         # fits the matrix's structure and value distribution
-        out[:, hot] = _map_fill(out, new_proj, hot, generator, 1.0)
+        out[:, hot_units] = _map_fill(out, new_proj, hot_units, generator, 1.0)
         info.side = True
-    elif info.hot_columns and fresh_units and proj is not None:
+    elif fresh_units and proj is not None:
         k = info.hot_columns
         d = proj.shape[0] // n_in
         p = proj.double().reshape(d, n_in, out_dim)                      # [d, in, out]
-        cold = ~hot
+        cold = ~hot_units
         mu = p[:, cold].mean(1, keepdim=True)                            # [d, 1, out]
         sd = p[:, cold].std(1, keepdim=True)
         fresh = mu + sd * torch.randn(d, k, out_dim, generator=generator, dtype=torch.float64)
         p_new = p.clone()
-        p_new[:, hot] = fresh
+        p_new[:, hot_units] = fresh
         new_proj = p_new.reshape(d * n_in, out_dim).to(proj.dtype)
         info.side = True
-        out[:, hot] = _map_fill(out, new_proj, hot, generator, scale)
+        out[:, hot_units] = _map_fill(out, new_proj, hot_units, generator, scale)
     return out, new_proj, info, new_bias
+
+
+def _own_scale_noise(w: torch.Tensor, pruned: torch.Tensor, hot: torch.Tensor, generator: torch.Generator,
+                     scale: float) -> torch.Tensor:
+    """[out, k]: zero-mean noise for the hot columns at the rms of each unit's surviving weights."""
+    x = w.double()
+    keep = ~pruned
+    cnt = keep.sum(0).double()
+    rms = torch.sqrt((x * x * keep).sum(0) / cnt.clamp(min=1))
+    rms = torch.where(cnt >= 2, rms, x[keep].abs().mean() if bool(keep.any()) else torch.ones_like(rms))
+    k = int(hot.sum())
+    vals = (scale * rms[hot][None, :] * torch.randn(w.shape[0], k, generator=generator, dtype=torch.float64)).to(w.dtype)
+    return torch.where(vals == 0, torch.finfo(w.dtype).tiny, vals)
+
+
+def _resample_rows(w: torch.Tensor, generator: torch.Generator, *, column_share: float, scale: float, stats: str,
+                   hot: str | None, retire: bool, bias: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, None, LayerResample, torch.Tensor | None]:
+    """resample_matrix on an input linear: its rows are the hidden units (see there)."""
+    rows_n = w.shape[0]
+    gated = bias is not None and tuple(bias.shape) == (rows_n,) and rows_n % 2 == 0
+    pruned = w == 0
+    n = int(pruned.sum())
+    info = LayerResample("", list(w.shape), n, 0, 0, False, units="rows")
+    if n == 0:
+        return w, None, info, None
+    g = 2 if gated else 1
+    hot_units = _hot_units(pruned, "rows", g, column_share)
+    can_retire = retire and gated
+    if not bool(hot_units.any()) or (not can_retire and hot is None):
+        info.hot_kept = int(hot_units.sum())
+        out, _ = obfuscate_matrix(w, stats, generator, scale)
+        return out, None, info, None
+    entries = _entries(hot_units, w.shape, "rows", g)
+    out, _ = obfuscate_matrix(w.masked_fill(entries, 0), stats, generator, scale)
+    info.hot_columns = int(hot_units.sum())
+    info.survivors_changed = int((entries & ~pruned).sum())
+    new_bias = None
+    if can_retire:
+        out, new_bias = retire_units(out, bias, hot_units, generator)
+        info.retired = info.hot_columns
+    elif hot == "column":   # the unit's own scale: for an input linear, its own rows' rms
+        t = _own_scale_noise(w.T, pruned.T, hot_units.repeat(g), generator, scale)
+        out[hot_units.repeat(g)] = t.T
+    return out, None, info, new_bias
 
 
 def _map_fill(w: torch.Tensor, proj: torch.Tensor, hot: torch.Tensor, generator: torch.Generator,
@@ -203,28 +321,33 @@ def _map_fill(w: torch.Tensor, proj: torch.Tensor, hot: torch.Tensor, generator:
 
 def _match_marginal(values: torch.Tensor, pool: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Each column of `values` [out, k] keeps its rank order but takes its values from a fresh
-    sample of `pool` (the other units' weights): the entries then follow the layer's own
-    distribution (its peak at zero and its tails), which a Gaussian draw does not."""
+    draw of a smooth density fitted to `pool` (the other units' weights; `smooth_sample`): the
+    entries then follow the layer's own distribution (its peak at zero and its tails), which a
+    Gaussian draw does not, and no value is a copy of an existing one."""
     out = torch.empty_like(values)
     for j in range(values.shape[1]):
-        idx = torch.randint(pool.numel(), (values.shape[0],), generator=generator)
-        sample = pool[idx].sort().values
+        sample = smooth_sample(pool, values.shape[0], generator).sort().values
         out[values[:, j].argsort(), j] = sample
     return out
 
 
-RETIRED_GATE_BIAS = -10.0   # gelu(-10 +- a little) ~ 1e-22: the unit writes nothing, for any input
+RETIRED_GATE_MARGIN = (9.0, 12.0)  # a retired gate's pre-activation stays below -(a draw in this range):
+                                   # gelu(-9) ~ -1e-18, so the unit writes nothing, for any input
 RETIRED_GATE_SCALE = 1e-3   # the retired gate rows' spread, relative to the other gate rows'
+INPUT_RMS_BOUND = 4.0       # per-feature rms bound assumed for the block's (layer-normalised) input
 
 
 def retire_units(proj: torch.Tensor, bias: torch.Tensor, hot: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Retire the hidden units `hot` of a GEGLU input projection [2*in, dim] (value rows, then
-    gate rows, as diffusers' GEGLU chunks them) with its bias [2*in]: their value rows are redrawn
-    from the other units' value-row statistics, their gate rows at RETIRED_GATE_SCALE of the
-    other gate rows' spread, and their gate bias set to RETIRED_GATE_BIAS, so gelu(gate) is ~0
-    for any input and the unit contributes nothing whatever its output column holds. Nothing
-    of the unit's own weights is left to revive it from (an attacker sees a dead unit)."""
+    gate rows, as diffusers' GEGLU chunks them) with its bias [2*in]: their value rows (and value
+    biases) are redrawn from the other units' statistics, their gate rows at RETIRED_GATE_SCALE of
+    the other gate rows' spread, and their gate bias drawn per unit from the low half of the other
+    gate biases' distribution, shifted down by the gate row's largest possible response
+    (INPUT_RMS_BOUND x sqrt(dim) x its norm) plus a margin drawn in RETIRED_GATE_MARGIN: the gate's
+    pre-activation is below -9 for any input of the block, gelu(gate) ~ 0, and the unit contributes
+    nothing whatever its output column holds. No two retired biases are equal (continuous draws).
+    Nothing of the unit's own weights is left to revive it from (an attacker sees a dead unit)."""
     n_in = proj.shape[0] // 2
     p = proj.double().clone()
     b = bias.double().clone()
@@ -235,7 +358,13 @@ def retire_units(proj: torch.Tensor, bias: torch.Tensor, hot: torch.Tensor,
     value[hot] = mu + sd * torch.randn(k, p.shape[1], generator=generator, dtype=torch.float64)
     gsd = gate[cold].std(0, keepdim=True)
     gate[hot] = RETIRED_GATE_SCALE * gsd * torch.randn(k, p.shape[1], generator=generator, dtype=torch.float64)
-    b[n_in:][hot] = RETIRED_GATE_BIAS
+    gb = b[n_in:]
+    m, s = gb[cold].mean(), gb[cold].std() if int(cold.sum()) > 1 else torch.tensor(0.0, dtype=torch.float64)
+    reach = INPUT_RMS_BOUND * p.shape[1] ** 0.5 * gate[hot].norm(dim=1)
+    lo, hi = RETIRED_GATE_MARGIN
+    margin = lo + (hi - lo) * torch.rand(k, generator=generator, dtype=torch.float64)
+    low_half = -torch.randn(k, generator=generator, dtype=torch.float64).abs()
+    gb[hot] = torch.minimum(m + s * low_half, m) - reach - margin
     vb = b[:n_in]
     vb[hot] = vb[cold].mean() + vb[cold].std() * torch.randn(k, generator=generator, dtype=torch.float64)
     return p.to(proj.dtype), b.to(bias.dtype)
@@ -252,32 +381,48 @@ def proj_name(name: str) -> str | None:
     return name[: -len("ff.net.2.weight")] + "ff.net.0.proj.weight" if name.endswith("ff.net.2.weight") else None
 
 
-def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int = 0, *,
+def unit_tensors(name: str) -> list[str]:
+    """The other tensors resample reads for layer `name`: an output linear's input projection and
+    its bias, an input linear's own bias."""
+    axis = unit_axis(name)
+    if axis is None:
+        return []
+    kind, other = axis
+    if kind == "columns":
+        return [other, other[: -len("weight")] + "bias"]
+    return [name[: -len("weight")] + "bias"]
+
+
+def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int | None = None, *,
              column_share: float = DEFAULT_COLUMN_SHARE, scale: float = 1.0, fresh_units: bool = False,
-             stats: str = "row", hot: str = DEFAULT_HOT, retire: bool | None = None,
+             stats: str = "row", hot: str | None = DEFAULT_HOT, retire: bool | None = None,
              progress: bool = False) -> tuple[dict[str, torch.Tensor], ResampleResult]:
-    """The defense over `layers` of a state dict -> (updates, ResampleResult); per-layer seeds
-    from (seed, layer name): same seed -> same bytes. `retire`: hot units of a GEGLU block with
-    its projection and bias in `tensors` are retired (`retire_units`; None: DEFAULT_RETIRE unless
-    `fresh_units`, the other treatment of the hot units)."""
-    from ..attack.revive import side_features
+    """The defense over `layers` of a state dict -> (updates, ResampleResult). Per-layer seeds
+    from (seed, layer name); seed None (the default): secret OS entropy, two runs differ; an
+    explicit seed: same seed -> same bytes. `retire`: hot units of a GEGLU block whose
+    projection and bias are in `tensors` are retired (`retire_units`; None: DEFAULT_RETIRE unless
+    `fresh_units`, the other treatment of the hot units). Layers are defended in order, each on
+    the state the earlier ones left (a projection retired for an output linear is then itself a
+    target as it stands). A layer whose hidden units it cannot tell is refused before any work."""
+    from ..attack.matrix import side_features
 
     check_scale(scale)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise RevivalError(f"seed must be a non-negative integer, got {seed!r}.")
+    check_seed(seed)
     if isinstance(column_share, bool) or not isinstance(column_share, (int, float)) or not 0 < column_share <= 1:
         raise RevivalError(f"the hot-unit share must be in (0, 1], got {column_share!r}.")
-    from .obfuscate import STATS
-
-    if stats not in STATS:
-        raise RevivalError(f"stats must be one of {', '.join(STATS)}, got {stats!r}.")
+    check_stats(stats)
+    if hot is not None and hot not in HOT_MODES:
+        raise RevivalError(f"the hot-unit noise scale must be 'row' or 'column', got {hot!r}.")
     if retire is None:
         retire = DEFAULT_RETIRE and not fresh_units
     if retire and fresh_units:
         raise RevivalError("retire and fresh units are two treatments of the hot units: choose one.")
+    check_matrices(tensors, layers, "the defense")
+    check_units(layers)
     result = ResampleResult(seed, float(scale), float(column_share), stats=stats, fresh_units=bool(fresh_units),
                             hot=hot, retire=bool(retire))
-    check_matrices(tensors, layers, "the defense")
+    base = run_secret(seed)
+    state = dict(tensors)
     updates: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
     it = layers
@@ -286,24 +431,37 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int =
 
         it = tqdm(layers, desc="resample", unit="layer")
     for name in it:
-        w = tensors[name]
-        pname = proj_name(name)
-        proj = tensors.get(pname) if pname else None
-        if proj is not None and side_features(tensors, name, tuple(w.shape)) is None:
-            proj = None                   # not a usable projection (shape, NaN)
-        bname = proj_bias_name(name)
-        bias = tensors.get(bname) if bname and proj is not None else None
-        g = torch.Generator().manual_seed(item_seed(seed, name))
-        out, new_proj, info, new_bias = resample_matrix(
-            w.cpu(), None if proj is None else proj.cpu(), g, column_share=column_share, scale=scale,
-            fresh_units=fresh_units, stats=stats, hot=hot, retire=retire, bias=None if bias is None else bias.cpu())
+        w = state[name]
+        kind, _ = unit_axis(name)
+        g = layer_generator(base, name)
+        if kind == "rows":
+            bname = unit_tensors(name)[0]
+            bias = state.get(bname)
+            out, _, info, new_bias = resample_matrix(
+                w.cpu(), None, g, column_share=column_share, scale=scale, stats=stats, hot=hot, retire=retire,
+                bias=None if bias is None else bias.cpu(), units="rows")
+            pname = None
+            new_proj = None
+        else:
+            pname, bname = unit_tensors(name)
+            proj = state.get(pname)
+            if proj is not None and side_features(state, name, tuple(w.shape), {name: proj}) is None:
+                proj = None                   # not a usable projection (shape, NaN)
+            bias = state.get(bname) if proj is not None else None
+            out, new_proj, info, new_bias = resample_matrix(
+                w.cpu(), None if proj is None else proj.cpu(), g, column_share=column_share, scale=scale,
+                fresh_units=fresh_units, stats=stats, hot=hot, retire=retire,
+                bias=None if bias is None else bias.cpu())
         info.name = name
         result.layers.append(info)
+        changed = {}
         if info.pruned:
-            updates[name] = out.to(w.device)
+            changed[name] = out.to(w.device)
         if new_proj is not None:
-            updates[pname] = new_proj.to(proj.device)
+            changed[pname] = new_proj.to(state[pname].device)
         if new_bias is not None:
-            updates[bname] = new_bias.to(bias.device)
+            changed[bname] = new_bias.to(state[bname].device)
+        updates.update(changed)
+        state.update(changed)
     result.seconds = time.perf_counter() - start
     return updates, result
