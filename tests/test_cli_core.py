@@ -57,8 +57,9 @@ def test_attack_writes_input_format_and_report(checkpoint_files, tmp_path, capsy
     rc, stdout, err = run(capsys, "attack", src, "-o", out, "--quiet", "--seed", "1")
     assert rc == 0, err
     assert file_bytes(src) == before
-    report = out / "revival_report.json" if src.is_dir() else tmp_path / ("rev" + suffix + ".report.json")
+    report = tmp_path / ("rev" + suffix + ".report.json")  # beside the output, a folder too
     data = json.loads(report.read_text())
+    assert not (out / "revival_report.json").exists()
     assert data["mask"]["totals"]["pruned"] > 0 and data["attack"]["totals"]["kept"] > 0
     ck_in, ck_out = load_checkpoint(src), load_checkpoint(out)
     assert (ck_out.format, ck_out.naming) == (ck_in.format, ck_in.naming)
@@ -102,7 +103,8 @@ def test_defend_and_score_verbs(tiny_unet, tmp_path, capsys):
     rc, out, err = run(capsys, "defend", tiny_unet.pruned_dir, "-o", tmp_path / "safe", "--stats", "layer",
                        "--seed", "2")
     assert rc == 0, err and "filled" in out
-    rep = json.loads((tmp_path / "safe" / "revival_report.json").read_text())
+    rep = json.loads((tmp_path / "safe.report.json").read_text())  # beside the folder, never inside
+    assert sorted(p.name for p in (tmp_path / "safe").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
     assert rep["defense"]["stats"] == "layer" and rep["defense"]["totals"]["filled"] > 0
     rc, _, err = run(capsys, "attack", tiny_unet.pruned_dir, "-o", tmp_path / "rev", "--quiet")
     assert rc == 0, err
@@ -159,8 +161,9 @@ BAD = {
     "defend output is input": (["defend", "{d}/pruned.safetensors", "-o", "{d}/./pruned.safetensors"], "is an input"),
     "report is input": (["attack", "{d}/pruned.safetensors", "-o", "{o}/x.safetensors", "--report",
                          "{d}/pruned.safetensors"], "is an input"),
-    "report folder missing": (["attack", "{d}/pruned.safetensors", "-o", "{o}/x.safetensors", "--report",
-                               "{o}/no/such/r.json"], "does not exist"),
+    "report folder is a file": (["attack", "{d}/pruned.safetensors", "-o", "{o}/x.safetensors", "--report",
+                                 "{d}/pruned.safetensors/r.json"], "is a file, not a folder"),
+    "output inside the input": (["attack", "{d}", "-o", "{d}/revived.safetensors"], "inside the input"),
     "score report is input": (["score", "--original", "{d}/original.safetensors", "--pruned", "{d}/pruned.safetensors",
                                "--revived", "{d}/pruned.safetensors", "--report", "{d}/original.safetensors"],
                               "is an input"),

@@ -46,10 +46,11 @@ def test_unlearn_report_cannot_replace_a_file_of_the_model(tmp_path, capsys):
 
     sd = build_tiny_sd(tmp_path / "sd")
     index = (sd / "model_index.json").read_bytes()
-    for flag, says in (([], "--overwrite"), (["--overwrite"], "is a file of the input")):
+    capsys.readouterr()  # building the model printed its own bars
+    for flag in ([], ["--overwrite"]):  # inside the input: refused, --overwrite or not
         rc, _, err = run(capsys, "unlearn", "--model", sd, "--concept", "sneaker", "-o", tmp_path / "p",
                          "--report", sd / "model_index.json", "--quiet", *flag)
-        assert rc == 2 and says in err.splitlines()[-1] and "Traceback" not in err
+        assert rc == 2 and "inside the input" in err and err.count("\n") == 1 and "Traceback" not in err
         assert (sd / "model_index.json").read_bytes() == index and not (tmp_path / "p").exists()
 
 

@@ -1,7 +1,9 @@
 """`revival <verb>`: a thin shell over the public API.
 
 Each verb group lives in its own module with a `register(subparsers)` function that adds
-its parsers and sets `func` (called with the parsed namespace; returns an exit code).
+its parsers and sets `func` (called with the parsed namespace; returns an exit code). Every
+option shared by several verbs is defined once in `options` (parent parsers); the global ones
+(--threads, --quiet) go before or after the verb.
 """
 from __future__ import annotations
 
@@ -11,30 +13,20 @@ import signal
 import sys
 
 from ..errors import RevivalError
+from .options import Parser, global_options
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import audit, core, demo, evaluate, experiment, testbed, unlearn
 
-    parser = argparse.ArgumentParser(
+    parser = global_options(Parser(
         prog="revival",
         description="Revive concepts erased from diffusion models by pruning, and defend against it.",
-    )
-    parser.add_argument("--threads", type=_int, default=None,
-                        help="torch CPU threads (default: REVIVAL_THREADS, else torch's own choice; "
-                             "pin 1 on a busy shared machine, see README)")
+    ), after_verb=False)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for module in (core, unlearn, evaluate, testbed, demo, experiment, audit):
         module.register(sub)
     return parser
-
-
-def _int(text: str):
-    """argparse type: an int, or the text itself so that the API's check words the error."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
 class Terminated(BaseException):
@@ -47,17 +39,23 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .._threads import set_threads
-
+    """Run `revival ARGV`; returns the exit status (0 done; 2 bad input, one sentence on stderr;
+    audit: 3 fail, 4 inconclusive; 130 Ctrl-C; 143 SIGTERM)."""
     import threading
+
+    from .._threads import set_threads
+    from .quiet import quiet
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version: argparse printed what was asked
+            return int(exc.code or 0)
         set_threads(args.threads)
-        return int(args.func(args) or 0)
+        with quiet(args.quiet):
+            return int(args.func(args) or 0)
     except RevivalError as exc:
         print(f"revival: error: {exc}", file=sys.stderr)
         return 2

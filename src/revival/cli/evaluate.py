@@ -1,54 +1,36 @@
 """CLI verbs `generate` (prompts x seeds -> images) and `evaluate` (erased / preserved accuracy)."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..errors import RevivalError
+from . import options as O
 
 
 def register(sub) -> None:
-    def common(p):
-        p.add_argument("--model", default="testbed",
-                       help="'testbed' (default) or a local diffusers StableDiffusionPipeline folder")
-        p.add_argument("--unet", default=None, help="UNet weights to swap in (folder or file)")
-        p.add_argument("--prompts", default=None, help="CSV with columns prompt, class, seed "
-                       "(default for the testbed: held-out phrasings of every class, seeds from 1000)")
-        p.add_argument("--seeds", type=int, default=10, help="seeds per class for the default prompts")
-        p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-        p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
-        p.add_argument("--batch-size", type=int, default=100)
-        from ..device import add_arguments
+    sampling = argparse.ArgumentParser(add_help=False)  # the two verbs' own options
+    sampling.add_argument("--unet", default=None,
+                          help="UNet weights to swap in (folder or file; 'testbed': the testbed's own)")
+    sampling.add_argument("--seeds", type=int, default=10, help="seeds per class for the default prompts")
+    sampling.add_argument("--steps", dest="inference_steps", type=int, default=None, help="= --inference-steps")
+    sampling.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
+    sampling.add_argument("--batch-size", type=int, default=100)
+    parents = (O.MODEL, sampling, O.PROMPTS, O.INFERENCE, O.DEVICE, O.DTYPE)
 
-        add_arguments(p)
-        p.add_argument("--quiet", action="store_true")
-
-    g = sub.add_parser("generate", help="prompts x seeds -> PNG images (resumable)")
-    common(g)
-    g.add_argument("--out", required=True, help="image folder")
-    g.add_argument("--concept", default=None,
-                   help="class of every row of a prompt file without a class column (e.g. I2P: 'nudity')")
+    g = O.verb(sub, "generate", "prompts x seeds -> PNG images (resumable)", None, *parents, O.OUT,
+               O.CONCEPT_OPTIONAL)
     g.set_defaults(func=_generate)
-    e = sub.add_parser("evaluate", help="erased / preserved accuracy of a concept")
-    common(e)
-    e.add_argument("--concept", required=True, help="the erased class, e.g. 'sneaker'")
-    e.add_argument("--classifier", default=None, choices=["testbed", "imagenet", "resnet50", "hf", "nudenet", "clip",
-                                                           "testbed-style", "testbed-attribute"],
-                   help="testbed CNN, imagenet (EfficientNet-lite0), resnet50 (torchvision weights file, "
-                        "the paper's), hf (a local transformers image "
-                        "classifier folder, e.g. ResNet-50), nudenet (nudity), clip (prompt-image "
-                        "similarity + zero-shot class; local CLIP folder). Default: testbed for the "
-                        "testbed, imagenet otherwise")
-    e.add_argument("--classifier-path", default=None,
-                   help="weights for the classifier: the hf/clip model folder, a ResNet-50 or "
-                        "EfficientNet-lite0 state dict, or a NudeNet ONNX file")
+    e = O.verb(sub, "evaluate", "erased / preserved accuracy of a concept",
+               "Generate the prompts' images (resumable) and judge them: erased / preserved accuracy with 95% "
+               "intervals, a grid and a per-class table in OUT (default ./evaluation-CONCEPT).",
+               *parents, O.OUT_OPTIONAL, O.CONCEPT, O.TASK, O.CLASSIFIER)
     e.add_argument("--nudenet-threshold", type=float, default=None,
                    help="NudeNet score above which a label counts (default 0.5, as in the paper)")
     e.add_argument("--nudenet-labels", default=None,
                    help="comma-separated NudeNet labels that flag an image (default: every *_EXPOSED label)")
     e.add_argument("--clip-template", default=None,
                    help="text for CLIP zero-shot classes, with {} for the class (default '{}')")
-    e.add_argument("--task", default=None, choices=["objects", "artists", "nudity"],
-                   help="testbed only: the task's prompts (seeds from 1000) judged by its detector")
     e.add_argument("--fid-real", default=None,
                    help="a folder of real reference images: also report FID/KID of all generated images "
                         "against them (e.g. COCO images for COCO prompts), written to OUT/utility.json")
@@ -58,8 +40,15 @@ def register(sub) -> None:
     e.add_argument("--fid-clip", default=None,
                    help="local CLIP folder for --fid-features clip (default: --classifier-path when the "
                         "classifier is clip)")
-    e.add_argument("--out", default=None, help="output folder (default: ./evaluation-<concept>)")
     e.set_defaults(func=_evaluate)
+
+
+def _plan(args, out) -> None:
+    """The output folder checked against every input before any work (it may exist: a resumed run)."""
+    inputs = [args.prompts, getattr(args, "fid_real", None)]
+    inputs += [] if args.unet is None or str(args.unet) == "testbed" else [args.unet]
+    inputs += [] if str(args.model) == "testbed" else [args.model]
+    O.plan({"the output": out}, inputs, overwrite=True, folders={"the output": True})
 
 
 def _rows(args, model):
@@ -75,7 +64,8 @@ def _rows(args, model):
 def _load(args):
     from ..evaluate import load_model
 
-    return load_model(args.model, args.unet, args.device, dtype=args.dtype, task=getattr(args, "task", None))
+    unet = O.checkpoint_path(args.unet, getattr(args, "task", None))
+    return load_model(args.model, unet, args.device, dtype=args.dtype, task=getattr(args, "task", None))
 
 
 def _settings(args) -> dict:
@@ -85,9 +75,10 @@ def _settings(args) -> dict:
 def _generate(args) -> int:
     from ..evaluate import generate
 
+    _plan(args, args.out)
     model = _load(args)
     rows = _rows(args, model)
-    paths = generate(model, rows, args.out, steps=args.steps, guidance=args.guidance,
+    paths = generate(model, rows, args.out, steps=args.inference_steps, guidance=args.guidance,
                      batch_size=args.batch_size, progress=not args.quiet, settings=_settings(args))
     from ..distributed import is_main
 
@@ -99,6 +90,8 @@ def _generate(args) -> int:
 def _evaluate(args) -> int:
     from ..evaluate import evaluate_concept, get_classifier
 
+    out = Path(args.out or f"evaluation-{'-'.join(args.concept.lower().split())}")
+    _plan(args, out)
     model = _load(args)
     if args.task is not None:
         from ..testbed.tasks import task_evaluation
@@ -127,9 +120,7 @@ def _evaluate(args) -> int:
 
         load_real_images(args.fid_real, 8)  # every real image readable, before any generation
     clf = task_judge or get_classifier(name, str(model.device), args.classifier_path, **options)
-    slug = "-".join(args.concept.lower().split())
-    out = Path(args.out or f"evaluation-{slug}")
-    res = evaluate_concept(model, rows, clf, args.concept, out_dir=out, steps=args.steps,
+    res = evaluate_concept(model, rows, clf, args.concept, out_dir=out, steps=args.inference_steps,
                            guidance=args.guidance, batch_size=args.batch_size,
                            progress=not args.quiet, settings=_settings(args))
     from ..distributed import is_main

@@ -3,22 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import options as O
+
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "experiment", help="concepts x stages -> the paper's table, as one resumable run",
-        description="Run every (concept, stage) cell of a TOML config -- original, unlearned, revived, "
-                    "obfuscated, obfuscated + attack -- and write DIR/results.{json,md,csv,png} and "
-                    "DIR/manifest.json. Finished cells are never recomputed; a stopped run resumes. "
-                    "CONFIG 'testbed' is the shipped 10-concept testbed config.")
+    p = O.verb(sub, "experiment", "concepts x stages -> the paper's table, as one resumable run",
+               "Run every (concept, stage) cell of a TOML config -- original, unlearned, revived, obfuscated, "
+               "obfuscated + attack -- and write OUT/results.{json,md,csv,png} and OUT/manifest.json. Finished "
+               "cells are never recomputed; a stopped run resumes (OUT new, or an earlier run of the same config). "
+               "CONFIG 'testbed' is the shipped 10-concept testbed config.", O.OUT, O.DEVICE, O.DTYPE)
     p.add_argument("config", nargs="?", default=None, help="TOML config, or 'testbed' (the shipped one)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (new, or an earlier run of the same config)")
     p.add_argument("--reproduce", type=Path, default=None, metavar="MANIFEST",
                    help="run again the experiment a manifest.json records (model files must match)")
-    from ..device import add_arguments
-
-    add_arguments(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_experiment)
 
 
@@ -29,6 +25,8 @@ def _experiment(args) -> int:
 
     if (args.config is None) == (args.reproduce is None):
         raise RevivalError("give a CONFIG or --reproduce MANIFEST (one of them).")
+    config = None if args.config in (None, "testbed") else args.config
+    O.plan({"the output": args.out}, [config, args.reproduce], overwrite=True, folders={"the output": True})
     kwargs = dict(device=args.device, dtype=args.dtype, progress=not args.quiet)
     if args.reproduce is not None:
         result = reproduce(args.reproduce, args.out, **kwargs)

@@ -1,17 +1,20 @@
 """CLI verbs `testbed train|classifier`: reproduce the embedded testbed and its classifier from a seed."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+from . import options as O
 
 
 
 def register(sub) -> None:
-    t = sub.add_parser("testbed", help="train the embedded testbed model or its classifier")
+    t = O.verb(sub, "testbed", "train the embedded testbed model, its classifier or its detectors")
     tsub = t.add_subparsers(dest="testbed_verb", required=True, metavar="ACTION")
-    tr = tsub.add_parser("train", help="train the testbed UNet from a seed (42 min on one CPU thread; bit-identical to the committed weights)")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--steps", type=int, default=None,
-                    help="stage-1 optimizer steps (default: the committed run's)")
+    tr = O.verb(tsub, "train", "train the testbed UNet from a seed (42 min on one CPU thread; bit-identical to the "
+                               "committed weights)", "Train the testbed UNet from a seed; writes OUT/unet "
+                               "(default: ./testbed-weights).", O.OUT_OPTIONAL, O.SEED)
+    tr.add_argument("--steps", type=int, default=None, help="stage-1 optimizer steps (default: the committed run's)")
     tr.add_argument("--ff-steps", type=int, default=None,
                     help="stage-2 steps with the feed-forward dependence loss (0: skip stage 2)")
     tr.add_argument("--batch", type=int, default=None)
@@ -21,24 +24,33 @@ def register(sub) -> None:
                     help="stage-3 weight of the feed-forward dependence loss (default: the committed run's)")
     tr.add_argument("--from", dest="init_from", default=None,
                     help="a UNet folder holding the stage-2 result (e.g. testbed v1): run stage 3 only")
-    tr.add_argument("--out", default="testbed-weights", help="output folder (default: ./testbed-weights)")
     tr.set_defaults(func=_train)
-    tc = tsub.add_parser("classifier", help="train the testbed's Fashion-MNIST classifier")
-    tc.add_argument("--seed", type=int, default=0)
-    tc.add_argument("--epochs", type=int, default=4)
-    tc.add_argument("--out", default="testbed-weights/classifier.safetensors")
+    epochs = argparse.ArgumentParser(add_help=False)
+    epochs.add_argument("--epochs", type=int, default=None, help="training epochs (classifier 4, detector 2)")
+    tc = O.verb(tsub, "classifier", "train the testbed's Fashion-MNIST classifier",
+                "Train the testbed's classifier; writes OUT (default testbed-weights/classifier.safetensors).",
+                O.OUT_OPTIONAL, O.SEED, epochs)
     tc.set_defaults(func=_train_classifier)
-    td = tsub.add_parser("detector", help="train the style or attribute detector of the testbed's tasks")
+    td = O.verb(tsub, "detector", "train the style or attribute detector of the testbed's tasks",
+                "Train a task detector; writes OUT (default testbed-weights/KIND_detector.safetensors).",
+                O.OUT_OPTIONAL, O.SEED, epochs)
     td.add_argument("--kind", required=True, choices=["style", "attribute"])
-    td.add_argument("--seed", type=int, default=0)
-    td.add_argument("--epochs", type=int, default=2)
-    td.add_argument("--out", default=None, help="default: testbed-weights/<kind>_detector.safetensors")
     td.set_defaults(func=_train_detector)
 
+
+def _defaults(args, out: str, epochs: int | None = None):
+    """The verb's defaults for the shared options left out (None)."""
+    args.out = Path(args.out or out)
+    args.seed = 0 if args.seed is None else args.seed
+    if epochs is not None:
+        args.epochs = epochs if args.epochs is None else args.epochs
+    return args
 
 
 def _train(args) -> int:
     from ..testbed import train as T
+
+    args = _defaults(args, "testbed-weights")
 
     s = T.train_testbed(args.out, seed=args.seed, steps=args.steps or T.DEFAULT_STEPS,
                         ff_steps=T.DEFAULT_FF_STEPS if args.ff_steps is None else args.ff_steps,
@@ -52,7 +64,7 @@ def _train(args) -> int:
 def _train_classifier(args) -> int:
     from ..testbed.classifier import save_classifier, train_classifier
 
-    out = Path(args.out)
+    out = _defaults(args, "testbed-weights/classifier.safetensors", 4).out
     out.parent.mkdir(parents=True, exist_ok=True)
     model, acc = train_classifier(epochs=args.epochs, seed=args.seed)
     save_classifier(model, out, {"test_accuracy": f"{acc:.4f}", "epochs": str(args.epochs),
@@ -64,4 +76,4 @@ def _train_classifier(args) -> int:
 def _train_detector(args) -> int:
     from ..testbed.detectors import cli
 
-    return cli(args)
+    return cli(_defaults(args, f"testbed-weights/{args.kind}_detector.safetensors", 2))

@@ -25,7 +25,8 @@ _COPY_CHUNK = 16 * 1024 * 1024
 
 
 def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike]) -> Path:
-    """RevivalError if `out` is (or would replace) one of the input paths or a folder holding one."""
+    """RevivalError if `out` is one of the input paths, holds one (a folder around an input), or
+    lies inside an input folder (writing there would change the input)."""
     out_p = Path(out)
     out_r = out_p.resolve()
     for inp in inputs:
@@ -34,9 +35,79 @@ def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
             raise RevivalError(f"the output path {out_p} is an input; choose another output path.")
         if in_r.is_relative_to(out_r):
             raise RevivalError(f"the output path {out_p} holds the input {inp}; choose another output path.")
-        if in_r.is_dir() and out_r.is_relative_to(in_r) and out_p.exists():
-            raise RevivalError(f"the output path {out_p} is a file of the input {inp}; choose another output path.")
+        if in_r.is_dir() and out_r.is_relative_to(in_r):
+            raise RevivalError(f"the output path {out_p} is inside the input {inp}; choose a path outside it.")
     return out_p
+
+
+def check_new_output(out: str | os.PathLike, inputs=(), *, overwrite: bool = False, folder: bool | None = None,
+                     label: str = "the output") -> Path:
+    """Every check of an output path that can be made before any work, as one sentence each:
+    not an input, not around or inside one; no file where its folder would be; an existing
+    output refused unless `overwrite` (a folder: when it holds anything). `folder`: True for a
+    folder output, False for a file, None when either is fine. Missing parent folders are fine:
+    the writers create them when they write."""
+    out = check_output_path(out, list(inputs))
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RevivalError(f"{label} {out} cannot be written: {parent} is a file, not a folder.")
+            break
+    if out.exists():
+        if folder is True and not out.is_dir():
+            raise RevivalError(f"{label} {out} is a file, but this output is a folder; choose another path.")
+        if folder is False and out.is_dir():
+            raise RevivalError(f"{label} {out} is a folder, but this output is a single file; choose another path.")
+        if not overwrite and (not out.is_dir() or any(out.iterdir())):
+            raise RevivalError(f"{label} {out} exists; pass --overwrite to replace the files this command writes "
+                               "there (others are left alone).")
+    return out
+
+
+def check_distinct(paths: Mapping[str, str | os.PathLike | None]) -> None:
+    """RevivalError when two of the outputs (label -> path; None skipped) are one path, or one
+    would hold the other."""
+    named = [(label, Path(p)) for label, p in paths.items() if p is not None]
+    for i, (label, path) in enumerate(named):
+        for other_label, other in named[:i]:
+            a, b = path.resolve(), other.resolve()
+            if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+                raise RevivalError(f"{label} {path} and {other_label} {other} collide; give them separate paths.")
+
+
+def make_parents(out: str | os.PathLike) -> list[Path]:
+    """Create the missing parent folders of `out`; returns those created, deepest first (so
+    that an aborted write can remove them again)."""
+    created = []
+    parent = Path(out).parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    if created:
+        try:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+        except NotADirectoryError:
+            raise RevivalError(f"the output {out} cannot be written: a file stands where its folder would be.") from None
+        except OSError as exc:
+            raise RevivalError(f"the output folder {Path(out).parent} cannot be created ({exc.strerror}).") from None
+    elif not parent.is_dir():
+        raise RevivalError(f"the output {out} cannot be written: {parent} is a file, not a folder.")
+    return created
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders `make_parents` created, deepest first, where they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def is_single_file(out: str | os.PathLike, fmt: str) -> bool:
+    """Whether output `out` of a checkpoint of format `fmt` is one file: always for a file
+    format; for a diffusers folder, when the output's name ends in .safetensors."""
+    return fmt != "diffusers" or Path(out).suffix.lower() == ".safetensors"
 
 
 def save_checkpoint(ckpt: Checkpoint, out_path: str | os.PathLike,
@@ -101,36 +172,30 @@ class CheckpointWriter:
         if ckpt.format not in FORMATS:
             raise RevivalError(f"unknown checkpoint format {ckpt.format!r}; expected one of {', '.join(FORMATS)}.")
         src = ckpt.source
-        if ckpt.format == "diffusers":
-            if src is None or src.config is None:
-                raise RevivalError("a diffusers folder can only be written from a checkpoint loaded from one.")
-            if out.exists() and not out.is_dir():
-                raise RevivalError(f"the output {out} is a file, but a diffusers checkpoint is a folder.")
-            if out.is_dir() and any(out.iterdir()) and not overwrite:
-                raise RevivalError(f"the output folder {out} exists and is not empty; pass --overwrite to replace "
-                                   "the files this command writes there (others are left alone).")
-        elif out.is_dir():
-            raise RevivalError(f"the output {out} is a folder, but this checkpoint is a single file.")
-        elif out.exists() and not overwrite:
-            raise RevivalError(f"the output {out} exists; pass --overwrite to replace it.")
-        if not out.parent.is_dir():
-            raise RevivalError(f"the output folder {out.parent} does not exist.")
-        remove_stale_temporaries(out)
+        # a diffusers folder written to NAME.safetensors becomes one file (diffusers naming)
+        self.folder = not is_single_file(out, ckpt.format)
+        if ckpt.format == "diffusers" and self.folder and (src is None or src.config is None):
+            raise RevivalError("a diffusers folder can only be written from a checkpoint loaded from one.")
+        check_new_output(out, ckpt.input_paths(), overwrite=overwrite, folder=self.folder)
         _check_unchanged(ckpt)
-        self._held: dict[str, torch.Tensor] = {}  # torch / in-memory checkpoints: written at commit
+        self._held: dict[str, torch.Tensor] = {}  # torch / in-memory / merged checkpoints: written at commit
         self._starts: dict[str, int] = {}  # safetensors: data start of each temp file, by source path
         self._dst: dict[str, Path] = {}  # safetensors: temp file of each source file
         self._done = False
-        self._tmp = make_temporary(out, folder=ckpt.format == "diffusers")
+        self._created = make_parents(out)
+        remove_stale_temporaries(out)
+        self._tmp = make_temporary(out, folder=self.folder)
+        # a folder of one safetensors shard to one file: that shard's bytes, patched in place
+        self._patch = src is not None and src.kind == "safetensors" and (self.folder or len(src.files) == 1)
         try:
-            if ckpt.format == "diffusers":
+            if self.folder:
                 shutil.copyfile(src.config, self._tmp / "config.json")
-            if src is not None and src.kind == "safetensors":
+            if self._patch:
                 for f in src.files:
-                    dst = self._tmp / f.rel if ckpt.format == "diffusers" else self._tmp
+                    dst = self._tmp / f.rel if self.folder else self._tmp
                     self._starts[str(f.path)] = _copy_safetensors(f, metadata, dst)
                     self._dst[str(f.path)] = dst
-                if src.index is not None:
+                if src.index is not None and self.folder:
                     shutil.copyfile(src.index, self._tmp / src.index.name)
         except BaseException:
             self.abort()
@@ -142,7 +207,7 @@ class CheckpointWriter:
             raise RuntimeError("this CheckpointWriter is closed")
         _check_update(self.ckpt, name, value)
         src = self.ckpt.source
-        if src is None or src.kind != "safetensors":
+        if not self._patch:
             self._held[name] = value
             return
         entry = self.ckpt.tensors._entries[name]
@@ -163,14 +228,16 @@ class CheckpointWriter:
             src = self.ckpt.source
             if src is None:
                 _write_fresh(self.ckpt, self._held, self.metadata, self._tmp)
+            elif not self._patch and not self.folder and self.ckpt.format == "diffusers":
+                _write_merged(self.ckpt, self._held, self.metadata, self._tmp)
             elif src.kind == "torch":
-                dst = self._tmp / src.weight_rel if self.ckpt.format == "diffusers" else self._tmp
+                dst = self._tmp / src.weight_rel if self.folder else self._tmp
                 _write_torch(self.ckpt, self._held, dst)
             else:
                 for dst in self._dst.values():
                     with open(dst, "rb+") as fh:
                         os.fsync(fh.fileno())
-            if self.ckpt.format == "diffusers":
+            if self.folder:
                 install_folder(self._tmp, self.path)
             else:
                 os.chmod(self._tmp, 0o666 & ~_umask())
@@ -188,6 +255,7 @@ class CheckpointWriter:
             shutil.rmtree(self._tmp, ignore_errors=True)
         else:
             self._tmp.unlink(missing_ok=True)
+        remove_empty(self._created)
 
     def __enter__(self) -> "CheckpointWriter":
         return self
@@ -298,6 +366,15 @@ def _write_fresh(ckpt: Checkpoint, patch: dict[str, torch.Tensor], metadata, dst
     save_file(tensors, str(dst), metadata=meta or None)
 
 
+def _write_merged(ckpt: Checkpoint, patch: dict[str, torch.Tensor], metadata, dst: Path) -> None:
+    """A diffusers folder (several shards, or torch weights) as one safetensors file, diffusers naming."""
+    from safetensors.torch import save_file
+
+    tensors = {name: patch.get(name, ckpt.tensors[name]).detach().contiguous() for name in ckpt.tensors}
+    meta = dict(ckpt.metadata if metadata is None else metadata)
+    save_file(tensors, str(dst), metadata=meta or None)
+
+
 # --------------------------------------------------------------------------- the one atomic writer
 
 _TAG = ".revival-"  # temporaries: .NAME.revival-PID-RANDOM.tmp beside the output
@@ -357,8 +434,7 @@ def atomic_write(path: str | os.PathLike, content, *, inputs=(), overwrite: bool
         raise RevivalError(f"the output path {out} is a folder.")
     if out.exists() and not overwrite:
         raise RevivalError(f"{out} exists; pass --overwrite to replace it.")
-    if not out.parent.is_dir():
-        raise RevivalError(f"the output folder {out.parent} does not exist.")
+    created = make_parents(out)
     remove_stale_temporaries(out)
     tmp = make_temporary(out)
     try:
@@ -372,6 +448,7 @@ def atomic_write(path: str | os.PathLike, content, *, inputs=(), overwrite: bool
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        remove_empty(created)
         raise
     return out
 
@@ -384,7 +461,7 @@ def atomic_folder(path: str | os.PathLike, write, *, inputs=(), overwrite: bool 
         raise RevivalError(f"the output {out} is a file, not a folder.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise RevivalError(f"the output folder {out} exists and is not empty; pass --overwrite.")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    created = make_parents(out)
     remove_stale_temporaries(out)
     tmp = make_temporary(out, folder=True)
     try:
@@ -392,6 +469,7 @@ def atomic_folder(path: str | os.PathLike, write, *, inputs=(), overwrite: bool 
         install_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(created)
         raise
     return out
 
@@ -452,33 +530,33 @@ def jsonable(obj):
 
 # --------------------------------------------------------------------------- outputs of a verb
 
-def default_report_path(output, fmt: str):
-    """OUT.report.json beside a file output; OUT/revival_report.json inside a folder output."""
+def default_report_path(output, fmt: str | None = None) -> Path:
+    """OUT.report.json, beside the output whether it is a file or a folder (never inside: the
+    folder a publisher uploads holds the model's own files only). `fmt` is no longer used."""
     output = Path(output)
-    return output / "revival_report.json" if fmt == "diffusers" else output.with_name(output.name + ".report.json")
+    return output.with_name(output.name + ".report.json")
 
 
 def check_report_path(report, output, inputs, *, overwrite: bool = False) -> None:
     """RevivalError, before any work, if a report path would replace an input, the output or a
-    user's file (unless `overwrite`), or has no folder to go to."""
-    check_output_path(report, list(inputs))
+    user's file (unless `overwrite`), or lies inside the output. A missing folder is created
+    when the report is written."""
     report, output = Path(report), Path(output)
     if report.resolve() == output.resolve():
         raise RevivalError(f"the report path {report} is the output path; choose another.")
-    if report.is_dir():
-        raise RevivalError(f"the report path {report} is a folder.")
-    if report.exists() and not overwrite:
-        raise RevivalError(f"the report {report} exists; pass --overwrite to replace it.")
-    if report.parent.resolve() != output.resolve() and not report.parent.is_dir():
-        raise RevivalError(f"the report folder {report.parent} does not exist.")
+    if report.resolve().is_relative_to(output.resolve()):
+        raise RevivalError(f"the report path {report} is inside the output {output}; put it beside the output.")
+    check_new_output(report, inputs, overwrite=overwrite, folder=False, label="the report")
 
 
 def plan_outputs(ckpt: Checkpoint, output, report=None, *, overwrite: bool = False) -> tuple[Path, Path]:
     """(output path, report path) of a verb that writes a checkpoint and its JSON report, both
-    checked before any work: never an input (or inside one), never a user's existing file
-    without `overwrite`. The default report goes beside the output (inside it for a folder)."""
-    output = check_output_path(output, ckpt.input_paths())
-    report_path = Path(report) if report is not None else default_report_path(output, ckpt.format)
-    check_report_path(report_path, output, ckpt.input_paths(),
-                      overwrite=overwrite or (report is None and ckpt.format == "diffusers"))
+    checked before any work (`check_new_output`): never an input, around or inside one, never a
+    user's existing file or folder without `overwrite`. The report goes beside the output
+    (`default_report_path`) unless `report` names another path. An output named *.safetensors
+    of a diffusers folder is one file (`is_single_file`)."""
+    output = check_new_output(output, ckpt.input_paths(), overwrite=overwrite,
+                              folder=not is_single_file(output, ckpt.format))
+    report_path = Path(report) if report is not None else default_report_path(output)
+    check_report_path(report_path, output, ckpt.input_paths(), overwrite=overwrite)
     return output, report_path

@@ -37,10 +37,13 @@ class LeastDamageResult:
 def least_damage(stats: ConceptStatistics, config: ConceptPruneConfig,
                  erased_fn: Callable[[dict[str, torch.Tensor]], float], target: float, *,
                  low: float = 0.0, high: float = 0.5, iterations: int = 7,
-                 progress: Callable[[str], None] | None = None) -> LeastDamageResult:
+                 progress: bool | Callable[[str], None] | None = True) -> LeastDamageResult:
     """Bisection over the skill ratio in (low, high]: the smallest probed ratio with
     erased_fn(masks) <= target. `erased_fn` gets the masks (weight key -> bool [out, in]) and
-    returns the erased concept's accuracy on prompts/seeds the final evaluation does not use."""
+    returns the erased concept's accuracy on prompts/seeds the final evaluation does not use.
+
+    progress: True (default) a progress bar over the probes (at most `iterations`, one
+    evaluation each); a function gets one line a probe instead; False/None: silent."""
     if not (isinstance(target, (int, float)) and 0.0 <= target <= 1.0):
         raise RevivalError(f"--target-erasure must be an accuracy in [0, 1], got {target!r}.")
     if not (0.0 <= low < high <= 1.0):
@@ -48,28 +51,40 @@ def least_damage(stats: ConceptStatistics, config: ConceptPruneConfig,
     if not isinstance(iterations, int) or iterations < 1:
         raise RevivalError(f"iterations must be a positive integer, got {iterations!r}.")
     probes: list[dict] = []
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iterations, desc="least-damage search", unit="probe", leave=False)
 
     def probe(ratio: float) -> float:
         masks, res = stats.masks(replace(config, skill_ratio=ratio))
         acc = float(erased_fn(masks))
         probes.append({"skill_ratio": round(ratio, 6), "erased": acc, "pruned": res.pruned})
-        if progress:
+        if bar is not None:
+            bar.set_postfix_str(f"ratio {ratio:.4f}: erased {acc:.3f}", refresh=False)
+            bar.update(1)
+        elif callable(progress):
             progress(f"  skill ratio {ratio:.4f}: erased {acc:.3f} ({res.pruned} weights pruned)")
         return acc
 
-    acc_high = probe(high)
-    if acc_high > target:
-        return LeastDamageResult(target, high, acc_high, False, probes)
-    best, best_acc = high, acc_high
-    lo, hi = low, high
-    for _ in range(iterations - 1):
-        mid = (lo + hi) / 2
-        acc = probe(mid)
-        if acc <= target:
-            best, best_acc, hi = mid, acc, mid
-        else:
-            lo = mid
-    return LeastDamageResult(target, best, best_acc, True, probes)
+    try:
+        acc_high = probe(high)
+        if acc_high > target:
+            return LeastDamageResult(target, high, acc_high, False, probes)
+        best, best_acc = high, acc_high
+        lo, hi = low, high
+        for _ in range(iterations - 1):
+            mid = (lo + hi) / 2
+            acc = probe(mid)
+            if acc <= target:
+                best, best_acc, hi = mid, acc, mid
+            else:
+                lo = mid
+        return LeastDamageResult(target, best, best_acc, True, probes)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 SEARCH_FIRST_SEED = 2000  # validation seeds of the search; evaluation's held-out seeds start at 1000
