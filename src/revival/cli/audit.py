@@ -23,7 +23,7 @@ def register(sub) -> None:
                "whole evidence below it, else inconclusive (with the reasons). Writes OUT/audit.json, audit.md and "
                "grid.png. Exit 0 pass, 3 fail, 4 inconclusive, 2 bad input.",
                O.MODEL, O.CONCEPT, O.ORIGINAL, O.PROMPTS, O.TASK, O.CLASSIFIER, O.OUT, O.OVERWRITE, O.LAYERS,
-               O.SEED, O.DEVICE, O.DTYPE)
+               O.SKILL_RATIO, O.SEED, O.DEVICE, O.DTYPE)
     p.add_argument("--release", required=True,
                    help="the released (unlearned, maybe defended) UNet checkpoint")
     p.add_argument("--max-gain", type=float, default=0.10, help="largest erased-accuracy gain allowed (default 0.10)")
@@ -32,7 +32,6 @@ def register(sub) -> None:
     p.add_argument("--erased-images", type=int, default=60, help="testbed: evaluation images of the concept (default 60)")
     p.add_argument("--preserved-images", type=int, default=4,
                    help="testbed: evaluation images of every other class (default 4)")
-    p.add_argument("--skill-ratio", type=float, default=None, help="ConceptPrune's skill ratio the attackers assume")
     p.set_defaults(func=_audit)
 
 

@@ -165,10 +165,13 @@ ATTACK.add_argument("--keep", type=float, default=None,
 ATTACK.add_argument("--magnitude", default=None,
                     help="magnitude rule, e.g. neuron-max (the paper's), sample, mean, completed")
 
-UNLEARNING = _parent()  # ConceptPrune's knobs and the least-damage search (unlearn, demo)
-UNLEARNING.add_argument("--skill-ratio", type=float, default=None,
-                        help="ConceptPrune's per-row share of columns pruned per step (default: the least that "
-                             "erases on the testbed, else the task's preset)")
+SKILL_RATIO = _parent()
+SKILL_RATIO.add_argument("--skill-ratio", type=float, default=None,
+                         help="ConceptPrune's per-row share of columns pruned per step (unlearn, demo: default the "
+                              "least that erases on the testbed, else the task's preset; audit: the ratio the "
+                              "attackers assume)")
+
+UNLEARNING = argparse.ArgumentParser(add_help=False, parents=[SKILL_RATIO])  # + the least-damage search (unlearn, demo)
 UNLEARNING.add_argument("--unlearn-steps", type=int, default=None,
                         help="tau: masks of the first N denoising steps are united (default: the task's preset)")
 UNLEARNING.add_argument("--target-erasure", type=float, default=None,
