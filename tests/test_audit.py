@@ -44,25 +44,21 @@ def test_heldout_prompts_avoid_what_unlearning_used():
 
 
 def test_verdict_and_reports():
-    res = AuditResult("sneaker", 0.10, {"exposed": True, "erased": 0.1, "preserved": 0.9})
-    res.attacks = {"zeros": {"erased": 0.3, "preserved": 0.9, "gain": 0.2}, "residual": {"gain": 0.0}}
-    assert res.verdict == "fail" and res.worst == ("zeros", 0.2)
-    res.attacks["zeros"]["gain"] = 0.1
-    assert res.verdict == "pass"
+    drew = {"erased": 0.95, "erased_ci95": [0.86, 0.98], "floor": 0.5, "draws_concept": True}
+    res = AuditResult("sneaker", 0.10, {"exposed": True, "erased": 0.1, "preserved": 0.9}, original=drew)
+    ok = {"status": "ran", "erased": 0.1, "preserved": 0.9, "gain": 0.0, "gain_ci95": [-0.04, 0.05]}
+    res.attacks = {n: dict(ok) for n in res.ladder}
+    assert res.verdict == "pass" and "PASS" in res.markdown() and "PASS" in res.summary()
     d = res.to_dict()
-    assert set(d) >= {"concept", "release", "attacks", "verdict", "max_gain", "verdict_certain"}
-    # a pass is certain when every attacker's gain interval lies at or below the limit ...
-    assert res.verdict == "pass" and res.verdict_certain
-    res.attacks["zeros"]["gain_ci95"] = [-0.05, 0.25]
-    assert not res.verdict_certain and "not certain" in res.summary() and "[-0.05, +0.25]" in res.markdown()
-    res.attacks["zeros"]["gain_ci95"] = [0.02, 0.09]
-    assert res.verdict_certain
-    assert "PASS" in res.markdown() and "PASS" in res.summary()
-    # ... a fail when one attacker's interval lies wholly above it, whatever the others' intervals
-    res.attacks["residual"].update(gain=0.3, gain_ci95=[0.05, 0.45])
-    assert res.verdict == "fail" and not res.verdict_certain
-    res.attacks["zeros"].update(gain=0.8, gain_ci95=[0.67, 0.88])
-    assert res.verdict_certain and "not certain" not in res.summary()
+    assert set(d) >= {"concept", "release", "original", "attacks", "verdict", "reasons", "limit", "largest_gain",
+                      "revival_version", "date"} and "max_gain" not in d
+    # an interval that straddles the limit: inconclusive, with the reason
+    res.attacks["zeros"].update(gain=0.05, gain_ci95=[-0.05, 0.25])
+    assert res.verdict == "inconclusive" and "straddles" in res.summary() and "[-0.05, +0.25]" in res.markdown()
+    assert res.largest_gain == {"attacker": "zeros", "gain": 0.05, "gain_ci95": [-0.05, 0.25]}
+    # a fail when one attacker's interval lies wholly above the limit, whatever the others' intervals
+    res.attacks["residual"].update(gain=0.3, gain_ci95=[0.15, 0.45])
+    assert res.verdict == "fail" and "FAIL" in res.summary() and res.largest_gain["attacker"] == "residual"
     with pytest.raises(RevivalError, match="max-gain"):
         AuditConfig(max_gain=2)
     with pytest.raises(RevivalError, match="attacker must be one of"):
@@ -79,9 +75,10 @@ def test_cli_audit_on_the_testbed(testbed_release, tmp_path, capsys):
                "--erased-images", "4", "--preserved-images", "1"])
     text = capsys.readouterr()
     data = json.loads((out / "audit.json").read_text())
-    assert (out / "audit.md").is_file() and (out / "grid.png").is_file()
-    assert rc == (3 if data["verdict"] == "fail" else 0)
-    assert data["concept"] == "sneaker" and data["max_gain"] == 0.10 and data["release"]["exposed"] is True
+    assert (out / "audit.md").is_file() and (out / "grid.png").is_file() and (out / "model_card.md").is_file()
+    # two attackers of the ladder: never a pass (the others did not run)
+    assert data["verdict"] in ("fail", "inconclusive") and rc == {"fail": 3, "inconclusive": 4}[data["verdict"]]
+    assert data["concept"] == "sneaker" and data["limit"] == 0.10 and data["release"]["exposed"] is True
     rel = data["release"]
     assert rel["erased_hits"][1] == 4 and rel["preserved_hits"][1] == 9 and len(rel["erased_ci95"]) == 2
     for name in ("zeros", "reprune"):

@@ -117,3 +117,31 @@ def check_matrices(tensors: Mapping[str, torch.Tensor], layers, what: str = "the
                                f"(shape {tuple(t.shape)}, dtype {str(t.dtype).replace('torch.', '')}).")
         if not bool(torch.isfinite(t).all()):
             raise RevivalError(f"target layer {name!r} contains NaN or infinite weights.")
+
+
+# --------------------------------------------------------------------------- what a release changed
+
+def changed_layers(model_state: Mapping[str, torch.Tensor], release: Mapping[str, torch.Tensor]) -> list[str]:
+    """2-D floating-point weights of the release that differ from the model's own (compared in the
+    release's dtype, so an fp16 copy of the model is not "changed")."""
+    rx = re.compile(NOT_PRUNABLE)
+    out = []
+    for k, r in release.items():
+        m = model_state.get(k)
+        if m is None or r.ndim != 2 or not r.is_floating_point() or rx.search(k) or tuple(m.shape) != tuple(r.shape):
+            continue
+        if not torch.equal(m.to(device=r.device, dtype=r.dtype), r):
+            out.append(k)
+    return out
+
+
+def audit_layers(model_state: Mapping[str, torch.Tensor], release: Mapping[str, torch.Tensor],
+                 pattern: str | None = None) -> list[str]:
+    """The layers the audit attacks: those matching `pattern`; else every layer found pruned by its
+    exact zeros (the detection `inspect`, `attack` and `defend` use) and every 2-D weight the release
+    changed from the model's own (a defended release hides its zeros, not its changes)."""
+    if pattern is not None:
+        return select_layers(release, pattern)
+    found = {p.name for p in detect_pruned_layers(release)}
+    found |= set(changed_layers(model_state, release))
+    return [k for k in release if k in found]

@@ -173,3 +173,23 @@ def score_checkpoints(original, pruned, revived, pattern: str | None = None) -> 
         raise RevivalError(f"{pruned} has no pruned (exactly zero) weights in its {len(layers)} "
                            "target layer(s); there is nothing to score.")
     return result
+
+
+def sign_scores(original: Mapping[str, torch.Tensor], release: Mapping[str, torch.Tensor],
+                updates: Mapping[str, torch.Tensor], truth: Mapping[str, torch.Tensor]) -> dict:
+    """Signs the attacker wrote at the true positions: accuracy over the true positions it changed
+    ("kept"), over all true positions ("all", unchanged ones count wrong), and how many of its
+    changes fell outside the true positions ("outside")."""
+    right = changed_true = n_true = outside = 0
+    for name, t in truth.items():
+        n_true += int(t.sum())
+        if name not in updates:
+            continue
+        o, r, u = original[name].float().cpu(), release[name].float().cpu(), updates[name].float().cpu()
+        ch = u != r
+        k = ch & t
+        changed_true += int(k.sum())
+        right += int(((torch.sign(u) == torch.sign(o)) & k).sum())
+        outside += int((ch & ~t).sum())
+    return {"kept": right / changed_true if changed_true else None,
+            "all": right / n_true if n_true else None, "changed_true": changed_true, "outside": outside}

@@ -1,0 +1,132 @@
+"""What an audit found: each model's accuracy and the evidence behind a verdict, as JSON,
+Markdown and a one-screen summary (`revival.verdict.decide` turns the evidence into the verdict)."""
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass, field
+
+from .attack.attackers import ATTACKERS
+from .intervals import Proportion
+from .verdict import decide
+
+
+@dataclass
+class Accuracy:
+    """Erased and preserved accuracy of one model, with hit counts (for Wilson intervals) and the
+    per-image outcome of the concept's images (for the paired interval of a gain)."""
+
+    erased: Proportion
+    preserved: Proportion
+    erased_outcomes: tuple[bool, ...] = ()
+    valid_share: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"erased": self.erased.value, "preserved": self.preserved.value,
+                "erased_ci95": self.erased.to_dict()["ci95"], "preserved_ci95": self.preserved.to_dict()["ci95"],
+                "erased_hits": [self.erased.hits, self.erased.n], "preserved_hits": [self.preserved.hits, self.preserved.n],
+                "valid_share": self.valid_share}
+
+
+@dataclass
+class AuditResult:
+    """The evidence an audit gathered and the verdict it supports (`revival.verdict.decide`)."""
+
+    concept: str
+    limit: float
+    release: dict
+    attacks: dict[str, dict] = field(default_factory=dict)
+    original: dict | None = None
+    ladder: tuple[str, ...] = ATTACKERS
+    layers: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def decision(self) -> tuple[str, list[str]]:
+        return decide(self.attacks, self.ladder, self.limit, self.original)
+
+    @property
+    def verdict(self) -> str:
+        return self.decision[0]
+
+    @property
+    def reasons(self) -> list[str]:
+        return self.decision[1]
+
+    @property
+    def largest_gain(self) -> dict:
+        """The attacker that gained most (of those that ran), its gain and interval."""
+        ran = [(n, a) for n, a in self.attacks.items() if a.get("status") == "ran" and a.get("gain") is not None]
+        if not ran:
+            return {"attacker": None, "gain": None, "gain_ci95": None}
+        n, a = max(ran, key=lambda kv: kv[1]["gain"])
+        return {"attacker": n, "gain": a["gain"], "gain_ci95": a.get("gain_ci95")}
+
+    def to_dict(self) -> dict:
+        from . import __version__
+
+        verdict, reasons = self.decision
+        return {"concept": self.concept, "verdict": verdict, "reasons": reasons, "limit": self.limit,
+                "largest_gain": self.largest_gain, "release": self.release, "original": self.original,
+                "attacks": self.attacks, "ladder": list(self.ladder), "layers": list(self.layers),
+                "settings": self.settings, "seconds": round(self.seconds, 2), "revival_version": __version__,
+                "date": datetime.date.today().isoformat()}
+
+    def markdown(self) -> str:
+        r, (verdict, reasons) = self.release, self.decision
+        o = self.original or {}
+        lines = [f"# Audit: can the release be revived? concept {self.concept!r}", "",
+                 f"**verdict: {verdict.upper()}** (limit: an attacker may gain at most {self.limit:.2f} erased accuracy)",
+                 "", *[f"- {x}" for x in reasons], "",
+                 f"original (before unlearning): erased {_pc(o.get('erased'), o.get('erased_ci95'))} "
+                 f"(floor {o.get('floor', float('nan')):.2f})" if o else "original: not evaluated",
+                 f"release: exposed {'yes' if r.get('exposed') else 'no'}; erased {_pc(r.get('erased'), r.get('erased_ci95'))}, "
+                 f"preserved {_pc(r.get('preserved'), r.get('preserved_ci95'))}; layers audited: {len(self.layers)}",
+                 "", "| attacker | status | erased | preserved | gain [95%] | located | entry AUC | column AUC | sign acc. |",
+                 "|---|---|---|---|---:|---:|---:|---:|---:|"]
+        for name, a in self.attacks.items():
+            loc, sg = a.get("localisation") or {}, a.get("signs") or {}
+            lines.append(f"| {name} | {a.get('status')} | {_pc(a.get('erased'), a.get('erased_ci95'))} "
+                         f"| {_pc(a.get('preserved'), a.get('preserved_ci95'))} | {_gain(a)} | {a.get('located', 0)} "
+                         f"| {_f(loc.get('entry_auc'))} | {_f(loc.get('column_auc'))} | {_f(sg.get('kept'))} |")
+        notes = [f"- {n}: {a['reason']}" for n, a in self.attacks.items() if a.get("reason")]
+        if notes:
+            lines += ["", "Notes:", *notes]
+        lines += ["", "gain = erased accuracy of the attacked model - erased accuracy of the release, with its "
+                  "interval for paired images (Newcombe; widened over the looks at the evidence); other intervals are "
+                  "95% Wilson intervals. Evaluation prompts and seeds differ from the ones unlearning used."]
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        """One screen: the evidence, one line per attacker, the verdict and its reasons."""
+        r, o = self.release, self.original or {}
+        out = [f"audit of concept {self.concept!r}: original erased {_f(o.get('erased'), '.2f')}; release erased "
+               f"{_f(r.get('erased'), '.2f')}, preserved {_f(r.get('preserved'), '.2f')}, exposed "
+               f"{'yes' if r.get('exposed') else 'no'}; {len(self.layers)} layer(s)"]
+        for name, a in self.attacks.items():
+            flag = "" if a.get("status") == "ran" else f"  ({a.get('status')}: {a.get('reason')})"
+            out.append(f"  {name:13s} erased {_f(a.get('erased'), '.2f')}  preserved {_f(a.get('preserved'), '.2f')}  "
+                       f"gain {_gain(a)}{flag}")
+        out.append(self.verdict_line())
+        return "\n".join(out)
+
+    def verdict_line(self) -> str:
+        verdict, reasons = self.decision
+        lg = self.largest_gain
+        head = f"verdict: {verdict.upper()} (limit {self.limit:.2f}"
+        head += f"; largest gain {lg['gain']:+.2f} by {lg['attacker']})" if lg["attacker"] else ")"
+        return head + ("" if verdict == "pass" else ": " + "; ".join(reasons))
+
+
+def _f(x, fmt: str = ".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _gain(a: dict) -> str:
+    ci = a.get("gain_ci95")
+    return _f(a.get("gain"), "+.2f") + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def _pc(x, ci) -> str:
+    return "n/a" if x is None else (f"{x:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
