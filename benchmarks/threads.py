@@ -8,6 +8,8 @@ Times (best of --repeat):
 
     python benchmarks/threads.py [--threads 1 2] [--repeat 3]
 
+Writes benchmarks/results/threads.json (benchmarks/results.py) unless --no-save.
+
 Caveat: on a machine shared with other jobs the 2-thread column suffers first; read it with
 `uptime` beside it.
 """
@@ -79,6 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-save", action="store_true", help="print only; write no results file")
     args = ap.parse_args()
     from revival.attack.revive import AttackConfig, revive_matrix
 
@@ -108,6 +111,30 @@ def main() -> None:
             print("  ".join("-" * w for w in widths))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nload average (1 min) at the end: {load:.2f} on {os.cpu_count()} CPUs; torch {torch.__version__}")
+    if not args.no_save:
+        from results import table, write_results
+
+        cols = ["case"] + [f"{n} thread{'s' if n > 1 else ''} (s)" for n in args.threads]
+        fmts = [""] + [".3f"] * len(args.threads)
+        if len(args.threads) >= 2:
+            cols.append(f"speed-up {args.threads[-1]} vs {args.threads[0]}")
+            fmts.append(".2f")
+        trows = []
+        for label, _ in cases:
+            r = [label] + [results[(label, n)] for n in args.threads]
+            if len(args.threads) >= 2:
+                r.append(results[(label, args.threads[0])] / results[(label, args.threads[-1])])
+            trows.append(r)
+        path = write_results("threads", {
+            "title": "CPU threads",
+            "about": "Seconds (best of the repeats) of the attack's solver core on SD-v1.5-shaped ff.net.2 "
+                     "matrices and of a UNet forward, at each torch thread count. On a machine shared with "
+                     "other jobs the column with more threads suffers first: read it with the load average.",
+            "load_average_1min": load, "repeat": args.repeat, "threads": args.threads,
+            "tables": [table("seconds per case", cols, trows, formats=fmts,
+                             note=f"load average (1 min) at the end: {load:.2f} on {os.cpu_count()} CPUs")],
+        })
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
