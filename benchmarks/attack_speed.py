@@ -27,6 +27,8 @@ Targets (issue #2): whole attack <= 60 s on the 2-core machine incl. load and wr
     python benchmarks/attack_speed.py                # the brief's checkpoint
     python benchmarks/attack_speed.py --with-proj    # also ff.net.0.proj (side information)
     python benchmarks/attack_speed.py --threads 2 --skip-svt
+
+Writes benchmarks/results/attack_speed[_proj][_full].json (benchmarks/results.py) unless --no-save.
 """
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import table  # noqa: E402
 
 SD15_FF2 = ([(f"down_blocks.0.attentions.{j}", 320, 1280) for j in range(2)]
             + [(f"down_blocks.1.attentions.{j}", 640, 2560) for j in range(2)]
@@ -122,7 +127,7 @@ def io_floor(path: Path, tmp: Path) -> tuple[float, float]:
     return read, write
 
 
-def full_unet(args) -> None:
+def full_unet(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="revival-bench-full-") as tmp:
         src, out = Path(tmp) / "sd15-unet", Path(tmp) / "sd15-revived"
         t = time.perf_counter()
@@ -146,10 +151,25 @@ def full_unet(args) -> None:
                 ["peak RSS / file", f"{res['peak'] / size:.2f}", "<= 1.0"],
                 ["(peak - baseline after imports) / file", f"{(res['peak'] - res['base']) / size:.2f}", ""]]
         print(fmt_table(rows))
+        trows = [["load + checks (s)", sec["load_and_check"], None], ["attack (s)", sec["attack"], None],
+                 ["write (s)", sec["write"], None], ["total in-process (s)", res["wall"], 20],
+                 ["process incl. start-up (s)", res["process_wall"], None],
+                 ["I/O floor: read + write the file (s)", read + write, None],
+                 ["total / I/O floor", res["wall"] / (read + write), None],
+                 ["peak RSS (MiB)", res["peak"] / 2**20, None], ["peak RSS / file", res["peak"] / size, 1.0],
+                 ["(peak - baseline after imports) / file", (res["peak"] - res["base"]) / size, None]]
+        full = {"full_unet": {"params": info["params"], "tensors": info["tensors"], "bytes": size,
+                              "pruned_fraction": info["pruned"] / info["ff2_weights"], "wall_s": res["wall"],
+                              "peak_over_file": res["peak"] / size, "io_floor_s": read + write},
+                "full_table": table(f"`revival attack` on a full-size SD-v1.5 UNet folder ({info['params'] / 1e6:.0f}M "
+                                    f"parameters, fp16, {size / 1e9:.2f} GB, "
+                                    f"{100 * info['pruned'] / info['ff2_weights']:.2f}% of ff.net.2 pruned)",
+                                    ["measure", "value", "target (at most)"], trows, formats=["", ".2f", ""])}
         print(f"\nfull-size target: time {'met' if res['wall'] <= 20 else 'MISSED'}, memory "
               f"{'met' if res['peak'] <= size else 'MISSED'} (peak counted absolute, imports included); "
               f"{res['wall'] - sec['attack']:.1f} s of the {res['wall']:.1f} s are load, checks and write "
               f"against an I/O floor of {read + write:.1f} s.\n")
+        return full
 
 
 def build_checkpoint(path: Path, *, ratio: float, with_proj: bool, seed: int = 0) -> dict:
@@ -206,7 +226,9 @@ def run_attack(inp: Path, out: Path, threads: int, extra: list[str], io_only: bo
         sys.exit(f"the attack failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     res = json.loads(line[2:])
     res["process_wall"] = process_wall
-    rep = out / "revival_report.json" if out.is_dir() else Path(str(out) + ".report.json")
+    rep = Path(str(out) + ".report.json")          # beside the output, a file or a folder
+    if not rep.is_file() and (out / "revival_report.json").is_file():  # the earlier layout: inside a folder
+        rep = out / "revival_report.json"
     res["report"] = json.loads(rep.read_text())
     return res
 
@@ -268,11 +290,21 @@ def main() -> None:
     ap.add_argument("--attack-args", default="", help="extra `revival attack` arguments, e.g. '--solver softimpute'")
     ap.add_argument("--skip-full", action="store_true", help="skip the full-size SD-v1.5 UNet folder")
     ap.add_argument("--only-full", action="store_true", help="only the full-size SD-v1.5 UNet folder")
+    ap.add_argument("--no-save", action="store_true", help="print only; write no results file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    data = {"title": "Attack speed and memory (SD-v1.5 shapes)" + (", with ff.net.0.proj" if args.with_proj else ""),
+            "about": "The whole `revival attack` in a child process on synthetic SD-v1.5-shaped fp16 weights "
+                     "(low rank plus heavy-tailed noise, ConceptPrune-like masks): wall time in process and with "
+                     "start-up, peak memory against the checkpoint's size; the default solver per layer shape "
+                     "beside the paper's svt recipe (its cost estimated from timed iterations).",
+            "threads": args.threads, "tables": []}
     if not args.skip_full:
-        full_unet(args)
+        full = full_unet(args)
+        data["full_unet"] = full["full_unet"]
+        data["tables"].append(full["full_table"])
         if args.only_full:
+            save(args, data)
             return
 
     with tempfile.TemporaryDirectory(prefix="revival-bench-") as tmp:
@@ -301,7 +333,18 @@ def main() -> None:
                 ["kept / pruned", f"{res['report']['attack']['totals']['kept']} / "
                                   f"{res['report']['mask']['totals']['pruned']}", ""]]
         print(fmt_table(rows))
-        ok_t, ok_m = res["wall"] <= 60, inc <= 1.5 * size
+        data["ff2_checkpoint"] = {"tensors": info["tensors"], "weights": info["weights"], "bytes": size,
+                                  "pruned_fraction": info["fraction"], "wall_s": res["wall"],
+                                  "peak_increment_over_size": inc / size}
+        trows = [["load + checks (s)", sec["load_and_check"], None], ["attack (s)", sec["attack"], None],
+                 ["write (s)", sec["write"], None], ["total in-process (s)", res["wall"], 60],
+                 ["process incl. start-up (s)", res["process_wall"], None],
+                 ["checkpoint size (MiB)", size / 2**20, None], ["peak RSS (MiB)", res["peak"] / 2**20, None],
+                 ["baseline RSS after imports (MiB)", res["base"] / 2**20, None],
+                 ["peak - baseline (MiB)", inc / 2**20, None], ["(peak - baseline) / size", inc / size, 1.5],
+                 ["peak / size (absolute)", res["peak"] / size, None],
+                 ["kept positions", res["report"]["attack"]["totals"]["kept"], None],
+                 ["pruned positions", res["report"]["mask"]["totals"]["pruned"], None]]
         print(f"\ntime target {'met' if ok_t else 'MISSED'}; memory target {'met' if ok_m else 'MISSED'}"
               f" (solver: {res['report']['attack']['config'].get('solver')})")
         io = run_attack(inp, out, args.threads, [], io_only=True)
@@ -309,9 +352,17 @@ def main() -> None:
         print(f"I/O alone (the same command with a no-op attack): {io['wall']:.2f} s in-process, "
               f"peak - baseline {io_inc / 2**20:.1f} MiB = {io_inc / size:.2f}x the checkpoint; the rest of the "
               f"peak is the solver's working memory.\n")
+        trows += [["I/O alone, a no-op attack: in-process (s)", io["wall"], None],
+                  ["I/O alone: (peak - baseline) / size", io_inc / size, None]]
+        data["tables"].append(table(
+            f"`revival attack` on the 16 ff.net.2 layers of SD v1.5 ({info['weights'] / 1e6:.1f}M weights, fp16, "
+            f"{size / 2**20:.1f} MiB, {100 * info['fraction']:.2f}% pruned; solver "
+            f"{res['report']['attack']['config'].get('solver')})",
+            ["measure", "value", "target (at most)"], trows, formats=["", ".2f", ""]))
 
         srows = solver_table(inp, svt_iters=args.svt_iters, svt_budget=args.svt_budget, skip_svt=args.skip_svt)
-        table = [["shape", "layers", "fast s/layer", "fast iters", "svt s/iter", "svt iters", "svt s/layer (est)",
+        srows_out = []
+        table_ = [["shape", "layers", "fast s/layer", "fast iters", "svt s/iter", "svt iters", "svt s/layer (est)",
                   "speed-up"]]
         fast_total = svt_total = 0.0
         for r in srows:
@@ -319,20 +370,41 @@ def main() -> None:
             fast_total += r["fast_s"] * r["layers"]
             svt_total += svt_layer * r["layers"]
             it = "-" if math.isnan(r["svt_iters"]) else str(r["svt_iters"])
-            table.append([r["shape"], str(r["layers"]), f"{r['fast_s']:.2f}", str(r["fast_iters"]),
+            srows_out.append([r["shape"], r["layers"], r["fast_s"], r["fast_iters"], r["svt_s_per_iter"],
+                              r["svt_iters"], svt_layer, svt_layer / r["fast_s"]])
+            table_.append([r["shape"], str(r["layers"]), f"{r['fast_s']:.2f}", str(r["fast_iters"]),
                           "-" if math.isnan(r["svt_s_per_iter"]) else f"{r['svt_s_per_iter']:.2f}", it,
                           "-" if math.isnan(svt_layer) else f"{svt_layer:.0f}",
                           "-" if math.isnan(svt_layer) else f"{svt_layer / r['fast_s']:.0f}x"])
-        table.append(["all 16", "16", f"{fast_total:.1f}", "", "", "",
-                      "-" if math.isnan(svt_total) else f"{svt_total:.0f}",
-                      "-" if math.isnan(svt_total) else f"{svt_total / fast_total:.0f}x"])
-        print(fmt_table(table))
+        table_.append(["all 16", "16", f"{fast_total:.1f}", "", "", "",
+                       "-" if math.isnan(svt_total) else f"{svt_total:.0f}",
+                       "-" if math.isnan(svt_total) else f"{svt_total / fast_total:.0f}x"])
+        srows_out.append(["all 16", 16, fast_total, None, None, None, svt_total, svt_total / fast_total])
+        print(fmt_table(table_))
         measured = [r for r in srows if "svt_iters_measured" in r]
+        note = None
         if measured:
             m = measured[0]
-            print(f"\nsvt iterations: {m['svt_iters_measured']} run on {m['shape']} within the {args.svt_budget:.0f} s budget"
-                  + (" (converged)" if m["svt_iters"] == m["svt_iters_measured"] else "; not converged, so the "
-                     "reference cap of 500 is used") + "; the same count is assumed for the other shapes.")
+            note = (f"svt iterations: {m['svt_iters_measured']} run on {m['shape']} within the {args.svt_budget:.0f} s budget"
+                    + (" (converged)" if m["svt_iters"] == m["svt_iters_measured"] else "; not converged, so the "
+                       "reference cap of 500 is used") + "; the same count is assumed for the other shapes.")
+            print("\n" + note)
+        data["tables"].append(table("default solver vs the paper's svt, per layer shape",
+                                    ["shape", "layers", "default s/layer", "default iterations", "svt s/iteration",
+                                     "svt iterations", "svt s/layer (estimated)", "speed-up"], srows_out,
+                                    formats=["", "", ".2f", "", ".2f", "", ".0f", ".0f"], note=note))
+        data["svt_estimate_s"] = svt_total
+        data["default_solver_s"] = fast_total
+    save(args, data)
+
+
+def save(args, data: dict) -> None:
+    if args.no_save:
+        return
+    from results import write_results
+
+    name = "attack_speed" + ("_proj" if args.with_proj else "") + ("_full" if args.only_full else "")
+    print(f"wrote {write_results(name, data)}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ against the original weights per layer type: over kept positions and over all pr
                                        [--ratios "cad=0.25"] [--out out/methods_table]
     python benchmarks/methods_table.py --render A/results.json B/results.json   # one table of several runs
 
-Writes OUT/results.json (after every concept, so a partial run keeps what it did) and OUT/table.md.
+Writes OUT/results.json (after every concept, so a partial run keeps what it did) and OUT/table.md;
+a finished run (or --render) also writes benchmarks/results/methods_table.json through
+benchmarks/results.py (--no-save: not), which `python benchmarks/render_docs.py` renders.
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import estimate, table, write_results  # noqa: E402
 
 METHODS = {
     # label: (method, modules, ratio). ConceptPrune on ff.net.2 keeps the demo's skill ratio; the
@@ -88,6 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ratios", default=None, help='per-method ratio overrides, e.g. "cad=0.25,neurons=0.3"')
     ap.add_argument("--render", type=Path, nargs="+", default=None,
                     help="only render the table from these results.json files (merged; labels get their ratio)")
+    ap.add_argument("--no-save", action="store_true", help="write no benchmarks/results/methods_table.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.render:
@@ -99,6 +105,8 @@ def main(argv=None) -> int:
                 ratio = part["settings"]["methods"][run["method"]][2]
                 merged["runs"].append({**run, "method": f"{run['method']} ({ratio})"})
         print(render(merged))
+        if not args.no_save:
+            print(f"wrote {save(merged, None if argv is None else [__file__, *argv])}")
         return 0
     if args.ratios:
         for item in args.ratios.split(","):
@@ -190,10 +198,70 @@ def main(argv=None) -> int:
         pipe.unet.load_state_dict(original)
     results["seconds"] = round(time.perf_counter() - t_all, 1)
     write_json(results, out_json)
-    table = render(results)
-    write_markdown(table, args.out / "table.md")
-    print(table)
+    text = render(results)
+    write_markdown(text, args.out / "table.md")
+    print(text)
+    if not args.no_save:
+        for run in results["runs"]:
+            run["method"] = f"{run['method']} ({results['settings']['methods'][run['method']][2]})"
+        print(f"wrote {save(results, None if argv is None else [__file__, *argv])}")
     return 0
+
+
+def _pooled(runs, stage, key):
+    from revival.intervals import wilson
+
+    h, n = sum(r["eval"][stage][key][0] for r in runs), sum(r["eval"][stage][key][1] for r in runs)
+    return estimate(h / n, wilson(h, n)) if n else None
+
+
+def save(results: dict, argv=None) -> Path:
+    """benchmarks/results/methods_table.json: the pooled table, sign recovery and per-concept counts."""
+    from revival.intervals import wilson
+
+    s = results["settings"]
+    methods = list(dict.fromkeys(r["method"] for r in results["runs"]))
+    main_rows, sign_rows = [], []
+    for m in methods:
+        runs = [r for r in results["runs"] if r["method"] == m]
+        erased_ok = [r for r in runs if r["eval"]["unlearned"]["erased"][0] <= 0.2 * r["eval"]["unlearned"]["erased"][1]]
+        hit = [r for r in erased_ok if r["eval"]["revived"]["erased"][0] >= 0.5 * r["eval"]["revived"]["erased"][1]]
+        main_rows.append([m, len(runs)] + [_pooled(runs, st, "erased") for st in STAGES]
+                         + [_pooled(runs, st, "preserved") for st in ("unlearned", "revived", "defended")]
+                         + [{"hits": len(hit), "n": len(erased_ok)},
+                            {"hits": sum(r["found"]["right"] for r in runs), "n": len(runs)}])
+        agg: dict = {}
+        for r in runs:
+            for t, d in r["signs"].items():
+                a = agg.setdefault(t, {"kept": [0, 0], "all": [0, 0]})
+                for k in ("kept", "all"):
+                    a[k][0] += d[k][0]; a[k][1] += d[k][1]
+        for t, a in agg.items():
+            sign_rows.append([m, t] + [estimate(a[k][0] / a[k][1], wilson(*a[k])) if a[k][1] else None
+                                       for k in ("kept", "all")])
+    concept_rows = [[r["concept"], r["method"]] + [{"hits": r["eval"][st]["erased"][0], "n": r["eval"][st]["erased"][1]}
+                                                    for st in STAGES]
+                    + [{"hits": r["eval"]["unlearned"]["preserved"][0], "n": r["eval"]["unlearned"]["preserved"][1]},
+                       r["found"]["looks_like"]] for r in results["runs"]]
+    concepts = sorted({r["concept"] for r in results["runs"]})
+    return write_results("methods_table", {
+        "title": "The pruning-based unlearning family on the testbed",
+        "about": f"Every method x {len(concepts)} concept(s): unlearn with the method's prompts; the attack exactly as "
+                 "a user runs it (layers found by their zeros, no options); Gaussian obfuscation; the attack again. "
+                 f"Evaluated on held-out prompts {list(s['templates'])} and seeds from {s['first_seed']} that the "
+                 f"unlearning never saw, {s['per_class']} images per class per stage, pooled over concepts with 95% "
+                 "Wilson intervals; each method's ratio in brackets.",
+        "settings": s, "concepts": concepts, "seconds": results.get("seconds"),
+        "tables": [
+            table("erased and preserved accuracy per stage (pooled over concepts)",
+                  ["method", "concepts", "erased: original", "unlearned", "revived", "defended", "defended + attack",
+                   "preserved: unlearned", "revived", "defended", "erased (unlearned <= 0.20) -> revived >= 0.50",
+                   "layers found right"], main_rows, formats=[""] * 2 + [".2f"] * 8 + [""] * 2),
+            table("sign recovery per layer type (pooled): kept positions / all pruned positions",
+                  ["method", "layer type", "kept", "all pruned"], sign_rows, formats=["", "", ".2f", ".2f"]),
+            table("per concept, erased images recognised (hits / images)",
+                  ["concept", "method", "original", "unlearned", "revived", "defended", "defended + attack",
+                   "preserved unlearned", "looks like"], concept_rows)]}, argv=argv)
 
 
 def render(results: dict) -> str:

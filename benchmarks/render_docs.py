@@ -41,6 +41,10 @@ def cell(value, spec: str = "") -> str:
     if isinstance(value, list):
         return "[" + ", ".join(cell(v, spec) for v in value) + "]"
     if isinstance(value, dict):
+        if set(value) == {"value", "ci"}:                # an estimate with its interval
+            return f"{cell(value['value'], spec)} {cell(value['ci'], spec)}"
+        if set(value) == {"hits", "n"}:                  # a count of a total
+            return f"{value['hits']}/{value['n']}"
         return ", ".join(f"{k} {cell(v, spec)}" for k, v in value.items())
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -48,7 +52,7 @@ def cell(value, spec: str = "") -> str:
 def markdown_table(t: dict) -> str:
     cols, rows = t["columns"], t["rows"]
     specs = t.get("formats") or [""] * len(cols)
-    numeric = [bool(rows) and all(r[i] is None or (isinstance(r[i], (int, float, list)) and not isinstance(r[i], bool))
+    numeric = [bool(rows) and all(r[i] is None or (isinstance(r[i], (int, float, list, dict)) and not isinstance(r[i], bool))
                                   for r in rows) for i in range(len(cols))]
     lines = ["| " + " | ".join(cell(c) for c in cols) + " |",
              "|" + "|".join("---:" if num else "---" for num in numeric) + "|"]

@@ -21,8 +21,10 @@ reads them. What it renders from `data` (every key optional; other keys are kept
     "page":   the docs page stem the section goes to (default "results" -> docs/results.md)
     "about":  one paragraph of prose above the tables
     "tables": [table(title, columns, rows, formats=[".3f", ".1%", ...], note=...), ...]
-              raw values in rows (numbers, strings, None -> "n/a"); the renderer formats them with
-              each column's format spec (Python's format mini-language; "" = as is)
+              raw values in rows (numbers, strings, None -> "n/a", [a, b] -> "[a, b]",
+              {"value": v, "ci": [lo, hi]} -> "v [lo, hi]", {"hits": h, "n": n} -> "h/n"); the
+              renderer formats numbers with each column's format spec (Python's format
+              mini-language; "" = as is)
 
 A results file without "tables" is rendered as a list of its scalar figures (key: value). Non-finite floats are written as null (JSON has no NaN); anything that is not
 JSON data (numbers, strings, bools, None, lists/tuples, dicts with string keys; a one-element
@@ -123,6 +125,11 @@ def table(title: str, columns, rows, *, formats=None, note: str | None = None) -
     if note:
         out["note"] = str(note)
     return out
+
+
+def estimate(value, ci) -> dict:
+    """A table cell holding an estimate and its interval, rendered "value [lo, hi]"."""
+    return {"value": value, "ci": list(ci)}
 
 
 def write_results(name: str, data: dict, *, argv=None, folder=None) -> Path:

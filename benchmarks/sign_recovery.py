@@ -21,6 +21,9 @@ and seconds (one thread).
     python benchmarks/sign_recovery.py --testbed       # the committed testbed UNet instead (GEGLU side info)
     python benchmarks/sign_recovery.py --both [--compare]  # both FFN linears pruned; the default attack, no flags
                                                            # (--compare: no side / damaged partner as is / default)
+
+Writes benchmarks/results/sign_recovery[_testbed][_quick].json or sign_recovery_both.json
+(benchmarks/results.py) unless --no-save; `python benchmarks/render_docs.py` renders them.
 """
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ import time
 
 import torch
 from safetensors import safe_open
+
+import sys
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import table, write_results  # noqa: E402
 
 from revival.attack.completion import complete
 from revival.attack.signs import top_k_signs
@@ -124,7 +131,7 @@ SETTINGS = {
 }
 
 
-def ablation(sd: dict, seeds: list[int], keep: float = 0.6) -> None:
+def ablation(sd: dict, seeds: list[int], keep: float = 0.6) -> list[list]:
     """Kept-sign accuracy per layer type when both linears are pruned: no side information;
     the damaged partner taken as it is (its zeros read as values); the default (partner's
     pruned entries left out of the fit, first estimates in their place, validated)."""
@@ -164,9 +171,10 @@ def ablation(sd: dict, seeds: list[int], keep: float = 0.6) -> None:
     print("|---|---|---|---|")
     for (kind, label), accs in rows.items():
         print(f"| {kind} | {label} | {statistics.mean(accs):.3f} | {min(accs):.3f} |")
+    return [[kind, label, statistics.mean(accs), min(accs)] for (kind, label), accs in rows.items()]
 
 
-def both_layers(seeds: list[int], keep: float = 0.6, compare: bool = False) -> int:
+def both_layers(seeds: list[int], keep: float = 0.6, compare: bool = False, save: bool = True) -> int:
     """Both feed-forward linears pruned (CAD-Erase's setting): ConceptPrune-like masks on every
     layer's `intermediate.dense` [1536, 384] and `output.dense` [384, 1536]; then the default
     attack exactly as a user runs it: layers found by their zeros, `revive` with no options.
@@ -182,6 +190,7 @@ def both_layers(seeds: list[int], keep: float = 0.6, compare: bool = False) -> i
     print("| mask seed | layer type | layers found | pruned | sign acc. kept (keep 0.6) | sign acc. all pruned | side chosen |")
     print("|---|---|---|---|---|---|---|")
     worst = {k: 1.0 for k in kinds}
+    out_rows, seconds = [], []
     for seed in seeds:
         pruned = dict(sd)
         names = []
@@ -211,12 +220,33 @@ def both_layers(seeds: list[int], keep: float = 0.6, compare: bool = False) -> i
             worst[kind] = min(worst[kind], acc)
             print(f"| {seed} | {kinds[kind]} | {sum(k in found for k in keys)}/{len(keys)} | {n_a} | "
                   f"{acc:.3f} | {right_a / max(1, n_a):.3f} | {', '.join(sides)} |", flush=True)
+            out_rows.append([seed, kinds[kind], f"{sum(k in found for k in keys)}/{len(keys)}", n_a, acc,
+                             right_a / max(1, n_a), ", ".join(sides)])
         print(f"(seed {seed}: {len(found)} layers found, attack {secs:.1f} s)", flush=True)
-    if compare:
-        ablation(sd, seeds, keep)
+        seconds.append(secs)
+    abl = ablation(sd, seeds, keep) if compare else None
     ok = all(v >= 0.75 for v in worst.values())
     print("\nlowest kept-sign accuracy per layer type: " +
           ", ".join(f"{k} {v:.3f}" for k, v in worst.items()) + f"; target >= 0.75: {'met' if ok else 'NOT met'}")
+    if save:
+        tables = [table("the default attack, no options, per mask seed (pooled over the 6 layers)",
+                        ["mask seed", "layer type", "layers found", "pruned", f"sign acc. kept (keep {keep})",
+                         "sign acc. all pruned", "side chosen"], out_rows,
+                        formats=["", "", "", "", ".3f", ".3f", ""],
+                        note="Lowest kept-sign accuracy per layer type: "
+                             + ", ".join(f"{k} {v:.3f}" for k, v in worst.items())
+                             + f"; attack seconds per seed {', '.join(f'{x:.1f}' for x in seconds)} (one thread).")]
+        if abl:
+            tables.append(table("side information, per layer type (mean and lowest over layers x seeds)",
+                                ["layer type", "side information", "mean kept-sign accuracy", "min"], abl,
+                                formats=["", "", ".3f", ".3f"]))
+        path = write_results("sign_recovery_both", {
+            "title": "Sign recovery with both feed-forward linears pruned (MiniLM-L6)",
+            "about": "ConceptPrune-like masks on every layer's intermediate.dense and output.dense of the real "
+                     "MiniLM-L6 weights; the attack exactly as a user runs it: layers found by their zeros, "
+                     "revive with no options.",
+            "seeds": seeds, "keep": keep, "lowest_kept": worst, "attack_seconds": seconds, "tables": tables})
+        print(f"wrote {path}")
     return 0
 
 
@@ -233,10 +263,11 @@ def main() -> None:
                     help="prune both feed-forward linears and run the default attack (no flags) on them")
     ap.add_argument("--compare", action="store_true",
                     help="with --both: also no side / damaged partner as is / default, per layer type")
+    ap.add_argument("--no-save", action="store_true", help="print only; write no results file")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.both:
-        both_layers(args.seeds, compare=args.compare)
+        both_layers(args.seeds, compare=args.compare, save=not args.no_save)
         return
     if args.quick:
         args.layers, args.seeds = [0, 3], [0]
@@ -271,12 +302,36 @@ def main() -> None:
         a, k, t, s = (statistics.mean(x) for x in zip(*r))
         print(f"| {name} | {a:.3f} | {k:.3f} | {min(x[1] for x in r):.3f} | {t:.3f} | {s:.2f} |")
     ref = "svt (paper recipe)"
+    below = {}
     if ref in rows:
         print(f"\ncases (layer x seed) where a setting's kept accuracy is below {ref} on the same case:")
         for name, r in rows.items():
             if name != ref:
-                below = sum(x[1] < y[1] for x, y in zip(r, rows[ref]))
-                print(f"  {name}: {below} of {len(r)}")
+                below[name] = sum(x[1] < y[1] for x, y in zip(r, rows[ref]))
+                print(f"  {name}: {below[name]} of {len(r)}")
+    if args.no_save:
+        return
+    trows = []
+    for name, r in rows.items():
+        a, k, t, s = (statistics.mean(x) for x in zip(*r))
+        trows.append([name, a, k, min(x[1] for x in r), t, s]
+                     + ([f"{below[name]} of {len(r)}" if name in below else "-"] if below else []))
+    cols = ["setting", "sign acc. all pruned", "kept (keep 0.6)", "min kept", "top 10%", "seconds/layer"]
+    fmts = ["", ".3f", ".3f", ".3f", ".3f", ".2f"]
+    if below:
+        cols.append(f"cases kept below {ref}")
+        fmts.append("")
+    name = "sign_recovery" + ("_testbed" if args.testbed else "") + ("_quick" if args.quick else "")
+    path = write_results(name, {
+        "title": f"Sign recovery of the completion solvers ({source}{', quick' if args.quick else ''})",
+        "about": f"{source} {args.layers}, mask seeds {args.seeds}: ConceptPrune-like, column-clustered masks "
+                 f"({100 * statistics.mean(fracs):.2f}% pruned on average). Sign accuracy of each solver's "
+                 "completion over all pruned positions, over the kept Top-K (keep 0.6, ranked by the solver's "
+                 "confidence), over the top 10%; seconds per layer on one thread.",
+        "layers": args.layers, "seeds": args.seeds, "pruned_fraction": statistics.mean(fracs),
+        "tables": [table("sign accuracy per solver setting (mean over layers x seeds)", cols, trows,
+                         formats=fmts)]})
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
