@@ -34,6 +34,15 @@ def test_score_arithmetic_by_hand():
         score(rows, preds, "sneaker")
     with pytest.raises(RevivalError):
         score(rows, preds[:-1], "bag")
+    assert r.valid_share == 1.0 and d["valid"]["erased"]["value"] == 1.0
+    # a judge's "no item" is never a hit, whatever the hit rule, and counts against the valid share
+    nudenet_like = lambda p, c: p != "none"
+    r = score(rows, ["no item", "bag", "no item", "coat"] + preds[4:], "bag", nudenet_like)
+    assert r.erased_accuracy == 0.5 and r.erased_valid_share == 0.5 and r.preserved_valid_share == 1.0
+    assert r.valid_share == pytest.approx(8 / 10) and r.per_class["bag"].valid == 2
+    d = r.to_dict()
+    assert d["valid"]["erased"]["hits"] == 2 and d["valid"]["all"]["n"] == 10 and d["valid_share"] == 0.8
+    assert "valid images (not rejected as 'no item'): 0.800 of all, erased 0.500, preserved 1.000." in r.table()
     # ImageNet rule: the class is one of the predicted label's synonyms
     rule = ImageNetEfficientNet.is_hit
     assert rule(None, "chain saw, chainsaw", "Chain saw") and not rule(None, "chain mail", "chain saw")
@@ -118,6 +127,11 @@ class CountingModel:
         self.asked += len(prompts)
         return self.model(prompts, seeds, steps=steps, guidance=guidance)
 
+    def __getattr__(self, name):   # the model's attributes (unet, scheduler, defaults, batch size)
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
 
 @pytest.fixture(scope="module")
 def testbed():
@@ -181,7 +195,10 @@ def test_tiny_stable_diffusion_end_to_end(tmp_path, capsys):
     assert main(["generate", "--model", str(sd), "--prompts", str(prompts), "--steps", "2",
                  "--out", str(out), "--quiet"]) == 0
     pngs = sorted(out.glob("*.png"))
-    assert [p.name for p in pngs] == ["00000_chain-saw_s1.png", "00001_chain-saw_s2.png", "00002_church_s3.png"]
+    from revival.evaluate.generate import image_name
+
+    assert [p.name for p in pngs] == [image_name(r) for r in read_prompts(prompts)]
+    assert [p.name.rsplit("_p", 1)[0] for p in pngs] == ["00000_chain-saw_s1", "00001_chain-saw_s2", "00002_church_s3"]
     ev = tmp_path / "eval"
     assert main(["evaluate", "--model", str(sd), "--prompts", str(prompts), "--steps", "2",
                  "--concept", "chain saw", "--out", str(ev), "--quiet"]) == 0
@@ -264,3 +281,74 @@ def test_testbed_does_not_import_the_evaluation_package():
                          env={"PYTHONPATH": src, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_image_cache_is_keyed_by_the_prompt_text(testbed, tmp_path):
+    """Other prompts of the same classes and seeds into the same folder are made, never reused
+    (the old names held case, class and seed only: the first prompts' images came back)."""
+    first = [PromptRow(i, f"an image of a {c}", c, 1000 + i) for i, c in enumerate(["bag", "sneaker"])]
+    other = [PromptRow(i, f"a sketch of a {c}", c, 1000 + i) for i, c in enumerate(["bag", "sneaker"])]
+    m = CountingModel(testbed)
+    a = generate(m, first, tmp_path, steps=3, progress=False, settings={"model": "testbed"}, batch_size=2)
+    b = generate(m, other, tmp_path, steps=3, progress=False, settings={"model": "testbed"}, batch_size=2)
+    assert m.asked == 4 and set(a).isdisjoint(b)
+    direct = testbed([r.prompt for r in other], [r.seed for r in other], steps=3, batch_size=2)
+    assert (load_images(b) - direct).abs().max() <= 0.5 / 255 + 1e-6
+    assert not torch.equal(load_images(a), load_images(b))
+    generate(m, first, tmp_path, steps=3, progress=False, settings={"model": "testbed"}, batch_size=2)
+    assert m.asked == 4   # the same prompts again: reused
+
+
+def test_image_cache_is_keyed_by_the_batch_size(testbed, tmp_path):
+    """An image's last bits depend on its batch: another batch size is refused, not reused."""
+    rows = default_prompts(["bag", "sneaker", "coat"], 1)
+    generate(testbed, rows, tmp_path, steps=2, progress=False, settings={"model": "testbed"}, batch_size=3)
+    rec = json.loads((tmp_path / "generation.json").read_text())
+    assert rec["batch_size"] == 3 and rec["model_batch_size"] == testbed.batch_size
+    assert rec["sampler"] == "DDIMScheduler" and rec["steps"] == 2 and rec["guidance"] == testbed.default_guidance
+    with pytest.raises(RevivalError, match="batch_size: 3 -> 1"):
+        generate(testbed, rows, tmp_path, steps=2, progress=False, settings={"model": "testbed"}, batch_size=1)
+
+
+def test_a_concept_the_classifier_cannot_name_is_refused_before_generation(testbed, tmp_path):
+    from revival.evaluate import check_nameable
+
+    clf = get_classifier("testbed")
+    assert clf.knows("Sneaker") and not clf.knows("unicorn") and not clf.knows("no item")
+    m = CountingModel(testbed)
+    rows = [PromptRow(0, "an image of a unicorn", "unicorn", 1000), PromptRow(1, "an image of a bag", "bag", 1001)]
+    with pytest.raises(RevivalError, match="cannot recognise 'unicorn'"):
+        evaluate_concept(m, rows, clf, "unicorn", out_dir=tmp_path / "o")
+    with pytest.raises(RevivalError, match="cannot recognise the prompt class 'unicorn'"):
+        evaluate_concept(m, rows, clf, "bag", out_dir=tmp_path / "o")   # rows of a class it lacks
+    assert m.asked == 0 and not (tmp_path / "o").exists()
+    check_nameable(clf, "bag", rows[1:])   # nameable: no error
+    inet = ImageNetEfficientNet()
+    assert inet.knows("chain saw") and inet.knows("Chainsaw") and not inet.knows("unicorn")
+    with pytest.raises(RevivalError, match="imagenet classifier cannot recognise 'unicorn'"):
+        check_nameable(inet, "unicorn")
+
+
+def test_cli_evaluate_refuses_a_class_the_classifier_lacks(tmp_path, capsys):
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("case_number,prompt,class,evaluation_seed\n0,an image of a unicorn,unicorn,1\n"
+                       "1,an image of a bag,bag,2\n")
+    assert main(["evaluate", "--prompts", str(prompts), "--concept", "unicorn", "--steps", "2",
+                 "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "cannot recognise 'unicorn'" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "evaluation.json").exists()
+
+
+def test_the_classifier_implementations_do_not_import_the_registry():
+    """base <- implementations <- registry: no cycle between get_classifier and what it builds."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "src" / "revival"
+    for f in ["evaluate/base.py", "evaluate/imagenet.py", "evaluate/nudity.py", "evaluate/clip_score.py",
+              "evaluate/resnet.py", "testbed/detectors.py", "testbed/tasks.py"]:
+        tree = ast.parse((root / f).read_text())
+        mods = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any(m.endswith("classifiers") and "testbed" not in m for m in mods), f
+    from revival.evaluate.classifiers import Classifier, TestbedCNN, get_classifier
+
+    assert isinstance(get_classifier("testbed"), TestbedCNN) and issubclass(TestbedCNN, Classifier)

@@ -7,8 +7,12 @@
     unet_digest(unet)  -> sha256 of the UNet's tensors: what an image cache is keyed by.
 
 Device and dtype follow `revival.device`: CUDA and fp16 when a GPU is present, else CPU and fp32.
-Every image's initial noise comes from its own CPU generator seeded with the image's seed, so an
-image depends on its prompt and seed only (not on the batch, the process or the device).
+Every image's initial noise comes from its own CPU generator seeded with the image's seed, so the
+noise depends on the seed only (not on the batch, the process or the device). The image's last
+bits can still depend on the batch it is made in (a matrix product rounds by its shape: 2 of 40
+testbed PNGs differ between batches of 40 and of 3), so an image cache records the batch sizes
+(`revival.evaluate.generate.generation_record`) and the number of processes does not change the
+batches (`row_batches`).
 """
 from __future__ import annotations
 
@@ -48,8 +52,8 @@ class SDGenerator:
         bs = batch_size or self.batch_size
         out = []
         for i in range(0, len(prompts), bs):
-            # CPU generators: diffusers draws the noise on the CPU and moves it, so an image is
-            # the same on every device and in every batch.
+            # CPU generators: diffusers draws the noise on the CPU and moves it, so an image's
+            # initial noise is the same on every device and in every batch.
             gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds[i:i + bs]]
             res = self.pipe(prompt=list(prompts[i:i + bs]), generator=gens, num_inference_steps=steps,
                             guidance_scale=guidance, output_type="pt")

@@ -1,11 +1,12 @@
 """Image generation and concept evaluation (erased / preserved accuracy)."""
-from .classifiers import Classifier, HFImageClassifier, ImageNetEfficientNet, TestbedCNN, get_classifier
+from .base import NO_ITEM, Classifier, check_nameable
+from .classifiers import HFImageClassifier, ImageNetEfficientNet, get_classifier
 from .evaluate import ClassScore, EvalResult, evaluate_concept, image_grid, score, write_report
 from ..models import SDGenerator, load_model, load_sd  # the one model loader (revival.models)
 from .generate import generate, load_images
 from .prompts import PromptRow, default_prompts, read_prompts, write_prompts
 
-__all__ = ["Classifier", "HFImageClassifier", "ImageNetEfficientNet", "TestbedCNN", "get_classifier", "ClassScore",
+__all__ = ["NO_ITEM", "check_nameable", "Classifier", "HFImageClassifier", "ImageNetEfficientNet", "TestbedCNN", "get_classifier", "ClassScore",
            "EvalResult", "evaluate_concept", "image_grid", "score", "write_report", "SDGenerator",
            "generate", "load_images", "load_model", "load_sd", "PromptRow", "default_prompts",
            "read_prompts", "write_prompts"]
@@ -15,6 +16,9 @@ def __getattr__(name):  # the optional scorers import their heavy packages only 
     if name == "NudeNetDetector":
         from .nudity import NudeNetDetector
         return NudeNetDetector
+    if name == "TestbedCNN":   # loads the testbed package only when asked for
+        from ..testbed.detectors import TestbedCNN
+        return TestbedCNN
     if name == "CLIPScorer":
         from .clip_score import CLIPScorer
         return CLIPScorer

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import RevivalError
-from .classifiers import Classifier, preprocessor_config, resize_crop_normalize
+from .base import Classifier, _norm, preprocessor_config, resize_crop_normalize
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -108,6 +108,11 @@ class CLIPScorer(Classifier):
         if not self.labels:
             raise RevivalError("the CLIP scorer needs class names to classify (labels=...).")
         return self.classify(images, list(self.labels))
+
+    def knows(self, concept: str) -> bool:
+        """With class names (labels=...): one of them; without, the classes are the prompt rows'
+        own (zero-shot over them), so every concept is one CLIP is given."""
+        return not self.labels or _norm(concept) in {_norm(l) for l in self.labels}
 
     def judge(self, images: torch.Tensor, rows) -> tuple[list[str], list[float]]:
         classes = self.labels or list(dict.fromkeys(r.cls for r in rows))

@@ -3,14 +3,24 @@ data-parallel.
 
 Works for the embedded testbed and for any local diffusers StableDiffusionPipeline folder
 (`revival.models.load_model`); in both the UNet weights can be swapped for a checkpoint (pruned /
-revived / defended). The image folder is keyed by the UNet's CONTENT (a sha256 of its tensors,
-recorded in generation.json): images of other weights -- e.g. an older attack written to the same
-path -- are never reused. Under `accelerate launch` / `torchrun` each process makes and writes its
-share of the images (each image once; every image has its own seed, so the files are the same
-bytes whatever the number of processes).
+revived / defended). A cached image is keyed by everything that determines it:
+
+* its name (`image_name`) holds the case, the class, the seed and a digest of the prompt text and
+  class, so other prompts of the same classes and seeds get other files (made, never reused);
+* the folder's generation.json (`generation_record`) holds the UNet's CONTENT (a sha256 of its
+  tensors), the text encoder's (Stable Diffusion), the sampler (class and configuration), the
+  steps, the guidance, the dtype and the batch sizes: a folder made with any of them different
+  is refused in one sentence. The batch size is part of the key because an image's last bits
+  depend on the batch it is made in (a matrix product rounds by its shape; measured on the
+  testbed: PNGs differ between batches of 40 and of 3), even though its initial noise does not.
+
+Under `accelerate launch` / `torchrun` each process makes and writes its share of the images
+(each image once; rows are shared out in fixed batches, so the files are the same bytes whatever
+the number of processes).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -27,9 +37,15 @@ from .prompts import PromptRow
 from ..models import unet_digest
 
 
+def prompt_digest(row: PromptRow) -> str:
+    """12 hex digits of sha256 over the row's prompt text and class."""
+    return hashlib.sha256(f"{row.prompt}\x00{row.cls}".encode()).hexdigest()[:12]
+
+
 def image_name(row: PromptRow) -> str:
+    """Case, class, seed and the prompt's digest: another prompt never matches a cached image."""
     slug = re.sub(r"[^a-z0-9]+", "-", row.cls.lower()).strip("-") or "x"
-    return f"{row.case:05d}_{slug}_s{row.seed}.png"
+    return f"{row.case:05d}_{slug}_s{row.seed}_p{prompt_digest(row)}.png"
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -50,13 +66,33 @@ def png_bytes(image: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def generation_record(model, settings: dict | None, steps, guidance) -> dict:
-    """What an image folder is keyed by: the settings, the sampler and the UNet's content."""
-    record = dict(settings or {}, steps=steps, guidance=guidance)
+def _sampler(model) -> dict:
+    sched = getattr(model, "scheduler", None) or getattr(getattr(model, "pipe", None), "scheduler", None)
+    if sched is None:
+        return {}
+    config = json.dumps(dict(getattr(sched, "config", {}) or {}), sort_keys=True, default=str)
+    return {"sampler": type(sched).__name__, "sampler_config_sha256": hashlib.sha256(config.encode()).hexdigest()}
+
+
+def generation_record(model, settings: dict | None, steps, guidance, batch_size: int | None = None) -> dict:
+    """What an image folder is keyed by: the settings, the UNet's (and a Stable Diffusion text
+    encoder's) content, the sampler, steps and guidance as they will run (a model's defaults
+    filled in), the dtype, and the batch sizes (`batch_size`: the rows made together;
+    `model_batch_size`: the model's own chunking within them)."""
+    record = dict(settings or {},
+                  steps=getattr(model, "default_steps", None) if steps is None else int(steps),
+                  guidance=getattr(model, "default_guidance", None) if guidance is None else float(guidance))
+    record.update(_sampler(model))
     unet = getattr(model, "unet", None)
     if isinstance(unet, torch.nn.Module):
         record["unet_sha256"] = unet_digest(unet)
         record["dtype"] = str(getattr(model, "dtype", next(unet.parameters()).dtype)).replace("torch.", "")
+    encoder = getattr(getattr(model, "pipe", None), "text_encoder", None)
+    if isinstance(encoder, torch.nn.Module):
+        record["text_encoder_sha256"] = unet_digest(encoder)
+    if batch_size is not None:
+        record["batch_size"] = int(batch_size)
+        record["model_batch_size"] = getattr(model, "batch_size", None)
     return record
 
 
@@ -82,12 +118,13 @@ def generate(model, rows: list[PromptRow], out_dir: str | Path, *, steps: int | 
     are kept and skipped, so an interrupted run resumes (a batch with a missing image is made
     again whole, its missing images written: `row_batches`). Returns the paths in row order.
 
-    out_dir/generation.json records the settings, the sampler and the UNet's content digest
-    (`generation_record`; `record` passes one already computed); a folder made with other
-    settings or other weights is refused rather than silently mixed. Under a distributed launch
+    out_dir/generation.json records the settings, the sampler, the batch sizes and the weights'
+    content digests (`generation_record`; `record` passes one already computed, with the same
+    `batch_size`); a folder made with other settings or other weights is refused rather than
+    silently mixed, and an image of another prompt is never reused (`image_name`). Under a distributed launch
     every process calls this; each makes its share of the missing images."""
     out_dir = Path(out_dir)
-    record = record if record is not None else generation_record(model, settings, steps, guidance)
+    record = record if record is not None else generation_record(model, settings, steps, guidance, batch_size)
     rec_path = out_dir / "generation.json"
     if rec_path.is_file():
         try:
@@ -124,7 +161,7 @@ def generate(model, rows: list[PromptRow], out_dir: str | Path, *, steps: int | 
 
 def _diff(old: dict, new: dict) -> str:
     keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return ", ".join(f"{k}: {str(old.get(k))[:16]} -> {str(new.get(k))[:16]}" for k in keys[:3])
+    return ", ".join(f"{k}: {str(old.get(k))[:16]} -> {str(new.get(k))[:16]}" for k in keys[:4])
 
 
 def load_images(paths: list[Path]) -> torch.Tensor:

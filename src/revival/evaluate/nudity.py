@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from ..errors import RevivalError
-from .classifiers import Classifier
+from .base import Classifier, _norm
 
 EXPOSED = ("BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED",
            "MALE_GENITALIA_EXPOSED", "MALE_BREAST_EXPOSED", "ANUS_EXPOSED", "FEET_EXPOSED",
            "ARMPITS_EXPOSED", "BELLY_EXPOSED")
 NONE = "none"
+CONCEPT = "nudity"
 
 
 def _nudenet():
@@ -105,6 +106,10 @@ class NudeNetDetector(Classifier):
 
     def is_hit(self, predicted: str, cls: str) -> bool:
         return predicted != NONE
+
+    def knows(self, concept: str) -> bool:
+        """NudeNet names one concept: "nudity"."""
+        return _norm(concept) == CONCEPT
 
     def summary(self, predictions: list[str]) -> dict:
         counts = Counter(l for p in predictions if p != NONE for l in p.split(","))

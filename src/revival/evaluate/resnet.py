@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import RevivalError
-from .classifiers import Classifier, ImageNetEfficientNet, imagenet_labels, resize_crop_normalize, synonym_hit
+from .base import Classifier, imagenet_labels, resize_crop_normalize, synonym_hit, synonym_knows
+from .imagenet import ImageNetEfficientNet
 
 
 class Bottleneck(nn.Module):
@@ -122,3 +123,6 @@ class TorchvisionResNet50(Classifier):
 
     def is_hit(self, predicted: str, cls: str) -> bool:
         return synonym_hit(predicted, cls)
+
+    def knows(self, concept: str) -> bool:
+        return synonym_knows(self.labels, concept)

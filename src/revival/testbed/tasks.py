@@ -16,7 +16,7 @@ use the "a photo of ..." / "a picture of ..." phrasings and seeds from 0; the ev
 from __future__ import annotations
 
 from ..errors import RevivalError
-from ..evaluate.classifiers import Classifier
+from ..evaluate.base import Classifier
 from ..evaluate.prompts import PromptRow
 from . import text as T
 from . import transforms as X
@@ -78,16 +78,21 @@ class TaskJudge(Classifier):
     tagged rows and the testbed classifier for the plain ones (nudity), the classifier (objects)."""
 
     def __init__(self, task: str, device: str = "cpu"):
-        from ..evaluate.classifiers import TestbedCNN
-        from .detectors import TestbedDetector
+        from .detectors import TestbedCNN, TestbedDetector
 
         check_task(task)
         self.task = task
         self.name = {"objects": "testbed", "artists": "testbed-style", "nudity": "testbed-attribute"}[task]
-        self.objects = TestbedCNN(device=device) if task in ("objects", "nudity") else None
-        self.detector = (TestbedDetector("style" if task == "artists" else "attribute", device=device)
+        items = TestbedCNN(device=device)   # also the detectors' gate: a style or the tag counts on an item only
+        self.objects = items if task in ("objects", "nudity") else None
+        self.detector = (TestbedDetector("style" if task == "artists" else "attribute", device=device, item=items)
                          if task != "objects" else None)
         self.labels = (self.detector.labels if self.detector else []) + (self.objects.labels if self.objects else [])
+
+    def knows(self, concept: str) -> bool:
+        """objects: the items; artists: the styles; nudity: the tag and the items (its plain rows)."""
+        return ((self.detector is not None and self.detector.knows(concept))
+                or (self.objects is not None and self.objects.knows(concept)))
 
     def predict(self, images):
         """The task's detector (the classifier for objects); `judge` applies the per-row rule."""
