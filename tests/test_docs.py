@@ -108,3 +108,38 @@ def test_a_broken_results_file_is_named_in_one_sentence(tmp_path):
                           "--docs", str(tmp_path / "docs")], capture_output=True, text=True)
     assert out.returncode == 2 and "x.json is not a results file (missing script" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+HAND_WRITTEN = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))]
+DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
+
+
+def _hand_written():
+    for rel in HAND_WRITTEN:
+        text = (ROOT / rel).read_text(encoding="utf-8")
+        if not text.startswith(render_docs.MARK):
+            yield rel, text
+
+
+def test_hand_written_docs_hold_no_measured_figures():
+    """A number with a decimal point in the README or a hand-written docs page is a setting, so the
+    source defines it; a measured figure belongs in a results file and the generated pages."""
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "src" / "revival").rglob("*")
+                       if p.suffix in (".py", ".toml"))
+    for rel, text in _hand_written():
+        stray = sorted({m for m in DECIMAL.findall(text) if m not in source})
+        assert not stray, f"{rel} holds figures no setting in src/ defines (render them instead): {stray}"
+
+
+def test_links_and_files_named_in_the_docs_exist():
+    files = {p.name for p in (ROOT / "src" / "revival").rglob("*.py")} | {p.name for p in (ROOT / "benchmarks").glob("*.py")}
+    for rel, text in _hand_written():
+        here = (ROOT / rel).parent
+        for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" not in link:
+                assert (here / link).exists(), f"{rel} links to {link}, which does not exist"
+        for path in re.findall(r"`((?:src|benchmarks|tests|docs)/[\w./-]+)`", text):
+            assert (ROOT / path).exists(), f"{rel} names {path}, which does not exist"
+        if rel == "docs/design.md":   # its file map: every module it names is a file of the package
+            for name in re.findall(r"`(\w+\.py)`", text):
+                assert name in files, f"docs/design.md names {name}, which is no file of src/revival or benchmarks"
