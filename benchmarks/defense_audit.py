@@ -1,73 +1,101 @@
 """Every attacker against every defense, on the testbed, for every concept: the audit table.
 
-Per concept: ConceptPrune (skill ratio 0.05, 10 steps, the demo's settings) gives the unlearned
-model; each release (the unlearned model itself = "zeros", and the unlearned model defended by
-gaussian, decoy and resample) is audited by `revival.audit.audit_states` with every attacker
-(zeros, residual, method-aware, columns, reprune), against the original for localisation.
-Evaluation: held-out captions (the classes' other synonyms in templates ConceptPrune's
-statistics do not use), seeds from 1000; `--erased` images of the concept, `--preserved` of
-every other class.
+Per concept: a pruning method (--method: ConceptPrune on ff.net.2, the paper's; ConceptPrune on
+ff.net.0.proj; CAD-like in both feed-forward linears) gives the unlearned model, at the
+least-damage ratio (--target-erasure, as `revival demo` chooses it) or a fixed one; each
+release (the unlearned model itself = "zeros", and the unlearned model defended by each
+--defenses entry, the default defense by default, its randomness from the OS as a publisher
+runs it) is audited by `revival.audit.audit_states`: every attacker of the ladder on every layer
+the release changed, the original's, the release's and every attacked model's images judged on
+held-out captions and seeds from 1000; more images of the concept while an interval straddles
+the limit (up to --max-erased). The verdict is pass / fail / inconclusive (`revival.verdict`).
 
-Targets (issue 10): the zeros release fails; the default defense passes for every concept
-(every gain <= 0.10, erased <= unlearned + 0.05, preserved >= unlearned - 0.02).
+Targets: every zeros release fails with certainty; every default-defended release passes with
+certainty (no inconclusive); the defense's preserved cost per concept (mean toward <= 0.02).
 
-    python benchmarks/defense_audit.py                       # all 10 concepts (about 30 min, 1 thread)
-    python benchmarks/defense_audit.py --concepts sneaker coat --defenses resample
-    python benchmarks/defense_audit.py --json out/defense_audit.json   # results kept per concept; reruns resume
+    python benchmarks/defense_audit.py --target-erasure 0.2                     # 10 concepts, ff.net.2
+    python benchmarks/defense_audit.py --method conceptprune-proj --target-erasure 0.2
+    python benchmarks/defense_audit.py --method cad --concepts sneaker coat
+    python benchmarks/defense_audit.py --json out/da.json     # results kept per concept; reruns resume
+
+The results go to benchmarks/results/defense_audit_<method>.json (with commit, command, date and
+machine) through benchmarks/results.py, when the run covers every concept.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from revival.attack.attackers import ATTACKERS
-from revival.audit import AuditConfig, audit_states, heldout_prompts
+from revival.audit import AuditConfig, audit_states, heldout_prompts, more_heldout_rows
 from revival.defense import DEFAULT_DEFENSE, DEFENSES, apply_defense
 from revival.io import write_json
 
 RELEASES = ("zeros", *DEFENSES)
+# method label -> (revival method, modules, fixed ratio when no least-damage search applies)
+METHODS = {"conceptprune": ("conceptprune", None, 0.05),
+           "conceptprune-proj": ("conceptprune", r"transformer_blocks\.\d+\.ff\.net\.0\.proj$", 0.08),
+           "cad": ("cad", None, 0.15)}
+
+
+def unlearned_model(pipe, concept: str, args):
+    """(unlearned state, pruned layers, ratio) of `args.method` for `concept`."""
+    from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, concept_statistics
+    from revival.unlearn.least_damage import least_damage, testbed_erased_fn
+
+    method, modules, fixed = METHODS[args.method]
+    original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+    prompts = concept_prompts(concept, pipe.classes)
+    if method == "conceptprune":
+        kw = {"modules": modules} if modules else {}
+        cfg = ConceptPruneConfig(skill_ratio=args.skill_ratio or fixed, steps=10, **kw)
+        stats = concept_statistics(pipe, *prompts, cfg)
+        ratio = cfg.skill_ratio
+        if args.target_erasure is not None:   # the publisher's least-damage ratio (validation seeds from 2000)
+            ratio = least_damage(stats, cfg, testbed_erased_fn(pipe, concept, args.search_seeds, cfg),
+                                 args.target_erasure).skill_ratio
+        masks, _ = stats.masks(ConceptPruneConfig(skill_ratio=ratio, steps=10, **kw))
+    else:
+        from revival.unlearn.methods import make_masks
+
+        ratio = args.skill_ratio or fixed
+        masks, _ = make_masks(method, pipe, *prompts, ratio=ratio)
+        pipe.unet.load_state_dict(original)
+    return {**original, **apply_masks(original, masks)}, sorted(masks), ratio
 
 
 def run_concept(pipe, clf, concept: str, defenses, args) -> dict:
-    from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
-
-    from revival.unlearn.conceptprune import concept_statistics
-    from revival.unlearn.least_damage import least_damage, testbed_erased_fn
+    from revival.unlearn.conceptprune import concept_prompts
 
     original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
     prompts = concept_prompts(concept, pipe.classes)
-    cp_cfg = ConceptPruneConfig(skill_ratio=args.skill_ratio, steps=10)
-    stats = concept_statistics(pipe, *prompts, cp_cfg)
-    ratio = args.skill_ratio
-    if args.target_erasure is not None:   # the publisher's least-damage ratio (validation seeds from 2000)
-        search = least_damage(stats, cp_cfg, testbed_erased_fn(pipe, concept, args.search_seeds, cp_cfg),
-                              args.target_erasure)
-        ratio = search.skill_ratio
-    masks, _ = stats.masks(ConceptPruneConfig(skill_ratio=ratio, steps=10))
-    layers = sorted(masks)
-    unlearned = {**original, **apply_masks(original, masks)}
+    unlearned, layers, ratio = unlearned_model(pipe, concept, args)
     rows = heldout_prompts(pipe.classes, concept, args.erased, args.preserved)
-    cfg = AuditConfig(skill_ratio=ratio, steps=10)   # the attacker is told the ratio actually used
-    out = {"skill_ratio": ratio}
+    cfg = AuditConfig(skill_ratio=min(ratio, 1.0), steps=10, erased_images=args.erased, preserved_per_class=args.preserved,
+                      max_erased_images=max(args.max_erased, args.erased))
+    out = {"skill_ratio": ratio, "pruned_layers": len(layers)}
     for d in defenses:
         t0 = time.perf_counter()
         if d == "zeros":
             release, cost = unlearned, {}
         else:
             method, opts = parse_defense(d)
-            upd, res = apply_defense(unlearned, layers, method, 0, **opts)
+            upd, res = apply_defense(unlearned, layers, method, None, **opts)   # secret randomness, as published
             release, cost = {**unlearned, **upd}, res.to_dict()["totals"]
-        result, _ = audit_states(pipe, original, release, layers, concept, rows, clf, cfg,
-                                 original=original, prompts=prompts)
+        result, _ = audit_states(pipe, original, release, None, concept, rows, clf, cfg, prompts=prompts,
+                                 more_rows=more_heldout_rows(concept, cfg.first_seed))
         out[d] = {**result.to_dict(), "defense_totals": cost, "seconds": round(time.perf_counter() - t0, 1)}
-        print(f"  {concept:10s} {d:9s} (ratio {ratio:.4f}) verdict {result.verdict}  release erased {result.release['erased']:.2f} "
-              f"preserved {result.release['preserved']:.2f}  worst gain {result.worst[1]:+.2f} ({result.worst[0]})  "
-              f"[{out[d]['seconds']:.0f} s]", flush=True)
+        lg = result.largest_gain
+        print(f"  {concept:10s} {d:9s} (ratio {ratio:.4f}) verdict {result.verdict:12s} release erased "
+              f"{result.release['erased']:.2f} preserved {result.release['preserved']:.2f}  largest gain "
+              f"{lg['gain'] if lg['gain'] is not None else float('nan'):+.2f} {lg['gain_ci95']} ({lg['attacker']}), "
+              f"{result.settings['erased_images']} images  [{out[d]['seconds']:.0f} s]", flush=True)
     return out
 
 
@@ -84,67 +112,52 @@ def parse_defense(spec: str) -> tuple[str, dict]:
     return method, opts
 
 
-def table(results: dict, defenses) -> str:
-    """Markdown: mean gain (max over concepts) per attacker x release, verdicts, cost, localisation."""
-    concepts = list(results)
-    lines = [f"{len(concepts)} concepts: {', '.join(concepts)}", "",
-             "erased-accuracy gain of each attacker (mean over concepts, max in brackets):", "",
-             "| attacker | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
-    for a in ATTACKERS:
-        cells = []
-        for d in defenses:
-            g = [results[c][d]["attacks"][a]["gain"] for c in concepts if results[c][d]["attacks"][a].get("gain") is not None]
-            cells.append(f"{statistics.mean(g):+.2f} ({max(g):+.2f})" if g else "n/a")
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines.append("| **verdict: pass / concepts** | " + " | ".join(
-        f"{sum(results[c][d]['verdict'] == 'pass' for c in concepts)} / {len(concepts)}" for d in defenses) + " |")
-    lines += ["", "release accuracy vs the unlearned (zeros) model, mean over concepts (95% Wilson intervals pooled):", "",
-              "| release | erased | preserved | erased - unlearned (max) | preserved - unlearned (min) |", "|---|---|---|---|---|"]
-    for d in defenses:
-        e = [results[c][d]["release"]["erased"] for c in concepts]
-        p = [results[c][d]["release"]["preserved"] for c in concepts]
-        de = [results[c][d]["release"]["erased"] - results[c]["zeros"]["release"]["erased"] for c in concepts] \
-            if "zeros" in defenses else [float("nan")]
-        dp = [results[c][d]["release"]["preserved"] - results[c]["zeros"]["release"]["preserved"] for c in concepts] \
-            if "zeros" in defenses else [float("nan")]
-        eh = [sum(results[c][d]["release"]["erased_hits"][i] for c in concepts) for i in (0, 1)]
-        ph = [sum(results[c][d]["release"]["preserved_hits"][i] for c in concepts) for i in (0, 1)]
-        from revival.intervals import wilson
+def _g(r: dict) -> str:
+    lg = r["largest_gain"]
+    if lg["gain"] is None:
+        return "n/a"
+    ci = lg["gain_ci95"]
+    return f"{lg['gain']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] {lg['attacker']}" if ci else f"{lg['gain']:+.2f} {lg['attacker']}"
 
-        ce, cp = wilson(*eh), wilson(*ph)
-        lines.append(f"| {d} | {statistics.mean(e):.3f} [{ce[0]:.2f}, {ce[1]:.2f}] | {statistics.mean(p):.3f} "
-                     f"[{cp[0]:.2f}, {cp[1]:.2f}] | {statistics.mean(de):+.3f} ({max(de):+.2f}) | "
-                     f"{statistics.mean(dp):+.3f} ({min(dp):+.2f}) |")
-    if "zeros" in defenses:
-        lines += ["", "per concept, each defended release against the issue's three conditions (gain <= 0.10 for every "
-                  "attacker, erased <= unlearned + 0.05, preserved >= unlearned - 0.02):", "",
-                  "| concept | ratio | unlearned erased / preserved | " + " | ".join(d for d in defenses if d != "zeros")
-                  + " |", "|---|---|---|" + "---|" * (len(defenses) - 1)]
-        met = {d: 0 for d in defenses}
-        for c in concepts:
-            z = results[c]["zeros"]["release"]
-            cells = []
-            for d in defenses:
-                if d == "zeros":
-                    continue
-                r = results[c][d]
-                gain = max((a["gain"] for a in r["attacks"].values() if a.get("gain") is not None), default=0.0)
-                ok = (gain <= 0.10 and r["release"]["erased"] <= z["erased"] + 0.05
-                      and r["release"]["preserved"] >= z["preserved"] - 0.02)
-                met[d] += ok
-                cells.append(f"{'met' if ok else 'MISSED'}: gain {gain:+.2f}, "
-                             f"{r['release']['erased']:.2f} / {r['release']['preserved']:.2f}")
-            ratio = results[c].get("skill_ratio")
-            lines.append(f"| {c} | {ratio if ratio is None else f'{ratio:.4f}'} | {z['erased']:.2f} / {z['preserved']:.2f} | "
-                         + " | ".join(cells) + " |")
-        lines.append("| **all three met** | | | " + " | ".join(f"{met[d]} / {len(concepts)}" for d in defenses
-                                                          if d != "zeros") + " |")
+
+def summary(results: dict, defenses) -> dict:
+    """The targets' figures: verdict counts per release, the defense's cost per concept and its mean."""
+    concepts = list(results)
+    out = {"concepts": concepts, "verdicts": {}, "cost": {}}
+    for d in defenses:
+        out["verdicts"][d] = {v: sum(results[c][d]["verdict"] == v for c in concepts) for v in ("pass", "fail", "inconclusive")}
+        if d != "zeros" and "zeros" in defenses:
+            per = {c: {"preserved": round(results[c][d]["release"]["preserved"] - results[c]["zeros"]["release"]["preserved"], 4),
+                       "erased": round(results[c][d]["release"]["erased"] - results[c]["zeros"]["release"]["erased"], 4)}
+                   for c in concepts}
+            out["cost"][d] = {"per_concept": per,
+                              "mean_preserved": round(statistics.mean(v["preserved"] for v in per.values()), 4),
+                              "mean_erased": round(statistics.mean(v["erased"] for v in per.values()), 4)}
+    return out
+
+
+def table(results: dict, defenses) -> str:
+    """Markdown: per concept, each release's verdict and largest gain; the cost; the localisation."""
+    concepts = list(results)
+    summ = summary(results, defenses)
+    lines = ["| concept | ratio | " + " | ".join(f"{d}: verdict, largest gain [95%]" for d in defenses)
+             + " | " + " | ".join(f"{d}: preserved / erased vs zeros" for d in defenses if d != "zeros") + " |",
+             "|---|---|" + "---|" * (len(defenses) + len([d for d in defenses if d != "zeros"]))]
+    for c in concepts:
+        cells = [f"{results[c][d]['verdict']}, {_g(results[c][d])}" for d in defenses]
+        cost = [f"{summ['cost'][d]['per_concept'][c]['preserved']:+.3f} / {summ['cost'][d]['per_concept'][c]['erased']:+.3f}"
+                for d in defenses if d in summ["cost"]]
+        lines.append(f"| {c} | {results[c]['skill_ratio']:.4f} | " + " | ".join(cells + cost) + " |")
+    lines.append("| **verdicts** | | " + " | ".join(
+        ", ".join(f"{k} {v}" for k, v in summ["verdicts"][d].items()) for d in defenses)
+        + " | " + " | ".join(f"mean {summ['cost'][d]['mean_preserved']:+.3f} / {summ['cost'][d]['mean_erased']:+.3f}"
+                             for d in defenses if d in summ["cost"]) + " |")
     lines += ["", "localisation against each release (mean over concepts): entry AUC / column AUC", "",
               "| attacker | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
     for a in ATTACKERS:
         cells = []
         for d in defenses:
-            loc = [results[c][d]["attacks"][a].get("localisation") for c in concepts]
+            loc = [(results[c][d]["attacks"].get(a) or {}).get("localisation") for c in concepts]
             loc = [x for x in loc if x]
             cells.append(f"{statistics.mean(x['entry_auc'] for x in loc):.2f} / "
                          f"{statistics.mean(x['column_auc'] for x in loc):.2f}" if loc else "n/a")
@@ -158,14 +171,16 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--concepts", nargs="*", default=None)
-    ap.add_argument("--defenses", nargs="*", default=list(RELEASES),
+    ap.add_argument("--method", default="conceptprune", choices=list(METHODS))
+    ap.add_argument("--defenses", nargs="*", default=["zeros", DEFAULT_DEFENSE],
                     help=f"releases among {', '.join(RELEASES)}; options as resample:column_share=0.4,hot=column")
     ap.add_argument("--erased", type=int, default=60, help="evaluation images of the concept")
     ap.add_argument("--preserved", type=int, default=5, help="evaluation images of every other class")
-    ap.add_argument("--skill-ratio", type=float, default=0.05,
-                    help="ConceptPrune's skill ratio (without --target-erasure)")
+    ap.add_argument("--max-erased", type=int, default=240, help="most images of the concept while inconclusive")
+    ap.add_argument("--skill-ratio", type=float, default=None,
+                    help="the method's ratio (without --target-erasure; default: the method's own)")
     ap.add_argument("--target-erasure", type=float, default=None,
-                    help="choose each concept's ratio as the demo does: the least that erases to this accuracy")
+                    help="ConceptPrune: each concept's ratio as the demo chooses it, the least that erases to this")
     ap.add_argument("--search-seeds", type=int, default=60, help="validation images per probe of that search")
     ap.add_argument("--json", type=Path, default=None, help="keep results here (per concept; resumes)")
     ap.add_argument("--threads", type=int, default=1)
@@ -174,20 +189,31 @@ def main() -> None:
     pipe = load_pipeline()
     clf = get_classifier("testbed")
     concepts = args.concepts or list(pipe.classes)
+    original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
     results = json.loads(args.json.read_text()) if args.json and args.json.is_file() else {}
     t0 = time.time()
     for c in concepts:
         if c in results and all(d in results[c] for d in args.defenses):
             continue
         results[c] = {**results.get(c, {}), **run_concept(pipe, clf, c, args.defenses, args)}
+        pipe.unet.load_state_dict(original)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             write_json(results, args.json)
     done = {c: results[c] for c in concepts if c in results}
     print()
     print(table(done, list(args.defenses)))
-    print(f"\ndefault defense: {DEFAULT_DEFENSE}; {args.erased} erased + {args.preserved} x 9 preserved images per "
-          f"model; ({time.time() - t0:.0f} s, {args.threads} thread(s))")
+    print(f"\nmethod {args.method}; default defense: {DEFAULT_DEFENSE}; {args.erased} (up to {args.max_erased}) erased + "
+          f"{args.preserved} x 9 preserved images per model; ({time.time() - t0:.0f} s, {args.threads} thread(s))")
+    if set(done) == set(pipe.classes):   # a whole run: the results file the docs are rendered from
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from results import write_results
+
+        path = write_results(f"defense_audit_{args.method}", {"settings": {k: v for k, v in vars(args).items() if k != "json"},
+                                                              "summary": summary(done, list(args.defenses)),
+                                                              "table": table(done, list(args.defenses)),
+                                                              "concepts": done})
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

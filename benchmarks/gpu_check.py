@@ -11,7 +11,10 @@ Checks (each prints PASS/FAIL and its seconds):
                  masks on the GPU) -> `revival attack` -> `revival defend` -> `revival evaluate`
                  (images on the GPU, report written), each as the CLI runs it.
  3. testbed      `revival experiment` with the five stages on the embedded testbed, on the GPU.
- 4. full UNet    a random-init UNet with SD v1.5's config (860M parameters, fp16, all tensors as a
+ 4. audit        `revival audit` with every attacker of the ladder on a testbed ConceptPrune release, on
+                 the device (fp32, the audit's default) and on the CPU: every attacker must run, and
+                 the two verdicts and each attacker's erased accuracy must agree.
+ 5. full UNet    a random-init UNet with SD v1.5's config (860M parameters, fp16, all tensors as a
                  diffusers folder, ff.net.2 pruned ~2%), attacked by `revival attack --device cuda`:
                  wall time including load and write, against the time to copy the folder (I/O floor).
 Exit status 0 when every check passes.
@@ -116,6 +119,36 @@ def testbed(tmp: Path, device: str, dtype: str) -> str:
     return "erased " + ", ".join(f"{k} {v:.2f}" for k, v in row["erased"].items())
 
 
+def audit_run(tmp: Path, release: Path, device: str) -> dict:
+    from revival.cli import main
+
+    out = tmp / f"audit-{device.replace(':', '-')}"
+    rc = main(["audit", "--model", "testbed", "--release", str(release), "--concept", "sneaker", "--out", str(out),
+               "--erased-images", "20", "--preserved-images", "1", "--device", device, "--quiet"])
+    data = json.loads((out / "audit.json").read_text())
+    from revival.verdict import exit_code
+
+    assert rc == exit_code(data["verdict"]), (rc, data["verdict"])
+    return data
+
+
+@check("audit")
+def audit_check(tmp: Path, device: str) -> str:
+    from revival.attack.attackers import ATTACKERS
+
+    cli("unlearn", "--model", "testbed", "--concept", "sneaker", "--skill-ratio", "0.05", "--device", device,
+        "-o", tmp / "release.safetensors", "--quiet")
+    here = audit_run(tmp, tmp / "release.safetensors", device)
+    bad = {n: a.get("reason") for n, a in here["attacks"].items() if a["status"] != "ran"}
+    assert set(here["attacks"]) == set(ATTACKERS) and not bad, f"attackers that did not run: {bad}"
+    ref = audit_run(tmp, tmp / "release.safetensors", "cpu")
+    assert here["verdict"] == ref["verdict"], (here["verdict"], ref["verdict"])
+    diffs = {n: abs(here["attacks"][n]["erased"] - ref["attacks"][n]["erased"]) for n in ATTACKERS}
+    assert max(diffs.values()) <= 0.10, f"erased accuracy differs from the CPU's: {diffs}"
+    return (f"verdict {here['verdict']} (CPU: {ref['verdict']}); largest gain {here['largest_gain']['gain']:+.2f} by "
+            f"{here['largest_gain']['attacker']}; max |erased - CPU's| {max(diffs.values()):.2f}")
+
+
 @check("full UNet")
 def full_unet(tmp: Path, device: str) -> str:
     from diffusers import UNet2DConditionModel
@@ -143,7 +176,8 @@ def full_unet(tmp: Path, device: str) -> str:
     t = time.perf_counter()
     cli("attack", src, "-o", tmp / "sd15-revived", "--device", device, "--quiet")
     wall = time.perf_counter() - t
-    rep = json.loads((tmp / "sd15-revived" / "revival_report.json").read_text())
+    report = next(p for p in (tmp / "sd15-revived.report.json", tmp / "sd15-revived" / "revival_report.json") if p.exists())
+    rep = json.loads(report.read_text())
     assert rep["attack"]["totals"]["kept"] > 0
     return (f"{n / 1e6:.0f}M params, {size / 2**30:.2f} GiB: attack {wall:.1f} s incl. load+write "
             f"(copy of the folder, the I/O floor: {floor:.1f} s; target <= 20 s)")
@@ -163,10 +197,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="revival-gpu-check-") as d:
         tmp = Path(d)
         policy(args.device, args.dtype)
-        for sub in ("sd", "tb", "full"):
+        for sub in ("sd", "tb", "audit", "full"):
             (tmp / sub).mkdir()
         tiny_sd(tmp / "sd", args.device, dtype)
         testbed(tmp / "tb", args.device, dtype)
+        audit_check(tmp / "audit", args.device)
         if not args.skip_full:
             full_unet(tmp / "full", args.device)
     ok = all(r[1] for r in RESULTS)

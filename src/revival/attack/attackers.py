@@ -35,7 +35,7 @@ from ..errors import RevivalError
 from .magnitudes import get_magnitude
 from ..seeding import item_seed
 from .config import AttackConfig
-from .located import AttackContext, Located, top_fraction
+from .located import AttackContext, Located, top_fraction  # noqa: F401 (attackers' public names)
 from .partners import revive_layer
 from .signs import top_k_signs
 

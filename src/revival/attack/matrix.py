@@ -6,12 +6,17 @@ partners, whole rows) builds on these and is what every caller uses.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..seeding import item_seed
 from .completion import complete
 from .magnitudes import get_magnitude
 from .signs import top_k_signs
+
+if TYPE_CHECKING:
+    from .config import AttackConfig
 
 
 def side_features(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int, int],
