@@ -104,6 +104,7 @@ def test_dtype_spellings():
 
 @pytest.mark.parametrize("argv, needle", [
     (["attack", "x", "-o", "y", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["attack", "x", "-o", "y", "--magnitdue", "mean"], "did you mean --magnitude? (see `revival attack --help`)"),
     (["attack", "x"], "required: -o/--out/--output"),
     (["unlearn", "-o", "y"], "--concept"),
     (["defend", "x", "-o", "y", "--stats", "column"], "invalid choice"),
@@ -270,6 +271,23 @@ def test_a_safetensors_name_writes_one_file(tiny_unet, tmp_path, capsys):
         assert a.format == "safetensors" and a.naming == "diffusers" and set(a.tensors) == set(b.tensors)
         assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in b.tensors)
         assert json.loads((tmp_path / f"{verb}.safetensors.report.json").read_text())["output"] == str(one)
+
+
+@pytest.mark.parametrize("kind", ["folder_sharded", "folder_bin", "folder_fp16"])
+def test_any_diffusers_folder_to_one_file(checkpoint_files, tmp_path, capsys, kind):
+    src = checkpoint_files[kind]
+    before = file_bytes(src)
+    rc, _, err = run(capsys, "attack", src, "-o", tmp_path / "one.safetensors", "--seed", "2", "--quiet")
+    assert rc == 0, err
+    rc, _, err = run(capsys, "attack", src, "-o", tmp_path / "folder", "--seed", "2", "--quiet")
+    assert rc == 0, err
+    a, b = load_checkpoint(tmp_path / "one.safetensors"), load_checkpoint(tmp_path / "folder")
+    assert (tmp_path / "one.safetensors").is_file() and a.naming == "diffusers"
+    assert set(a.tensors) == set(b.tensors)
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) and a.tensors[k].dtype == b.tensors[k].dtype for k in b.tensors)
+    assert file_bytes(src) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "folder.report.json", "one.safetensors",
+                                                           "one.safetensors.report.json"]
 
 
 def test_reports_go_beside_the_output_never_inside(tiny_unet, tmp_path, capsys):

@@ -36,6 +36,23 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):  # noqa: D401 - argparse's hook
         raise UsageError(f"{message} (see `{self.prog} --help`).")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse, but an unknown option names the verb's help and the closest option."""
+        import difflib
+
+        parsed, extras = self.parse_known_args(args, namespace)
+        if not extras:
+            return parsed
+        parser = self
+        for name in ("verb", "testbed_verb"):  # the (sub-)verb's own parser, for its options
+            choices = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+            if getattr(parsed, name, None) in choices:
+                parser = choices[getattr(parsed, name)]
+        known = [s for a in parser._actions for s in a.option_strings]
+        close = difflib.get_close_matches(extras[0], known, n=1) if extras[0].startswith("-") else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unrecognized arguments: {' '.join(extras)}{hint} (see `{parser.prog} --help`).")
+
 
 # --------------------------------------------------------------------------- argparse types
 
