@@ -190,6 +190,20 @@ def test_unlearn_checks_outputs_before_loading_the_model(tmp_path, capsys, monke
     assert calls == [] and file_bytes(tmp_path) == before and file_bytes(testbed_unet()) == weights
 
 
+def test_testbed_training_checks_its_output_before_training(tmp_path, capsys, monkeypatch):
+    calls = forbid(monkeypatch, "revival.testbed.classifier", "train_classifier")
+    calls += forbid(monkeypatch, "revival.testbed.train", "train_testbed")
+    (tmp_path / "c.safetensors").write_text("mine")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "unet").mkdir()
+    for argv, needle in ((["classifier", "-o", tmp_path / "c.safetensors"], "--overwrite"),
+                         (["train", "--out", tmp_path / "w"], "--overwrite"),
+                         (["train", "-o", tmp_path / "c.safetensors", "--overwrite"], "is a file")):
+        rc, _, err = run(capsys, "testbed", *argv)
+        assert rc == 2 and one_sentence(err, needle), err
+    assert calls == [] and (tmp_path / "c.safetensors").read_text() == "mine"
+
+
 def test_audit_checks_its_folder_before_any_work(tiny_unet, tmp_path, capsys, monkeypatch):
     calls = forbid(monkeypatch, "revival.audit", "audit")
     (tmp_path / "audit").mkdir()

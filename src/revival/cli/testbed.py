@@ -13,7 +13,7 @@ def register(sub) -> None:
     tsub = t.add_subparsers(dest="testbed_verb", required=True, metavar="ACTION")
     tr = O.verb(tsub, "train", "train the testbed UNet from a seed (42 min on one CPU thread; bit-identical to the "
                                "committed weights)", "Train the testbed UNet from a seed; writes OUT/unet "
-                               "(default: ./testbed-weights).", O.OUT_OPTIONAL, O.SEED)
+                               "(default: ./testbed-weights).", O.OUT_OPTIONAL, O.OVERWRITE, O.SEED)
     tr.add_argument("--steps", type=int, default=None, help="stage-1 optimizer steps (default: the committed run's)")
     tr.add_argument("--ff-steps", type=int, default=None,
                     help="stage-2 steps with the feed-forward dependence loss (0: skip stage 2)")
@@ -29,28 +29,31 @@ def register(sub) -> None:
     epochs.add_argument("--epochs", type=int, default=None, help="training epochs (classifier 4, detector 2)")
     tc = O.verb(tsub, "classifier", "train the testbed's Fashion-MNIST classifier",
                 "Train the testbed's classifier; writes OUT (default testbed-weights/classifier.safetensors).",
-                O.OUT_OPTIONAL, O.SEED, epochs)
+                O.OUT_OPTIONAL, O.OVERWRITE, O.SEED, epochs)
     tc.set_defaults(func=_train_classifier)
     td = O.verb(tsub, "detector", "train the style or attribute detector of the testbed's tasks",
                 "Train a task detector; writes OUT (default testbed-weights/KIND_detector.safetensors).",
-                O.OUT_OPTIONAL, O.SEED, epochs)
+                O.OUT_OPTIONAL, O.OVERWRITE, O.SEED, epochs)
     td.add_argument("--kind", required=True, choices=["style", "attribute"])
     td.set_defaults(func=_train_detector)
 
 
-def _defaults(args, out: str, epochs: int | None = None):
-    """The verb's defaults for the shared options left out (None)."""
+def _defaults(args, out: str, epochs: int | None = None, folder: bool = False):
+    """The verb's defaults for the shared options left out (None); the output checked before
+    any training (an existing one only with --overwrite)."""
     args.out = Path(args.out or out)
     args.seed = 0 if args.seed is None else args.seed
     if epochs is not None:
         args.epochs = epochs if args.epochs is None else args.epochs
+    O.plan({"the output": args.out}, [getattr(args, "init_from", None)], overwrite=args.overwrite,
+           folders={"the output": folder})
     return args
 
 
 def _train(args) -> int:
     from ..testbed import train as T
 
-    args = _defaults(args, "testbed-weights")
+    args = _defaults(args, "testbed-weights", folder=True)
 
     s = T.train_testbed(args.out, seed=args.seed, steps=args.steps or T.DEFAULT_STEPS,
                         ff_steps=T.DEFAULT_FF_STEPS if args.ff_steps is None else args.ff_steps,
