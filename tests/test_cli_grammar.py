@@ -94,6 +94,14 @@ def test_global_defaults_when_left_out():
     assert args.threads is None and args.quiet is False
 
 
+def test_choices_follow_their_registries():
+    from revival.cli import options
+    from revival.evaluate.classifiers import CLASSIFIERS
+    from revival.unlearn.conceptprune import PRESETS
+
+    assert options.CLASSIFIERS == tuple(CLASSIFIERS) and options.TASKS == tuple(PRESETS)
+
+
 def test_dtype_spellings():
     p = build_parser()
     assert p.parse_args(["unlearn", "--concept", "c", "-o", "x", "--dtype", "float16"]).dtype == "fp16"

@@ -16,7 +16,7 @@ def register(sub) -> None:
     sampling.add_argument("--steps", dest="inference_steps", type=int, default=None, help="= --inference-steps")
     sampling.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
     sampling.add_argument("--batch-size", type=int, default=100)
-    parents = (O.MODEL, sampling, O.PROMPTS, O.INFERENCE, O.DEVICE, O.DTYPE)
+    parents = (O.MODEL, O.PROMPTS, O.INFERENCE, sampling, O.DEVICE, O.DTYPE)
 
     g = O.verb(sub, "generate", "prompts x seeds -> PNG images (resumable)", None, *parents, O.OUT,
                O.CONCEPT_OPTIONAL)
