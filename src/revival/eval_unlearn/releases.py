@@ -172,7 +172,7 @@ class _Stages:
             unlearned, rinfo = self._unlearned()
             updates, result = revive(unlearned, rinfo["layers"], self.attack, progress=False)
             totals = result.to_dict()["totals"]
-            return {k: unlearned[k] for k in rinfo["layers"]} | updates, {
+            return self._changed({**unlearned, **updates}), {
                 "layers": rinfo["layers"], "skill_ratio": rinfo["skill_ratio"], "attack": asdict(self.attack),
                 "revived": totals["kept"], "pruned": totals["pruned"]}
         return "release", {"attack": asdict(self.attack)}, make
@@ -185,7 +185,7 @@ class _Stages:
         def make():
             unlearned, rinfo = self._unlearned()
             updates, result = apply_defense(unlearned, rinfo["layers"], c.defense, c.seed, stats="row")
-            return {k: unlearned[k] for k in rinfo["layers"]} | updates, {
+            return self._changed({**unlearned, **updates}), {
                 "layers": rinfo["layers"], "skill_ratio": rinfo["skill_ratio"], "defense": c.defense,
                 "filled": getattr(result, "pruned", None)}
         return "release", {"defense": c.defense, "seed": c.seed, "stats": "row"}, make
@@ -228,11 +228,17 @@ class _Stages:
                                 for k in ("erased", "preserved", "located", "refused") if k in f}
                          for name, f in facts["attackers"].items()}
             self.log(f"revival: the strongest attacker of the defended release: {facts['strongest']}")
-            return {k: state[k] for k in layers}, {
+            # every tensor the defense and the attacker changed (they may touch more than `layers`:
+            # the partner ff.net.0.proj rows, the projection bias)
+            return self._changed(state), {
                 "layers": layers, "skill_ratio": rinfo["skill_ratio"], "defense": c.defense,
                 "strongest": facts["strongest"], "attackers": attackers,
                 "selection": {"classifier": clf_name, "images": len(rows), "first_seed": rows[0].seed}}
         return "defended", own, make
+
+    def _changed(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The tensors of `state` that differ from the model's own."""
+        return {k: v for k, v in state.items() if k not in self.original or not torch.equal(v, self.original[k])}
 
     def _selection_rows(self):
         """The rows that pick the strongest attacker, and the classifier's name."""
