@@ -230,8 +230,9 @@ def test_testbed_names_the_embedded_unet(capsys):
     from revival.cli.options import checkpoint_path
     from revival.testbed.pipeline import testbed_unet_dir
 
-    assert checkpoint_path("testbed") == Path(testbed_unet_dir("objects"))
-    assert checkpoint_path("testbed", "artists") == Path(testbed_unet_dir("artists"))
+    for task in (None, "objects", "artists", "nudity"):
+        assert checkpoint_path("testbed", task) == Path(testbed_unet_dir(task or "objects"))
+        assert (checkpoint_path("testbed", task) / "config.json").is_file()
     rc, out, _ = run(capsys, "inspect", "testbed", "--json")
     info = json.loads(out)
     assert rc == 0 and info["format"] == "diffusers" and info["exposed"] is False

@@ -36,13 +36,13 @@ def register(sub) -> None:
 
 
 def _audit(args) -> int:
+    release, original = O.checkpoint_path(args.release), O.checkpoint_path(args.original, args.task)
+    inputs = [release, original, args.prompts] + ([] if str(args.model) == "testbed" else [args.model])
+    O.plan({"the output": args.out}, inputs, overwrite=args.overwrite, folders={"the output": True})
     from ..attack import AttackConfig
     from ..audit import AuditConfig, audit
     from ..verdict import exit_code
 
-    release, original = O.checkpoint_path(args.release), O.checkpoint_path(args.original, args.task)
-    inputs = [release, original, args.prompts] + ([] if str(args.model) == "testbed" else [args.model])
-    O.plan({"the output": args.out}, inputs, overwrite=args.overwrite, folders={"the output": True})
     attack = AttackConfig() if args.seed is None else AttackConfig(seed=args.seed)
     config = AuditConfig(max_gain=args.max_gain, attackers=tuple(args.attackers), erased_images=args.erased_images,
                          preserved_per_class=args.preserved_images, task=args.task or "objects",

@@ -73,9 +73,9 @@ def _settings(args) -> dict:
 
 
 def _generate(args) -> int:
+    _plan(args, args.out)
     from ..evaluate import generate
 
-    _plan(args, args.out)
     model = _load(args)
     rows = _rows(args, model)
     paths = generate(model, rows, args.out, steps=args.inference_steps, guidance=args.guidance,
@@ -88,10 +88,10 @@ def _generate(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from ..evaluate import evaluate_concept, get_classifier
-
     out = Path(args.out or f"evaluation-{'-'.join(args.concept.lower().split())}")
     _plan(args, out)
+    from ..evaluate import evaluate_concept, get_classifier
+
     model = _load(args)
     if args.task is not None:
         from ..testbed.tasks import task_evaluation

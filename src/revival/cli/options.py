@@ -208,10 +208,13 @@ def verb(sub, name: str, help: str, description: str | None = None, *parents) ->
 # --------------------------------------------------------------------------- values
 
 def testbed_unet(task: str | None = None) -> Path:
-    """The embedded testbed's UNet folder of `task` (objects: v1; artists, nudity: v2)."""
-    from ..testbed.pipeline import testbed_unet_dir
+    """The embedded testbed's UNet folder of `task` (objects: v1; artists, nudity: v2), found
+    without importing the testbed (diffusers: seconds), so that outputs are checked at once;
+    equal to `revival.testbed.testbed_unet_dir(task)` (a test keeps them so)."""
+    from importlib.util import find_spec
 
-    return Path(testbed_unet_dir(task or "objects"))
+    weights = Path(find_spec("revival.testbed").submodule_search_locations[0]) / "weights"
+    return weights / ("unet" if task in (None, "objects") else "unet-tasks")
 
 
 def checkpoint_path(value, task: str | None = None):

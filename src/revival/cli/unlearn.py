@@ -45,12 +45,12 @@ def _plan(args) -> Path:
 
 
 def _unlearn(args) -> int:
+    report = _plan(args)  # before anything heavy is imported or loaded
     from ..errors import RevivalError
     from ..evaluate.prompts import prompt_texts as read_prompts
     from ..unlearn.conceptprune import (PRESETS, TESTBED_HALVES, TESTBED_PRESETS, ConceptPruneConfig, task_prompts,
                                         unlearn)
 
-    report = _plan(args)
     task = args.task or "objects"
     seed = 0 if args.seed is None else args.seed
     testbed = str(args.model) == "testbed"
