@@ -345,6 +345,7 @@ def main() -> None:
                  ["peak / size (absolute)", res["peak"] / size, None],
                  ["kept positions", res["report"]["attack"]["totals"]["kept"], None],
                  ["pruned positions", res["report"]["mask"]["totals"]["pruned"], None]]
+        ok_t, ok_m = res["wall"] <= 60, inc <= 1.5 * size
         print(f"\ntime target {'met' if ok_t else 'MISSED'}; memory target {'met' if ok_m else 'MISSED'}"
               f" (solver: {res['report']['attack']['config'].get('solver')})")
         io = run_attack(inp, out, args.threads, [], io_only=True)
@@ -403,6 +404,10 @@ def save(args, data: dict) -> None:
         return
     from results import write_results
 
+    load = os.getloadavg()[0]
+    data["load_average_1min"] = load
+    data["about"] += (f" Load average (1 min) at the end: {load:.1f} on {os.cpu_count()} CPUs (times grow with the "
+                      "machine's load).")
     name = "attack_speed" + ("_proj" if args.with_proj else "") + ("_full" if args.only_full else "")
     print(f"wrote {write_results(name, data)}")
 
