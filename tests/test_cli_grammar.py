@@ -329,6 +329,13 @@ def test_reports_go_beside_the_output_never_inside(tiny_unet, tmp_path, capsys):
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
     assert json.loads((tmp_path / "release" / "unet.report.json").read_text())["config"]["skill_ratio"] == 0.05
+    one = tmp_path / "release" / "coat.safetensors"   # the same pruning as one file
+    rc, _, err = run(capsys, "unlearn", "--model", sd, "--concept", "sneaker", "--skill-ratio", "0.05",
+                     "--unlearn-steps", "2", "--inference-steps", "3", "-o", one, "--quiet")
+    assert rc == 0, err
+    a, b = load_checkpoint(one), load_checkpoint(out)
+    assert one.is_file() and all(torch.equal(a.tensors[k], b.tensors[k]) for k in b.tensors)
+    assert (tmp_path / "release" / "coat.safetensors.report.json").is_file()
 
 
 # --------------------------------------------------------------------------- --quiet, the seed warning
