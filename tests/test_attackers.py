@@ -157,7 +157,7 @@ def test_cli_attack_with_a_named_attacker(tiny_unet, tmp_path, capsys):
     rc = main(["attack", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "rev"), "--attacker", "reprune", "--quiet",
                "--original", str(tiny_unet.original_dir)])
     assert rc == 0
-    rep = json.loads((tmp_path / "rev" / "revival_report.json").read_text())
+    rep = json.loads((tmp_path / "rev.report.json").read_text())
     assert rep["attacker"]["attacker"] == "reprune" and rep["attacker"]["revived"] > 0
     # reprune reads every exact zero, so against the zeros release it finds every pruned position
     assert rep["attacker"]["localisation"]["recall"] == 1.0

@@ -105,7 +105,7 @@ def test_unlearn_cli_on_a_local_sd_folder_then_inspect_names_the_layers(tiny_sd,
     assert "looks like" in capsys.readouterr().out
     # the attack with no options revives every pruned layer (not only ff.net.2)
     assert cli(["attack", str(out), "-o", str(root / f"rev-{out.name}"), "--quiet"]) == 0
-    rep = json.loads((root / f"rev-{out.name}" / "revival_report.json").read_text())
+    rep = json.loads((root / f"rev-{out.name}.report.json").read_text())
     attacked = sorted(l["name"] for l in rep["attack"]["layers"] if not l["skipped"])
     assert attacked == pruned
     if method == "neurons":                                   # whole rows: an explicit answer per layer

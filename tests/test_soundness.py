@@ -235,3 +235,51 @@ def test_the_obfuscated_attack_stage_runs_every_attacker(tmp_path):
     assert sum(a["status"] == "ran" for a in attackers.values()) >= len(ATTACKERS) - 1
     best = max(a["erased"] for a in attackers.values() if a["status"] == "ran")
     assert cell.erased.value == pytest.approx(best, abs=1e-9)
+
+
+def test_auditing_a_concept_the_release_did_not_erase_is_inconclusive(testbed):
+    """A typo'd or wrong --concept must not pass: the release draws it as the original does."""
+    pipe, state, clf = testbed
+    release, layers = conceptprune_release(pipe, state, "sneaker")
+    rows = heldout_prompts(pipe.classes, "trouser", 20, 1)
+    res, _ = audit_states(pipe, state, release, layers, "trouser", rows, clf, AuditConfig(erased_images=20),
+                          prompts=None)
+    assert res.original["draws_concept"]
+    assert res.verdict == "inconclusive" and any("does not clearly erase" in r for r in res.reasons)
+
+
+def test_changes_no_attacker_can_revive_leave_the_verdict_inconclusive(testbed):
+    from revival.verdict import decide
+
+    pipe, state, _ = testbed
+    release, layers = conceptprune_release(pipe, state, "sneaker")
+    release["conv_in.weight"] = release["conv_in.weight"] * 1.01      # a change outside any matrix
+    from revival.audit import uncovered_changes
+
+    assert uncovered_changes(state, release, layers) == ["conv_in.weight"]
+    ok = {n: {"status": "ran", "gain": 0.0, "gain_ci95": [-0.01, 0.01]} for n in ATTACKERS}
+    drew = {"draws_concept": True, "erased": 0.95, "floor": 0.5}
+    assert decide(ok, ATTACKERS, 0.1, drew, None, ["conv_in.weight"])[0] == "inconclusive"
+
+
+def test_evaluation_prompts_that_unlearning_used_are_refused(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from revival.cli import main
+    from revival.unlearn.conceptprune import task_prompts
+    from tiny_models import make_tiny_sd
+
+    sd = make_tiny_sd(tmp_path / "sd")
+    unet = load_file(str(sd / "unet" / "diffusion_pytorch_model.safetensors"))
+    for i, k in enumerate(sorted(unet)):
+        if k.endswith("ff.net.2.weight"):
+            unet[k] = unet[k].masked_fill(torch.rand(unet[k].shape, generator=torch.Generator().manual_seed(i)) < 0.1, 0)
+    save_file(unet, str(tmp_path / "release.safetensors"))
+    own = task_prompts("objects", "church")[0][0]
+    csv = tmp_path / "p.csv"
+    csv.write_text(f"case_number,prompt,class,seed\n0,{own},church,1000\n1,a golf ball,golf ball,1000\n")
+    capsys.readouterr()
+    rc = main(["audit", "--model", str(sd), "--release", str(tmp_path / "release.safetensors"), "--concept", "church",
+               "--prompts", str(csv), "--out", str(tmp_path / "audit"), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unlearning prompts" in err and not (tmp_path / "audit").exists()

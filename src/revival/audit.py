@@ -194,12 +194,18 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
         raise RevivalError("the release's target layers equal the original's: it is not pruned, so there is nothing to audit.")
     zeros_found = _exposed_layers(release, layers)
     steps, ratio = config.steps or 10, config.skill_ratio or 0.05
+    # the attackers are told the share of entries the release changed (as an attacker trying several
+    # shares would find): a publisher's wrong --skill-ratio cannot make them weaker
+    share = sum(int(t.sum()) for t in truth.values()) / max(1, sum(t.numel() for t in truth.values()))
+    fraction = min(0.49, max(1e-4, share))
     looks = config.looks if more_rows is not None else 1
     z = NormalDist().inv_cdf(1 - 0.025 / looks)
     result = AuditResult(concept=concept, limit=float(config.max_gain), release={}, layers=layers,
+                         uncovered=uncovered_changes(model_state, release, layers),
                          settings={"attackers": list(config.attackers), "attack": asdict(config.attack),
                                    "skill_ratio": ratio, "steps": steps, "first_seed": config.first_seed,
-                                   "looks_allowed": looks, "interval_z": round(z, 4), "original_floor": config.original_floor})
+                                   "looks_allowed": looks, "interval_z": round(z, 4), "original_floor": config.original_floor,
+                                   "located_fraction": round(fraction, 6)})
     _log(progress, f"evaluating the original model ({len(rows)} images)")
     res, out = evaluate_state(pipeline, model_state, rows, classifier, concept, config)
     models = {"original": _Evidence(res, out)}
@@ -211,7 +217,7 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
     res, out = evaluate_state(pipeline, release, rows, classifier, concept, config)
     models["release"] = _Evidence(res, out)
     if draws:
-        ctx = AttackContext(config=config.attack, skill_ratio=ratio, steps=steps, prompts=prompts,
+        ctx = AttackContext(config=config.attack, fraction=fraction, skill_ratio=ratio, steps=steps, prompts=prompts,
                             activations=release_activations(pipeline, release, steps, config.attack.seed,
                                                             config.inference_steps, config.guidance, layers=layers)
                             if prompts is not None else None)
@@ -265,6 +271,20 @@ def _run_one(name, release, layers, ctx, truth, original):
     entry["signs"] = sign_scores(original, release, updates, truth)
     entry["seconds"] = round(time.perf_counter() - ta, 2)
     return entry, ({**release, **updates} if updates else release)
+
+
+def uncovered_changes(model_state, release, layers) -> list[str]:
+    """Tensors the release changed that no attacker revives: not an audited matrix, nor the bias of
+    one (a defense redraws the biases of the units it retires)."""
+    covered = set(layers) | {n[: -len("weight")] + "bias" for n in layers if n.endswith("weight")}
+    out = []
+    for k, r in release.items():
+        m = model_state.get(k)
+        if k in covered or m is None or tuple(m.shape) != tuple(r.shape):
+            continue
+        if not torch.equal(m.to(device=r.device, dtype=r.dtype), r):
+            out.append(k)
+    return out
 
 
 def _exposed_layers(release, layers) -> list[str]:
@@ -391,6 +411,10 @@ def audit(model: str, release, concept: str, out, *, original=None, prompts_csv=
                 raise RevivalError(f"the original has no layer {n!r}.")
             orig_state[n] = orig_ckpt.tensors[n].to(device=model_state[n].device, dtype=model_state[n].dtype)
     prompts = concept_prompts(concept, pipe.classes) if testbed else task_prompts(config.task, concept)
+    used = {r.prompt.strip().lower() for r in rows} & {t.strip().lower() for t in (*prompts[0], *prompts[1])}
+    if used:
+        raise RevivalError(f"{len(used)} evaluation prompt(s) are ConceptPrune's own unlearning prompts (e.g. "
+                           f"{sorted(used)[0]!r}); evaluate on prompts unlearning did not use.")
     config = replace(config, skill_ratio=ratio, steps=steps,
                      attack=replace(config.attack, device=config.attack.device or str(place.device)))
     result, grid = audit_states(pipe, model_state, rel_state, names, concept, rows, clf, config,

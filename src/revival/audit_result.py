@@ -39,12 +39,13 @@ class AuditResult:
     original: dict | None = None
     ladder: tuple[str, ...] = ATTACKERS
     layers: list[str] = field(default_factory=list)
+    uncovered: list[str] = field(default_factory=list)   # changed tensors no attacker revives
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def decision(self) -> tuple[str, list[str]]:
-        return decide(self.attacks, self.ladder, self.limit, self.original)
+        return decide(self.attacks, self.ladder, self.limit, self.original, self.release, self.uncovered)
 
     @property
     def verdict(self) -> str:
@@ -70,6 +71,7 @@ class AuditResult:
         return {"concept": self.concept, "verdict": verdict, "reasons": reasons, "limit": self.limit,
                 "largest_gain": self.largest_gain, "release": self.release, "original": self.original,
                 "attacks": self.attacks, "ladder": list(self.ladder), "layers": list(self.layers),
+                "uncovered": list(self.uncovered),
                 "settings": self.settings, "seconds": round(self.seconds, 2), "revival_version": __version__,
                 "date": datetime.date.today().isoformat()}
 

@@ -52,7 +52,9 @@ def locate_method_aware(tensors, layers, context):
     masks, scores, counts = {}, {}, {}
     for name in layers:
         s = method_scores(weights[name], a_t[name], a_b[name], context.steps)
-        n = int(rerun[name].sum())
+        # the located count: the share the attacker was told (the audit: the share the release
+        # changed), else the size of ConceptPrune's own mask rerun on the release
+        n = int(round(context.fraction * s.numel())) if context.fraction is not None else int(rerun[name].sum())
         scores[name] = s
         masks[name] = top_fraction(s, n / s.numel()) if n else torch.zeros(s.shape, dtype=torch.bool)
         counts[name] = n
