@@ -8,11 +8,12 @@ Config (`metric.config` of an eval-unlearn run config):
 
     concept      the concept (required)
     images       how many prompts of the concept (default 20, the demo's seeds_per_class)
-    first_seed   the seed of the first (default 1000, the demo's held-out seeds); recorded in the
-                 batches' metadata. revival's techniques give image k the seed first_seed + k.
-    prompts      a prompt CSV (prompt, class, seed) whose rows of the concept are used instead
+    first_seed   the seed of the first (default 1000, the demo's held-out seeds), recorded in the
+                 batch's metadata: revival's techniques give image i of a call the seed
+                 first_seed + i (their config's first_seed), so the prompts come in one batch
+    prompts      a prompt CSV (prompt, class, seed) whose first `images` rows of the concept are
+                 used instead (their prompts; the technique seeds them as above)
     classifier, classifier_path   the judge (default "testbed"; SD objects: "imagenet")
-    batch_size   prompts a batch (default 20)
     device       the judge's device (default CPU)
 
 The prompts are `revival.evaluate.prompts.default_prompts`: for a testbed class its held-out
@@ -39,13 +40,12 @@ class ConceptAccuracyConfig(BaseConfig):
     prompts: str | None = None
     classifier: str = "testbed"
     classifier_path: str | None = None
-    batch_size: int = 20
     device: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.concept, str) or not self.concept.strip():
             raise RevivalError("the revival_concept_accuracy metric needs concept (e.g. 'sneaker').")
-        for name, low in (("images", 1), ("batch_size", 1), ("first_seed", 0)):
+        for name, low in (("images", 1), ("first_seed", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise RevivalError(f"the metric setting {name} must be an integer >= {low}, got {v!r}.")
@@ -93,13 +93,12 @@ class ConceptAccuracyMetric:
         return rows
 
     def load_dataset(self) -> list[Dataset]:
-        """Batches of the concept's prompts; each batch's metadata lists their seeds."""
+        """One batch: the concept's prompts, their seeds in the metadata."""
         self.outcomes, self.predictions = [], []
-        bs = self.config.batch_size
-        return [Dataset(prompts=[r.prompt for r in part],
-                        metadata={"source": "revival held-out prompts", "seeds": [r.seed for r in part],
-                                  "classes": [r.cls for r in part]})
-                for part in (self.rows[i:i + bs] for i in range(0, len(self.rows), bs))]
+        seeds = [self.config.first_seed + i for i in range(len(self.rows))]
+        return [Dataset(prompts=[r.prompt for r in self.rows],
+                        metadata={"source": "revival held-out prompts", "seeds": seeds,
+                                  "classes": [r.cls for r in self.rows]})]
 
     def update(self, images, prompts, metadata) -> None:
         import torch
@@ -124,5 +123,5 @@ class ConceptAccuracyMetric:
         return MetricResult(name="revival_concept_accuracy", value=p["value"],
                             details={"concept": self.config.concept, "hits": p["hits"], "n": p["n"],
                                      "ci95": p["ci95"], "classifier": self.config.classifier,
-                                     "seeds": [r.seed for r in self.rows[:len(self.outcomes)]],
+                                     "seeds": [self.config.first_seed + i for i in range(len(self.outcomes))],
                                      "predictions": self.predictions})

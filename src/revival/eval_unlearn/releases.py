@@ -238,7 +238,8 @@ class _Stages:
 
     def _changed(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The tensors of `state` that differ from the model's own."""
-        return {k: v for k, v in state.items() if k not in self.original or not torch.equal(v, self.original[k])}
+        own = self.original
+        return {k: v for k, v in state.items() if k not in own or not torch.equal(v.to(own[k].device), own[k])}
 
     def _selection_rows(self):
         """The rows that pick the strongest attacker, and the classifier's name."""

@@ -12,10 +12,12 @@ so `eval-unlearn plugins` lists them and a run config names them:
       name: revival_revived
       config: {erase_concept: sneaker, model: testbed}
 
-`generate(prompts, seed)` returns PIL RGB images. Image k drawn by a technique (counted over
-all its calls) has seed `base + k`, base = the runner's seed or else the config's first_seed
-(1000: the first of the demo's held-out seeds), so a metric listing the demo's held-out prompts
-in order measures exactly the images the demo measured.
+`generate(prompts, seed)` returns PIL RGB images. Image i of a call has seed `base + i`, base =
+the runner's seed or else the config's first_seed (1000: the first of the demo's held-out seeds),
+as eval-unlearn's own free_run seeds them; so a metric that lists the demo's held-out prompts in
+one batch (revival_concept_accuracy) measures exactly the images the demo measured, in a single
+or a multi-metric run alike. Each image's noise comes from its own seed (`revival.models`): it
+does not depend on the batch.
 """
 from __future__ import annotations
 
@@ -52,7 +54,6 @@ class RevivalTechnique:
         except RevivalError as exc:
             refuse(exc)
         self.pipeline, self.info = built.pipeline, built.info
-        self.drawn = 0
 
     def generate(self, prompts: List[str], seed: Optional[int] = None, **kwargs: Any) -> List[Any]:
         """PIL images of `prompts` (see the module docstring for their seeds).
@@ -74,11 +75,10 @@ class RevivalTechnique:
         if not prompts:
             return []
         base = self.config.first_seed if seed is None else seed
-        seeds = [base + self.drawn + i for i in range(len(prompts))]
+        seeds = [base + i for i in range(len(prompts))]
         steps = kwargs.get("num_inference_steps", self.config.inference_steps)
         guidance = kwargs.get("guidance_scale", self.config.guidance)
         images = self.pipeline(prompts, seeds, steps=steps, guidance=guidance)
-        self.drawn += len(prompts)
         return [to_pil(img).convert("RGB") for img in images]
 
 
