@@ -183,6 +183,21 @@ def test_bad_config_one_sentence_before_any_work(config, msg, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.parametrize("config, msg", [
+    ({"concept": "zebra"}, "unknown concept 'zebra'; the testbed knows"),
+    ({"concept": "sneakerz", "classifier": "imagenet"}, "the imagenet classifier has no class 'sneakerz'"),
+    ({"concept": "sneaker", "images": 0}, "images must be an integer >= 1"),
+    ({"concept": "sneaker", "batch": 4}, "unknown metric setting 'batch'"),
+    ({}, "needs concept"),
+])
+def test_bad_metric_config_one_sentence(config, msg):
+    from revival.eval_unlearn.metric import ConceptAccuracyMetric
+
+    with pytest.raises(RevivalError) as exc:
+        ConceptAccuracyMetric(**config)
+    assert msg in str(exc.value) and "\n" not in str(exc.value)
+
+
 def test_bad_config_under_eval_unlearn_run_is_one_sentence(tmp_path):
     cfg = _example("testbed-revived.yaml")
     cfg["technique"]["config"]["erase_concept"] = "zebra"

@@ -76,6 +76,11 @@ class ConceptAccuracyMetric:
 
             self.judge = get_classifier(self.config.classifier, device=self.config.device or "cpu",
                                         weights=self.config.classifier_path)
+            labels = getattr(self.judge, "labels", None)
+            if self.config.classifier in ("testbed", "imagenet", "resnet50") and labels \
+                    and not any(self.judge.is_hit(label, self.config.concept) for label in labels):
+                raise RevivalError(f"the {self.config.classifier} classifier has no class {self.config.concept!r}; "
+                                   "give a concept it can name, or another classifier.")
         except RevivalError as exc:
             refuse(exc)
         self.outcomes: list[bool] = []

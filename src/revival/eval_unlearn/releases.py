@@ -74,11 +74,11 @@ class _Stages:
         from ..unlearn.conceptprune import PRESETS, ConceptPruneConfig, task_prompts, testbed_task_prompts
 
         self.config, self.log = config, log
-        log(f"revival: loading {config.model}")
-        self.pipe = load_model(config.model, device=config.device)
-        self.original = {k: v.detach().clone() for k, v in self.pipe.unet.state_dict().items()}
+        # the settings first (bad ones are refused before the model is loaded)
         if config.is_testbed:
-            self.prompts = testbed_task_prompts("objects", config.erase_concept, self.pipe.classes)
+            from ..testbed.text import CLASSES
+
+            self.prompts = testbed_task_prompts("objects", config.erase_concept, CLASSES)
             ratio, steps = 0.05, 10   # the demo's (the ratio is searched unless given)
         else:
             self.prompts = task_prompts(config.task, config.erase_concept)
@@ -88,6 +88,10 @@ class _Stages:
                                      seed=config.seed, inference_steps=config.inference_steps,
                                      guidance=config.guidance, halves="both")
         self.attack = config.attack_config()
+        model = config.model if config.is_testbed else str(Path(config.model).expanduser())
+        log(f"revival: loading {model}")
+        self.pipe = load_model(model, device=config.device)
+        self.original = {k: v.detach().clone() for k, v in self.pipe.unet.state_dict().items()}
         self.root = {"format": CACHE_FORMAT, "revival": __version__, "model": unet_digest(self.original),
                      "dtype": str(self.pipe.dtype), "device": torch.device(self.pipe.device).type,
                      "concept": config.erase_concept, "task": config.task}
