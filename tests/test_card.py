@@ -184,6 +184,7 @@ def test_awkward_strings_stay_yaml():
     ({"verdict": "pass"}, "has no 'concept'"),
     ({**audit_pass(), "verdict": "safe"}, "verdict must be one of pass, fail, inconclusive"),
     ({**audit_pass(), "attacks": []}, "must be mappings"),
+    ({**audit_pass(), "attacks": {"zeros": 0.3}}, "attacker 'zeros' must be a mapping"),
 ])
 def test_bad_input_one_sentence(bad, msg):
     with pytest.raises(RevivalError, match=re.escape(msg)) as exc:

@@ -89,6 +89,9 @@ def _check(audit) -> None:
         raise RevivalError(f"the audit's verdict must be one of {', '.join(VERDICTS)}, got {audit['verdict']!r}.")
     if not isinstance(audit["attacks"], Mapping) or not isinstance(audit["release"], Mapping):
         raise RevivalError("the audit dict's release and attacks must be mappings, as in audit.json.")
+    bad = next((n for n, a in audit["attacks"].items() if not isinstance(a, Mapping)), None)
+    if bad is not None:
+        raise RevivalError(f"the audit dict's attacker {bad!r} must be a mapping (status, gain, ...), as in audit.json.")
 
 
 def _metadata(audit: Mapping) -> dict:
