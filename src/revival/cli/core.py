@@ -83,7 +83,7 @@ def register(sub) -> None:
 
 def _outputs(args, inputs) -> Path:
     """Check the checkpoint output and its report before any work; returns the report path."""
-    from ..io.writer import default_report_path
+    from ..io.outputs import default_report_path
 
     report = args.report if args.report is not None else default_report_path(args.out)
     O.plan({"the output": args.out, "the report": report}, inputs, overwrite=args.overwrite,

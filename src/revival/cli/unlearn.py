@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 def _plan(args) -> Path:
     """Every output checked before any work; returns the report path (OUT.report.json by default)."""
-    from ..io.writer import default_report_path
+    from ..io.outputs import default_report_path
 
     inputs = O.model_inputs(args.model, args.task) + [args.target_prompts, args.base_prompts, args.word_list]
     report = args.report if args.report is not None else default_report_path(args.out)
