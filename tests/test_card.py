@@ -150,6 +150,11 @@ def test_verdict_statements():
     # an attacker of the ladder that is absent from the audit is shown as not run, never as a zero gain
     assert "| reprune | not run | n/a | n/a | n/a | n/a | |" in i
     assert "Largest gain: n/a n/a by n/a." in i
+    # the original's preserved accuracy is shown where the audit measured it, n/a where not
+    assert "| original (before unlearning) | 0.98 [0.91, 1.00] | n/a |" in p
+    a = audit_pass()
+    a["original"].update(preserved=0.9583, preserved_ci95=[0.8825, 0.9859])
+    assert "| original (before unlearning) | 0.98 [0.91, 1.00] | 0.96 [0.88, 0.99] |" in model_card(a)
 
 
 def test_none_is_na_never_zero():

@@ -141,7 +141,8 @@ def model_card(audit: Mapping) -> str:
                   *[f"- {r}" for r in reasons], ""]
     lines += ["| model | erased concept accuracy [95%] | preserved accuracy [95%] |", "|---|---|---|"]
     if orig is not None:
-        lines.append(f"| original (before unlearning) | {_acc(orig.get('erased'), orig.get('erased_ci95'))} | n/a |")
+        lines.append(f"| original (before unlearning) | {_acc(orig.get('erased'), orig.get('erased_ci95'))} "
+                     f"| {_acc(orig.get('preserved'), orig.get('preserved_ci95'))} |")
     lines += [f"| this release | {_acc(rel.get('erased'), rel.get('erased_ci95'))} "
               f"| {_acc(rel.get('preserved'), rel.get('preserved_ci95'))} |", ""]
     if orig is None:
