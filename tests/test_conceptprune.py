@@ -214,7 +214,7 @@ def test_cli_unlearn_on_a_local_sd_folder(tmp_path, capsys):
     for k in changed:
         diff = before[k] != after.tensors[k]
         assert (after.tensors[k][diff] == 0).all() and not (m[k] & ~diff & (before[k] != 0)).any()
-    report = json.loads((tmp_path / "pruned.unlearn.json").read_text())
+    report = json.loads((tmp_path / "pruned.report.json").read_text())
     assert report["totals"]["pruned"] == sum(int(v.sum()) for v in m.values())
     assert report["config"]["skill_ratio"] == 0.05
     # bad input: one sentence, exit 2, no output
@@ -231,7 +231,7 @@ def test_cli_unlearn_on_a_local_sd_folder(tmp_path, capsys):
     assert rc == 0
     again = load_checkpoint(tmp_path / "w")
     assert all(torch.equal(again.tensors[k], after.tensors[k]) for k in changed)
-    assert json.loads((tmp_path / "w.unlearn.json").read_text())["n_target_prompts"] == 2
+    assert json.loads((tmp_path / "w.report.json").read_text())["n_target_prompts"] == 2
     assert main(["unlearn", "--model", str(sd), "--concept", "x", "--word-list", str(tmp_path / "scenes.txt"),
                  "--target-prompts", str(tmp_path / "t.txt"), "-o", str(tmp_path / "o4")]) == 2
     assert "not both" in capsys.readouterr().err and not (tmp_path / "o4").exists()

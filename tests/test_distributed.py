@@ -44,7 +44,7 @@ def test_unlearn_statistics_all_reduced(tmp_path):
     m1, m2 = load_masks(tmp_path / "m1.safetensors"), load_masks(tmp_path / "m2.safetensors")
     assert m1.keys() == m2.keys() and sum(int(m.sum()) for m in m1.values()) > 0
     assert all(torch.equal(m1[k], m2[k]) for k in m1)
-    r2 = json.loads((tmp_path / "u2.unlearn.json").read_text())
+    r2 = json.loads((tmp_path / "u2.report.json").read_text())
     assert r2["config"]["processes"] == 2
 
 

@@ -93,7 +93,7 @@ def test_unlearn_cli_on_a_local_sd_folder_then_inspect_names_the_layers(tiny_sd,
               "--target-prompts", str(root / "target.txt"), "--base-prompts", str(root / "base.txt"),
               "--steps", "2", "--inference-steps", "2", "--quiet", "-o", str(out), *extra])
     assert rc == 0
-    report = json.loads(out.with_name(out.name + ".unlearn.json").read_text())
+    report = json.loads(out.with_name(out.name + ".report.json").read_text())
     assert report["method"] == method and report["totals"]["pruned"] > 0
     pruned = sorted(k for k, v in report["layers"].items() if v["pruned"] > 0)
     capsys.readouterr()
@@ -188,4 +188,4 @@ def test_cad_takes_few_inference_steps_without_conceptprune_steps(tiny_sd):
     assert cli(["unlearn", "--model", str(sd), "--method", "cad", "--ratio", "0.2", "--concept", "cat",
                 "--target-prompts", str(root / "target.txt"), "--base-prompts", str(root / "base.txt"),
                 "--inference-steps", "2", "--device", "cpu", "--quiet", "-o", str(out)]) == 0
-    assert json.loads(out.with_name(out.name + ".unlearn.json").read_text())["config"]["inference_steps"] == 2
+    assert json.loads(out.with_name(out.name + ".report.json").read_text())["config"]["inference_steps"] == 2

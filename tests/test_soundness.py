@@ -233,8 +233,9 @@ def test_the_obfuscated_attack_stage_runs_every_attacker(tmp_path):
     attackers = cell.sign_recovery["attackers"]
     assert set(attackers) == set(ATTACKERS)
     assert sum(a["status"] == "ran" for a in attackers.values()) >= len(ATTACKERS) - 1
-    best = max(a["erased"] for a in attackers.values() if a["status"] == "ran")
-    assert cell.erased.value == pytest.approx(best, abs=1e-9)
+    revived = [a["erased"] for a in attackers.values() if a["status"] == "ran" and a.get("erased") is not None]
+    assert revived, "no attacker revived anything: the stage would equal the obfuscated model by construction"
+    assert cell.erased.value == pytest.approx(max(revived), abs=1e-9)
 
 
 def test_auditing_a_concept_the_release_did_not_erase_is_inconclusive(testbed):

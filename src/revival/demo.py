@@ -384,39 +384,14 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
 
 def defended_attacks(pipeline, defended, layers, masks, prompts, cp_cfg, attack_cfg, measure, progress):
-    """Every attacker of `revival.attack.attackers` against the defended state; each revived state
-    measured. Returns (the strongest attacker's state (the defended state itself when none located
-    anything), its measurement or None, {"attackers": {name: facts}, "strongest": name or None})."""
-    from .attack.attackers import ATTACKERS, AttackContext, run_attacker
-    from .attack.activations import release_activations
+    """`revival.strongest.strongest_attack` with the demo's ConceptPrune settings; `masks`: the
+    positions unlearning changed (the attackers are told their share; localisation is scored)."""
+    from .strongest import strongest_attack
 
-    ctx = AttackContext(config=attack_cfg, skill_ratio=min(1.0, cp_cfg.skill_ratio), steps=cp_cfg.steps,
-                        prompts=prompts,
-                        activations=release_activations(pipeline, defended, cp_cfg.steps, attack_cfg.seed,
-                                                        cp_cfg.inference_steps, cp_cfg.guidance,
-                                                        halves=cp_cfg.halves))
-    facts, best = {}, (None, defended, None)
-    for name in ATTACKERS:
-        try:
-            updates, res = run_attacker(name, defended, layers, ctx, truth=masks)
-        except RevivalError as exc:
-            facts[name] = {"refused": str(exc)}
-            _log(progress, f"  {name:<13} refused: {exc}")
-            continue
-        entry = res.to_dict()
-        if not updates:
-            facts[name] = entry
-            _log(progress, f"  {name:<13} {entry.get('refused', 'revived nothing')}")
-            continue
-        measured = measure({**defended, **updates})
-        entry.update(erased=measured[0], preserved=measured[1])
-        facts[name] = entry
-        loc = entry.get("localisation") or {}
-        _log(progress, f"  {name:<13} erased {measured[0]:.3f}  preserved {measured[1]:.3f}  (located "
-                       f"{entry.get('located', 0)}, entry AUC {loc.get('entry_auc', float('nan')):.2f})")
-        if best[0] is None or measured[0] > best[2][0]:
-            best = (name, {**defended, **updates}, measured)
-    return best[1], best[2], {"attackers": facts, "strongest": best[0]}
+    return strongest_attack(pipeline, defended, layers, prompts=prompts, attack=attack_cfg,
+                            skill_ratio=cp_cfg.skill_ratio, steps=cp_cfg.steps, measure=measure,
+                            inference_steps=cp_cfg.inference_steps, guidance=cp_cfg.guidance,
+                            halves=cp_cfg.halves, truth=masks, progress=progress)
 
 
 def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], out_dir: Path,

@@ -91,15 +91,6 @@ def placement(device: str | torch.device | None = None, dtype: str | torch.dtype
     return Placement(dev, resolve_dtype(dtype, dev))
 
 
-def add_arguments(parser, device_default: str | None = None) -> None:
-    """Add `--device` and `--dtype` to an argparse parser (one wording for every verb)."""
-    parser.add_argument("--device", default=device_default,
-                        help="cpu, cuda or cuda:N (default: cuda when a GPU is present, else cpu; "
-                             "under accelerate launch/torchrun each process takes its local GPU)")
-    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
-                        help="model precision (default: fp16 on CUDA, fp32 on CPU)")
-
-
 def same_device(a: torch.device | str, b: torch.device | str) -> bool:
     """True when two devices name the same place ("cuda" and "cuda:0" on a one-GPU process agree)."""
     a, b = torch.device(a), torch.device(b)

@@ -78,34 +78,25 @@ class _Run:
 
     def strongest_attack(self) -> dict[str, torch.Tensor]:
         """Every attacker of the ladder against the obfuscated model, each revived model measured
-        (`self.measure`); the one that revives most is the stage, as in `revival demo`. An attacker
-        that locates nothing leaves the obfuscated model; one that crashes is recorded; when none
-        could run, the stage cannot be measured (RevivalError)."""
-        from .attack.activations import release_activations
-        from .attack.attackers import ATTACKERS, AttackContext, run_attacker
+        (`self.measure`); the one that revives most is the stage, as in `revival demo`
+        (`revival.strongest`). When no attacker revived anything the stage is the obfuscated model;
+        when none could run at all, the stage cannot be measured (RevivalError)."""
+        from .attack.attackers import true_mask
+        from .strongest import strongest_attack
 
         src = self.weights("obfuscated")
-        ctx = AttackContext(config=self.cfg.attack_config(), skill_ratio=min(1.0, self.c.skill_ratio), steps=self.c.steps,
-                            prompts=self.prompts,
-                            activations=release_activations(self.pipe, src, self.c.steps, self.cfg.seed,
-                                                            self.cfg.inference_steps, self.cfg.guidance,
-                                                            layers=self._layers()))
-        best, best_acc = src, None
-        for name in ATTACKERS:
-            try:
-                updates, res = run_attacker(name, src, self._layers(), ctx)
-            except Exception as exc:   # recorded; the stage needs at least one attacker that ran
-                self.attackers[name] = {"status": "errored", "reason": f"{type(exc).__name__}: {exc}"}
-                continue
-            state = {**src, **updates}
-            acc = self.measure(state) if updates else self.measure(src)
-            self.attackers[name] = {"status": "ran", "located": res.located, "erased": acc}
-            if best_acc is None or acc > best_acc:
-                best, best_acc = state, acc
-        if best_acc is None:
+        truth = true_mask(self.original, self.weights("unlearned"), self._layers())
+        state, _, facts = strongest_attack(self.pipe, src, self._layers(), prompts=self.prompts,
+                                           attack=self.cfg.attack_config(), skill_ratio=self.c.skill_ratio,
+                                           steps=self.c.steps, measure=self.measure,
+                                           inference_steps=self.cfg.inference_steps, guidance=self.cfg.guidance,
+                                           truth=truth)
+        self.attackers = {n: {k: f.get(k) for k in ("status", "located", "erased", "reason", "refused") if k in f}
+                          for n, f in facts["attackers"].items()}
+        if not any(f["status"] == "ran" for f in self.attackers.values()):
             raise RevivalError(f"no attacker could run on the obfuscated model of {self.c.name!r}: "
-                               + "; ".join(f"{n}: {a['reason']}" for n, a in self.attackers.items()))
-        return best
+                               + "; ".join(f"{n}: {f.get('reason') or f.get('refused')}" for n, f in self.attackers.items()))
+        return state
 
     def weights(self, stage: str) -> dict[str, torch.Tensor]:
         if stage in self.memo:
@@ -155,16 +146,16 @@ class _Run:
 
 
 def _measure(pipe, rows, classifier, concept: str, config: ExperimentConfig):
-    """state -> erased accuracy of `state` on the evaluation rows (in memory; the UNet's weights are
+    """state -> (erased, preserved) accuracy of `state` on the evaluation rows (in memory; the UNet's weights are
     put back after)."""
     from .attack.activations import loaded_state
     from .evaluate import evaluate_concept
 
-    def measure(state) -> float:
+    def measure(state) -> tuple[float, float]:
         with loaded_state(pipe.unet, state):
             res = evaluate_concept(pipe, rows, classifier, concept, steps=config.inference_steps,
                                    guidance=config.guidance, batch_size=config.batch_size)
-        return res.erased.value or 0.0
+        return res.erased.value or 0.0, res.preserved.value or 0.0
 
     return measure
 

@@ -310,7 +310,7 @@ def attack_release(path, output, attacker: str, config: AttackConfig | None = No
                    fraction: float | None = None, original=None, overwrite: bool = False,
                    progress: bool = False) -> dict:
     """Load a release, run `attacker`, write the revived checkpoint (input's format) and a JSON
-    report (OUT.report.json, or OUT/revival_report.json for a folder; `report` to choose).
+    report (OUT.report.json beside it, file or folder; `report` to choose).
     method-aware also needs `model` ("testbed" or a local SD pipeline folder) and `concept`.
     With `original` (the checkpoint before unlearning) the report scores the localisation.
     Returns the report dict. Bad input raises RevivalError before anything is written; an

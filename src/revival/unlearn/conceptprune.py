@@ -550,7 +550,7 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
             progress: bool = True, target_erasure: float | None = None,
             search_seeds: int | None = None, method: str = "conceptprune", masks_fn=None) -> ConceptPruneResult:
     """Erase `concept` from `model` ("testbed" or a local SD folder) and write the pruned UNet
-    to `out` in the input UNet's format, its JSON report (`report`, default OUT + '.unlearn.json')
+    to `out` in the input UNet's format, its JSON report (`report`, default OUT.report.json beside it)
     and optionally the masks (safetensors of booleans). Every output path is checked against
     the inputs (and, without `overwrite`, against existing files) before any work.
 
@@ -576,7 +576,9 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
         config = ConceptPruneConfig(skill_ratio=ratio, steps=steps,
                                     halves=TESTBED_HALVES[task] if model == "testbed" else "both")
     out = Path(out)
-    report = Path(report) if report is not None else out.with_name(out.name + ".unlearn.json")
+    from ..io import default_report_path
+
+    report = Path(report) if report is not None else default_report_path(out)
     outputs = [("the output", out), ("--report", report)] + ([("--save-masks", Path(masks_path))] if masks_path else [])
     for i, (label, path) in enumerate(outputs):
         for other_label, other in outputs[:i]:
@@ -617,7 +619,7 @@ def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None 
 
             erased_fn = task_erased_fn(pipe, pipe.classes, task, concept, search_seeds, SEARCH_FIRST_SEED,
                                        inference_steps=config.inference_steps, guidance=config.guidance)
-        search = least_damage(stats, config, erased_fn, target_erasure)
+        search = least_damage(stats, config, erased_fn, target_erasure, progress=progress and dist.is_main())
         config = replace(config, skill_ratio=search.skill_ratio)
         masks, result = stats.masks(config)
     else:

@@ -1,0 +1,65 @@
+"""The strongest attack on a release: every attacker of the ladder (`revival.attack.attackers`),
+each revived model measured, the one that revives most kept -- the "defended + attack" stage of
+`revival demo`, the "obfuscated + attack" cell of `revival experiment` and eval-unlearn's
+defended-and-attacked technique."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+
+from .attack.activations import release_activations
+from .attack.attackers import ATTACKERS, AttackContext, run_attacker
+from .attack.config import AttackConfig
+from .errors import RevivalError
+
+
+def strongest_attack(pipeline, release: Mapping[str, torch.Tensor], layers: Sequence[str], *,
+                     prompts, attack: AttackConfig, skill_ratio: float, steps: int,
+                     measure: Callable[[Mapping[str, torch.Tensor]], tuple[float, float]],
+                     inference_steps: int | None = None, guidance: float | None = None, halves: str = "both",
+                     truth: Mapping[str, torch.Tensor] | None = None, progress: bool = False):
+    """Every attacker against `release`, each revived state measured by `measure(state) ->
+    (erased, preserved)`. With `truth` (the publisher's changed positions) each attacker is told
+    the share of entries that changed and its localisation is scored. An attacker that finds
+    nothing to revive is "refused", one that crashes "errored" (recorded, never raised).
+
+    Returns (the strongest state -- the release itself when no attacker revived anything --, its
+    measurement or None, {"attackers": {name: facts}, "strongest": name or None})."""
+    fraction = None
+    if truth is not None:
+        share = sum(int(t.sum()) for t in truth.values()) / max(1, sum(t.numel() for t in truth.values()))
+        fraction = min(0.49, max(1e-4, share))
+    ctx = AttackContext(config=attack, fraction=fraction, skill_ratio=min(1.0, skill_ratio), steps=steps,
+                        prompts=prompts,
+                        activations=release_activations(pipeline, release, steps, attack.seed, inference_steps,
+                                                        guidance, halves=halves, layers=layers))
+    facts, best = {}, (None, release, None)
+    for name in ATTACKERS:
+        try:
+            updates, res = run_attacker(name, release, layers, ctx, truth=truth)
+        except Exception as exc:   # recorded: the caller decides what a missing attacker means
+            kind = "refused" if isinstance(exc, RevivalError) else "errored"
+            facts[name] = {"status": kind, "refused" if kind == "refused" else "reason": str(exc)}
+            _log(progress, f"  {name:<13} {kind}: {exc}")
+            continue
+        entry = {**res.to_dict(), "status": "ran"}
+        if not updates:
+            facts[name] = entry
+            _log(progress, f"  {name:<13} {entry.get('refused') or 'revived nothing'}")
+            continue
+        measured = measure({**release, **updates})
+        entry.update(erased=measured[0], preserved=measured[1])
+        facts[name] = entry
+        loc = entry.get("localisation") or {}
+        _log(progress, f"  {name:<13} erased {measured[0]:.3f}  preserved {measured[1]:.3f}  (located "
+                       f"{entry.get('located', 0)}, entry AUC {loc.get('entry_auc', float('nan')):.2f})")
+        if best[0] is None or measured[0] > best[2][0]:
+            best = (name, {**release, **updates}, measured)
+    return best[1], best[2], {"attackers": facts, "strongest": best[0]}
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
