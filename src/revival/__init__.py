@@ -44,7 +44,6 @@ _LAZY = {
     "DemoConfig": "revival.demo",
     "AuditConfig": "revival.audit",
     "AuditResult": "revival.audit_result",
-    "audit": "revival.audit",
     "audit_states": "revival.audit",
     "decide": "revival.verdict",
     "exit_code": "revival.verdict",
