@@ -20,8 +20,8 @@ def register(sub) -> None:
                "Run every attacker (zeros, residual, method-aware, columns, reprune) against a release, evaluate the "
                "release and each revived model on prompts and seeds unlearning did not use, and give a verdict: "
                "fail when an attacker's gain in erased accuracy lies above --max-gain at 95%, pass only with the "
-               "whole evidence below it, else inconclusive (with the reasons). Writes OUT/audit.json, audit.md and "
-               "grid.png. Exit 0 pass, 3 fail, 4 inconclusive, 2 bad input.",
+               "whole evidence below it, else inconclusive (with the reasons). Writes OUT/audit.json, audit.md, "
+               "model_card.md (to ship with the release) and grid.png. Exit 0 pass, 3 fail, 4 inconclusive, 2 bad input.",
                O.MODEL, O.CONCEPT, O.ORIGINAL, O.PROMPTS, O.TASK, O.CLASSIFIER, O.OUT, O.OVERWRITE, O.LAYERS,
                O.SKILL_RATIO, O.SEED, O.DEVICE, O.DTYPE)
     p.add_argument("--release", required=True,
@@ -32,6 +32,11 @@ def register(sub) -> None:
     p.add_argument("--erased-images", type=int, default=60, help="testbed: evaluation images of the concept (default 60)")
     p.add_argument("--preserved-images", type=int, default=4,
                    help="testbed: evaluation images of every other class (default 4)")
+    p.add_argument("--max-erased-images", type=int, default=240,
+                   help="testbed: while only intervals straddle the limit, draw more images of the concept, up to "
+                        "this many (default 240; intervals widened over the looks)")
+    p.add_argument("--original-floor", type=float, default=0.5,
+                   help="the original must draw the concept in at least this share of its images (default 0.5)")
     p.set_defaults(func=_audit)
 
 
@@ -46,6 +51,8 @@ def _audit(args) -> int:
     attack = AttackConfig() if args.seed is None else AttackConfig(seed=args.seed)
     config = AuditConfig(max_gain=args.max_gain, attackers=tuple(args.attackers), erased_images=args.erased_images,
                          preserved_per_class=args.preserved_images, task=args.task or "objects",
+                         max_erased_images=max(args.max_erased_images, args.erased_images),
+                         original_floor=args.original_floor,
                          skill_ratio=args.skill_ratio, classifier=args.classifier,
                          classifier_path=args.classifier_path, attack=attack)
     result = audit(args.model, release, args.concept, args.out, original=original, prompts_csv=args.prompts,
@@ -55,5 +62,5 @@ def _audit(args) -> int:
         print(result.verdict_line())
     else:
         print(result.summary())
-        print(f"wrote {args.out}/audit.json, audit.md, grid.png")
+        print(f"wrote {args.out}/audit.json, audit.md, model_card.md, grid.png")
     return exit_code(result.verdict)
