@@ -119,10 +119,10 @@ def testbed(tmp: Path, device: str, dtype: str) -> str:
     return "erased " + ", ".join(f"{k} {v:.2f}" for k, v in row["erased"].items())
 
 
-def audit_run(tmp: Path, release: Path, device: str) -> dict:
+def audit_run(tmp: Path, release: Path, device: str, label: str) -> dict:
     from revival.cli import main
 
-    out = tmp / f"audit-{device.replace(':', '-')}"
+    out = tmp / f"audit-{label}"
     rc = main(["audit", "--model", "testbed", "--release", str(release), "--concept", "sneaker", "--out", str(out),
                "--erased-images", "20", "--preserved-images", "1", "--device", device, "--quiet"])
     data = json.loads((out / "audit.json").read_text())
@@ -138,10 +138,10 @@ def audit_check(tmp: Path, device: str) -> str:
 
     cli("unlearn", "--model", "testbed", "--concept", "sneaker", "--skill-ratio", "0.05", "--device", device,
         "-o", tmp / "release.safetensors", "--quiet")
-    here = audit_run(tmp, tmp / "release.safetensors", device)
+    here = audit_run(tmp, tmp / "release.safetensors", device, "device")
     bad = {n: a.get("reason") for n, a in here["attacks"].items() if a["status"] != "ran"}
     assert set(here["attacks"]) == set(ATTACKERS) and not bad, f"attackers that did not run: {bad}"
-    ref = audit_run(tmp, tmp / "release.safetensors", "cpu")
+    ref = audit_run(tmp, tmp / "release.safetensors", "cpu", "cpu-reference")
     assert here["verdict"] == ref["verdict"], (here["verdict"], ref["verdict"])
     diffs = {n: abs(here["attacks"][n]["erased"] - ref["attacks"][n]["erased"]) for n in ATTACKERS}
     assert max(diffs.values()) <= 0.10, f"erased accuracy differs from the CPU's: {diffs}"
