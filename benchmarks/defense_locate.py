@@ -189,8 +189,9 @@ def detectors_table(layers, ratio: float, seeds: int = 1) -> dict:
             p = side.permute(0, 2, 1).reshape(-1, w.shape[0]).contiguous()
             pruned = {name: w.masked_fill(mask, 0), proj: p}
             ctx = AttackContext(fraction=float(mask.float().mean()) or 0.01)
-            for d in ("gaussian", "resample"):
-                upd, _ = apply_defense(pruned, [name], d)
+            for d in ("gaussian", "resample", "resample-column"):
+                # resample-column: hot units replaced by noise at their own scale (the former default here)
+                upd, _ = apply_defense(pruned, [name], d.split("-")[0], hot="column" if d.endswith("column") else None)
                 x = upd[name].double()
                 z = residual_scores(x.float(), None, rank=32).double()
                 row = ((x - x.mean(1, keepdim=True)).abs() / x.std(1, keepdim=True))
@@ -202,9 +203,11 @@ def detectors_table(layers, ratio: float, seeds: int = 1) -> dict:
                 for a in ("residual", "columns"):
                     loc = localisation(_registry()[a](release, [name], ctx), {name: mask}, [name])
                     out.setdefault((d, f"attacker {a}"), []).append(loc.entry_auc)
-    print(f"\n{'defense':9s} {'detector':28s} {'entry AUC':>9s}  (mean over {len(layers)} layers x {seeds} masks)")
+    print(f"\n{'defense':15s} {'detector':28s} {'entry AUC':>9s} {'two-sided':>9s}  (mean over {len(layers)} layers "
+          f"x {seeds} masks; two-sided: max(AUC, 1 - AUC), what a detector of either sign reaches)")
     for (d, label), v in sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"{d:9s} {label:28s} {statistics.mean(v):9.3f}")
+        a = statistics.mean(v)
+        print(f"{d:15s} {label:28s} {a:9.3f} {max(a, 1 - a):9.3f}")
     return {k: statistics.mean(v) for k, v in out.items()}
 
 
