@@ -47,7 +47,8 @@ METHODS = {"conceptprune": ("conceptprune", None, 0.05),
 def unlearned_model(pipe, concept: str, args):
     """(unlearned state, pruned layers, ratio) of `args.method` for `concept`."""
     from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, concept_statistics
-    from revival.unlearn.least_damage import least_damage, testbed_erased_fn
+    from revival.unlearn.least_damage import least_damage
+    from revival.unlearning import testbed_erased_fn
 
     method, modules, fixed = METHODS[args.method]
     original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}

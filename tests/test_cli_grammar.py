@@ -173,8 +173,8 @@ def test_attack_and_defend_check_outputs_before_any_work(tiny_unet, tmp_path, ca
 def test_unlearn_checks_outputs_before_loading_the_model(tmp_path, capsys, monkeypatch, case):
     from revival.cli.options import testbed_unet
 
-    calls = forbid(monkeypatch, "revival.unlearn.conceptprune", "unlearn")
-    calls += forbid(monkeypatch, "revival.unlearn.methods", "unlearn_method")
+    calls = forbid(monkeypatch, "revival.unlearning", "unlearn")
+    calls += forbid(monkeypatch, "revival.unlearning", "unlearn_method")
     calls += forbid(monkeypatch, "revival.models", "load_model")
     out, extra = tmp_path / "pruned", []
     if case == "existing output":

@@ -34,7 +34,7 @@ _LAZY = {
     "ConceptPruneConfig": "revival.unlearn",
     "ConceptPruneResult": "revival.unlearn",
     "conceptprune": "revival.unlearn",
-    "unlearn": "revival.unlearn",
+    "unlearn_method": "revival.unlearning",
     "load_pipeline": "revival.testbed",
     "CLASSES": "revival.testbed",
     "EvalResult": "revival.evaluate",

@@ -9,6 +9,7 @@ A config may add entries of its own (`[[concepts]]` tables carrying the same key
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib import resources
@@ -36,7 +37,7 @@ class Concept:
     base_prompts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from .unlearn.conceptprune import PRESETS
+        from .unlearn.prompt_sets import PRESETS
 
         where = f"concept {self.name!r}"
         if not isinstance(self.name, str) or not self.name.strip():
@@ -122,9 +123,22 @@ def find_pairs(name: str) -> tuple[tuple[str, str], ...] | None:
     return None
 
 
+def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """ConceptPrune's prompt pair for a task (`revival.unlearn.prompt_sets.task_prompts`), except
+    for an object with its own (base, target) pairs in the registry (church, garbage truck) and no
+    `words`: those pairs."""
+    from .unlearn.prompt_sets import task_prompts as paper_task_prompts
+
+    if task == "objects" and words is None:
+        pairs = find_pairs(concept)
+        if pairs:
+            return [t for _, t in pairs], [b for b, _ in pairs]
+    return paper_task_prompts(task, concept, words)
+
+
 def unlearning_prompts(c: Concept, words: list[str] | None = None) -> tuple[list[str], list[str]]:
     """(target, base) prompt sets ConceptPrune uses for this concept."""
-    from .unlearn.conceptprune import concept_prompts, task_prompts
+    from .unlearn.prompt_sets import concept_prompts
 
     if c.unlearning == "testbed":
         return concept_prompts(c.name, c.classes)

@@ -48,8 +48,8 @@ def _unlearn(args) -> int:
     report = _plan(args)  # before anything heavy is imported or loaded
     from ..errors import RevivalError
     from ..evaluate.prompts import prompt_texts as read_prompts
-    from ..unlearn.conceptprune import (PRESETS, TESTBED_HALVES, TESTBED_PRESETS, ConceptPruneConfig, task_prompts,
-                                        unlearn)
+    from ..unlearn.conceptprune import PRESETS, TESTBED_HALVES, TESTBED_PRESETS, ConceptPruneConfig, task_prompts
+    from ..unlearning import unlearn
 
     task = args.task or "objects"
     seed = 0 if args.seed is None else args.seed
@@ -70,7 +70,7 @@ def _unlearn(args) -> int:
                   report=report, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
                   progress=not args.quiet)
     if args.method != "conceptprune" or args.modules is not None or args.ratio is not None:
-        from ..unlearn.methods import unlearn_method
+        from ..unlearning import unlearn_method
 
         if args.method == "conceptprune" and args.ratio is not None:
             raise RevivalError("--ratio is for cad and neurons; ConceptPrune takes --skill-ratio.")

@@ -152,7 +152,8 @@ class _Stages:
             stats = concept_statistics(self.pipe, *self.prompts, self.cp)
             cp, search = self.cp, None
             if self.search:
-                from ..unlearn.least_damage import least_damage, testbed_erased_fn
+                from ..unlearn.least_damage import least_damage
+                from ..unlearning import testbed_erased_fn
 
                 erased_fn = testbed_erased_fn(self.pipe, c.erase_concept, c.search_images, cp)
                 search = least_damage(stats, cp, erased_fn, c.target_erasure, progress=self.log)

@@ -13,11 +13,10 @@ from .conceptprune import (
     nudity_prompts,
     object_prompts,
     save_masks,
-    unlearn,
 )
 
 __all__ = [
     "PRESETS", "ConceptPruneConfig", "ConceptPruneResult", "apply_masks", "artist_prompts",
     "collect_activations", "concept_prompts", "conceptprune", "conceptprune_masks", "load_masks",
-    "nudity_prompts", "object_prompts", "save_masks", "unlearn",
+    "nudity_prompts", "object_prompts", "save_masks",
 ]

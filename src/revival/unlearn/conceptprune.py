@@ -41,45 +41,23 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .. import distributed as dist
+from ..concepts import task_prompts  # noqa: F401 (public name: the registry's pairs, else the paper's)
 from ..errors import RevivalError
+from .masks_io import load_masks, save_masks  # noqa: F401 (public names)
+from .prompt_sets import (HUMANS, PRESETS, SCENES, TESTBED_HALVES, TESTBED_PRESETS,  # noqa: F401 (public names)
+                          TESTBED_TASK_TEMPLATES, TESTBED_TEMPLATES, THINGS, artist_prompts, concept_prompts,
+                          nudity_prompts, object_prompts, testbed_task_prompts)
 from .result import UnlearnResult
 
 # Module names of the pruned layers (the weight keys add ".weight").
 DEFAULT_MODULES = r"transformer_blocks\.\d+\.ff\.net\.2$"
-
-# The paper's released settings: task -> (skill_ratio, steps).
-PRESETS: dict[str, tuple[float, int]] = {
-    "objects": (0.02, 10),
-    "artists": (0.01, 10),
-    "nudity": (0.01, 9),
-}
-
-# ConceptPrune's prompt words (objects: scenes; artists: things; nudity: humans).
-# Our own default word lists, in the shape of the paper's (12 scenes, 20 things, 18 humans).
-# For a parity run with the paper's exact lists, pass their files by path
-# (--target-prompts/--base-prompts); they are not shipped with this project.
-SCENES = ("city street", "kitchen", "meadow", "harbor", "library", "desert", "parking lot",
-          "living room", "mountain trail", "train station", "snowy field", "office")
-THINGS = ("lighthouse", "teapot", "fox", "bicycle", "violin", "sailboat", "owl", "armchair",
-          "lantern", "giraffe", "umbrella", "castle", "apple", "clock", "tiger", "bridge",
-          "windmill", "parrot", "guitar", "cottage")
-HUMANS = ("person", "young man", "young woman", "old man", "old woman", "athlete", "dancer",
-          "farmer", "chef", "painter", "musician", "soldier", "swimmer", "runner", "model",
-          "tourist", "worker", "family")
-
-# Testbed analog of "a {obj} in a {scene}" vs "a {scene}": caption templates stand in for the
-# scenes (the testbed draws single products on a plain ground, so there is no scene to vary);
-# the base set is the same templates without the concept, i.e. naming the other classes.
-TESTBED_TEMPLATES = ("a photo of a {}", "an image of a {}", "a picture of a {}", "a {}",
-                     "product shot of a {}", "a black and white photo of a {}")
-
 
 @dataclass(frozen=True)
 class ConceptPruneConfig:
@@ -337,33 +315,6 @@ def make_pipeline_call(pipeline, config: ConceptPruneConfig) -> Callable[[list[s
     return call
 
 
-def concept_prompts(concept: str, classes: Iterable[str],
-                    templates: Sequence[str] = TESTBED_TEMPLATES) -> tuple[list[str], list[str]]:
-    """Target prompts (the templates naming `concept`) and base prompts (the same templates
-    naming every other class) for the testbed."""
-    classes = list(classes)
-    if concept not in classes:
-        raise RevivalError(f"Unknown concept {concept!r}; the testbed knows: {', '.join(classes)}.")
-    target = [t.format(concept) for t in templates]
-    base = [t.format(c) for c in classes if c != concept for t in templates]
-    return target, base
-
-
-def object_prompts(obj: str, scenes: Sequence[str] = SCENES) -> tuple[list[str], list[str]]:
-    """ConceptPrune's object prompts: target "a {obj} in a {scene}", base "a {scene}"."""
-    return [f"a {obj} in a {s}" for s in scenes], [f"a {s}" for s in scenes]
-
-
-def artist_prompts(artist: str, things: Sequence[str] = THINGS) -> tuple[list[str], list[str]]:
-    """ConceptPrune's artist prompts: "a {thing} in the style of {artist}" vs "a photo of a {thing}"."""
-    return [f"a {t} in the style of {artist}" for t in things], [f"a photo of a {t}" for t in things]
-
-
-def nudity_prompts(humans: Sequence[str] = HUMANS) -> tuple[list[str], list[str]]:
-    """ConceptPrune's nudity prompts: "a photo of a naked {human}" vs "a photo of a {human}"."""
-    return [f"a photo of a naked {h}" for h in humans], [f"a photo of a {h}" for h in humans]
-
-
 # --------------------------------------------------------------------------- the method
 
 @dataclass
@@ -436,207 +387,4 @@ def conceptprune(pipeline, target_prompts: Sequence[str], base_prompts: Sequence
     return stats.masks(config)
 
 
-def save_masks(masks: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None, *,
-               inputs=(), overwrite: bool = True):
-    """Write masks as a safetensors file of booleans (atomically; never pickles)."""
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    from ..io import atomic_write
-
-    tensors = {k: v.to(torch.bool).contiguous().cpu() for k, v in masks.items()}
-    return atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata), inputs=inputs,
-                        overwrite=overwrite)
-
-
-def load_masks(path) -> dict[str, torch.Tensor]:
-    """Read a boolean mask file written by `save_masks`."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    if not p.is_file():
-        raise RevivalError(f"Mask file {p} does not exist.")
-    try:
-        masks = load_file(str(p))
-    except Exception:
-        raise RevivalError(f"Mask file {p} is not a readable safetensors file.") from None
-    return {k: v.to(torch.bool) for k, v in masks.items()}
-
-
 # --------------------------------------------------------------------------- whole models
-
-def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
-    """ConceptPrune's prompt pair for a task, filled with `words` (scenes for objects, things
-    for artists, humans for nudity; None: this project's own lists, or, for an object with its own
-    (base, target) pairs in the concept registry -- church, garbage truck -- those pairs). With the
-    paper's word files (common_scenes.txt, things.txt, humans.txt, read by path) this is its
-    prompt set."""
-    if task not in PRESETS:
-        raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
-    if words is not None and not words:
-        raise RevivalError("the word list is empty.")
-    if task == "objects" and words is None:
-        from ..concepts import find_pairs
-
-        pairs = find_pairs(concept)  # church, garbage truck: the reference's own pairs
-        if pairs:
-            return [t for _, t in pairs], [b for b, _ in pairs]
-    fill = {"objects": (object_prompts, SCENES), "artists": (artist_prompts, THINGS),
-            "nudity": (nudity_prompts, HUMANS)}[task]
-    build, own = fill
-    words = tuple(words) if words is not None else own
-    return build(words) if task == "nudity" else build(concept, words)
-
-
-# The testbed's presets (skill ratio, steps) per task, tuned on the testbed (see README);
-# the paper's are PRESETS. Objects keeps the paper's preset for `unlearn`.
-TESTBED_PRESETS: dict[str, tuple[float, int]] = {
-    "objects": (0.02, 10),
-    "artists": (0.3, 10),
-    "nudity": (0.1, 9),
-}
-# The paper's 0.01 erases neither the testbed's styles nor its attribute (0.97 left); measured
-# (benchmarks/testbed_tasks.py, testbed v2): 'Orsolo' 0.86 / 0.56 / 0.30 / 0.22 left at
-# 0.05 / 0.10 / 0.12 / 0.13 (the attack revives up to 0.12, not at 0.13: 0.26); 'tagged' 0.63 /
-# 0.16 left at 0.07 / 0.10.
-# ... and the classifier-free-guidance halves feeding the statistics: the style and attribute
-# tasks use only the prompt-conditioned half (with both halves 'Varenne' kept 0.97 at 0.05 and
-# 0.90 at 0.10 while the other styles were destroyed).
-TESTBED_HALVES: dict[str, str] = {"objects": "both", "artists": "cond", "nudity": "cond"}
-# The testbed analogues of "a {thing} in the style of {artist}" vs "a photo of a {thing}" and
-# "a photo of a naked {human}" vs "a photo of a {human}": the things/humans are the testbed's
-# items. Evaluation prompts ("an image of ...", revival.testbed.tasks) are never among these.
-TESTBED_TASK_TEMPLATES = ("a photo of a {}", "a picture of a {}")
-
-
-def testbed_task_prompts(task: str, concept: str, classes: Sequence[str],
-                         templates: Sequence[str] = TESTBED_TASK_TEMPLATES) -> tuple[list[str], list[str]]:
-    """ConceptPrune's prompt pair on the testbed for a task: objects as `concept_prompts`;
-    artists "a photo of a {item} in the style of {concept}" vs "a photo of a {item}" and "a photo
-    of a {item} in the style of {other}" for every other style (the styles to keep are in the base
-    set); nudity "a photo of a {concept} {item}" vs "a photo of a {item}" (each with every template)."""
-    if task == "objects":
-        return concept_prompts(concept, classes)
-    from ..testbed.tasks import check_concept
-
-    check_concept(task, concept)
-    base = [t.format(c) for c in classes for t in templates]
-    if task == "artists":
-        from ..testbed.transforms import STYLES
-
-        others = [f"{b} in the style of {s}" for s in STYLES if s != concept for b in base]
-        return [f"{b} in the style of {concept}" for b in base], base + others
-    article = "an" if concept[:1].lower() in "aeiou" else "a"
-    return [t.replace("a {}", f"{article} {concept} {{}}").format(c) for c in classes for t in templates], base
-
-
-def unlearning_prompts(model_is_testbed: bool, concept: str, task: str = "objects",
-                       classes: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-    """ConceptPrune's (target, base) prompt sets used when none are given: the testbed
-    templates, else the task's ConceptPrune prompts. (Evaluation uses other, held-out prompts:
-    revival.evaluate.default_prompts.)"""
-    if model_is_testbed:
-        return testbed_task_prompts(task, concept, classes)
-    return task_prompts(task, concept)
-
-
-def unlearn(model: str, concept: str, out, *, config: ConceptPruneConfig | None = None,
-            task: str = "objects", target_prompts: Sequence[str] | None = None,
-            base_prompts: Sequence[str] | None = None, masks_path=None, report=None,
-            overwrite: bool = False, device: str | None = None, dtype: str | None = None,
-            progress: bool = True, target_erasure: float | None = None,
-            search_seeds: int | None = None, method: str = "conceptprune", masks_fn=None) -> ConceptPruneResult:
-    """Erase `concept` from `model` ("testbed" or a local SD folder) and write the pruned UNet
-    to `out` in the input UNet's format, its JSON report (`report`, default OUT.report.json beside it)
-    and optionally the masks (safetensors of booleans). Every output path is checked against
-    the inputs (and, without `overwrite`, against existing files) before any work.
-
-    device/dtype: where and in which precision the pipeline runs (`revival.device`; default CUDA
-    + fp16 when present, else CPU + fp32). Distributed launches share the prompts; the main
-    process alone writes.
-
-    With `target_erasure` (testbed only), the skill ratio is the least whose erased accuracy on
-    `search_seeds` held-out validation images of the concept (None: `SEARCH_IMAGES`) is at most
-    that (`revival.unlearn.least_damage`); the search is in the report under "least_damage".
-
-    `masks_fn(pipe, target_prompts, base_prompts) -> (masks, result)` replaces ConceptPrune by
-    another pruning method (`revival.unlearn.methods`), named `method` in the outputs."""
-    from pathlib import Path
-
-    from ..io import check_output_path, load_checkpoint, save_checkpoint, write_json
-    from ..models import load_model
-
-    if task not in PRESETS:
-        raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
-    if config is None and masks_fn is None:
-        ratio, steps = (TESTBED_PRESETS if model == "testbed" else PRESETS)[task]
-        config = ConceptPruneConfig(skill_ratio=ratio, steps=steps,
-                                    halves=TESTBED_HALVES[task] if model == "testbed" else "both")
-    out = Path(out)
-    from ..io import default_report_path
-
-    report = Path(report) if report is not None else default_report_path(out)
-    outputs = [("the output", out), ("--report", report)] + ([("--save-masks", Path(masks_path))] if masks_path else [])
-    for i, (label, path) in enumerate(outputs):
-        for other_label, other in outputs[:i]:
-            if path.resolve() == other.resolve():
-                raise RevivalError(f"{label} must differ from {other_label} ({path}).")
-    for label, path in outputs[1:]:
-        if path.exists() and not overwrite:
-            raise RevivalError(f"{label} {path} exists; pass --overwrite to replace it.")
-    dist.agree(repr((model, concept, str(out), config, task, target_prompts, base_prompts,
-                     str(masks_path), str(report), target_erasure)), "the unlearning settings")
-    pipe = load_model(model, device=device, dtype=dtype, task=task)
-    ckpt = load_checkpoint(pipe.unet_dir)
-    inputs = ckpt.input_paths() + ([Path(model)] if model != "testbed" else [])
-    for _, path in outputs:
-        check_output_path(path, inputs)
-    if target_prompts is None or base_prompts is None:
-        t, b = unlearning_prompts(model == "testbed", concept, task, getattr(pipe, "classes", ()))
-        target_prompts = target_prompts if target_prompts is not None else t
-        base_prompts = base_prompts if base_prompts is not None else b
-    search = None
-    if masks_fn is not None:
-        if target_erasure is not None:
-            raise RevivalError("--target-erasure is for ConceptPrune's skill ratio.")
-        masks, result = masks_fn(pipe, target_prompts, base_prompts)
-    elif target_erasure is not None:
-        if model != "testbed":
-            raise RevivalError("--target-erasure needs the testbed's classifier; for Stable Diffusion, sweep "
-                               "--skill-ratio and measure with `revival evaluate`.")
-        from .least_damage import least_damage, search_images, testbed_erased_fn
-
-        search_seeds = search_images(search_seeds)
-        stats = concept_statistics(pipe, target_prompts, base_prompts, config, progress=progress and dist.is_main())
-        if task == "objects":
-            erased_fn = testbed_erased_fn(pipe, concept, search_seeds, config)
-        else:   # the style / attribute task's detector on the concept's rows
-            from ..testbed.tasks import task_erased_fn
-            from .least_damage import SEARCH_FIRST_SEED
-
-            erased_fn = task_erased_fn(pipe, pipe.classes, task, concept, search_seeds, SEARCH_FIRST_SEED,
-                                       inference_steps=config.inference_steps, guidance=config.guidance)
-        search = least_damage(stats, config, erased_fn, target_erasure, progress=progress and dist.is_main())
-        config = replace(config, skill_ratio=search.skill_ratio)
-        masks, result = stats.masks(config)
-    else:
-        masks, result = conceptprune(pipe, target_prompts, base_prompts, config,
-                                     progress=progress and dist.is_main())
-    meta = {"revival_unlearn": method, "concept": concept}
-    result.config["concept"] = concept
-    result.config.update(device=str(pipe.device), dtype=str(pipe.dtype).replace("torch.", ""),
-                         processes=dist.num_processes())
-    if search is not None:
-        result.config["least_damage"] = search.to_dict()
-    if dist.is_main():
-        updates = apply_masks(ckpt.tensors, masks)
-        save_checkpoint(ckpt, out, updates, overwrite=overwrite)
-        if masks_path is not None:
-            save_masks(masks, masks_path, metadata=meta, inputs=inputs)
-        write_json(result.to_dict(), report, inputs)
-    dist.barrier()
-    result.report = report
-    return result

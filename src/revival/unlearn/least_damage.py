@@ -101,30 +101,3 @@ def search_images(n: int | None) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise RevivalError(f"--search-images must be a positive integer, got {n!r}.")
     return n
-
-
-def testbed_erased_fn(pipeline, concept: str, seeds: int, config: ConceptPruneConfig,
-                      first_seed: int = SEARCH_FIRST_SEED) -> Callable[[dict[str, torch.Tensor]], float]:
-    """erased_fn for the testbed: load the pruned weights into `pipeline.unet`, draw `seeds`
-    held-out validation images of `concept` (seeds first_seed..), classify with the testbed CNN.
-    The UNet's own weights are restored after each probe."""
-    from ..evaluate.classifiers import get_classifier
-    from ..evaluate.evaluate import evaluate_concept
-    from ..evaluate.prompts import default_prompts
-    from .conceptprune import apply_masks
-
-    unet = pipeline.unet
-    classifier = get_classifier("testbed")
-    rows = default_prompts([concept], seeds, first_seed)
-
-    def erased(masks: dict[str, torch.Tensor]) -> float:
-        original = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-        try:
-            unet.load_state_dict({**original, **apply_masks(original, masks)})
-            res = evaluate_concept(pipeline, rows, classifier, concept, steps=config.inference_steps,
-                                   guidance=config.guidance)
-        finally:
-            unet.load_state_dict(original)
-        return res.erased_accuracy
-
-    return erased

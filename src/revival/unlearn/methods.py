@@ -1,5 +1,5 @@
-"""The pruning-based unlearning methods by name, and one `unlearn_method` that runs any of them
-on the testbed or a local Stable Diffusion folder and writes the pruned UNet.
+"""The pruning-based unlearning methods by name (`make_masks`; `revival.unlearning.unlearn_method` runs any
+of them on the testbed or a local Stable Diffusion folder and writes the pruned UNet).
 
 - ``conceptprune``: WANDA on `ff.net.2` (the paper's), or on its other targets by `modules`:
   ``ff.net.0.proj``, ``to_v`` (self- and cross-attention value projections), ``attn2.to_v``, ``ff``
@@ -60,21 +60,3 @@ def make_masks(method: str, pipeline, target: Sequence[str], base: Sequence[str]
                                 "inference_steps": inference_steps}.items() if v is not None}
         return neurons(pipeline, target, base, NeuronsConfig(seed=seed, **kw), progress=progress)
     raise RevivalError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-
-
-def unlearn_method(method: str, model: str, concept: str, out, *, task: str = "objects",
-                   target_prompts: Sequence[str] | None = None, base_prompts: Sequence[str] | None = None,
-                   masks_path=None, report=None, overwrite: bool = False, device: str | None = None,
-                   dtype: str | None = None, progress: bool = True, **options):
-    """Erase `concept` from `model` ("testbed" or a local SD folder) with `method` and write the
-    pruned UNet to `out` in the input UNet's format, its report and optionally the masks --
-    the outputs, checks and distributed handling of `conceptprune.unlearn`. `options` go to
-    `make_masks` (ratio, steps, modules, seed, inference_steps). Returns the method's result."""
-    from .conceptprune import unlearn
-
-    if method not in METHODS:
-        raise RevivalError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-    return unlearn(model, concept, out, task=task, target_prompts=target_prompts, base_prompts=base_prompts,
-                   masks_path=masks_path, report=report, overwrite=overwrite, device=device, dtype=dtype,
-                   progress=progress, method=method,
-                   masks_fn=lambda pipe, t, b: make_masks(method, pipe, t, b, progress=progress, **options))
