@@ -225,6 +225,8 @@ def run_attack(inp: Path, out: Path, threads: int, extra: list[str], io_only: bo
     if proc.returncode != 0 or line is None:
         sys.exit(f"the attack failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     res = json.loads(line[2:])
+    if res["rc"] != 0:  # the CLI's own exit status (the child process itself exits 0)
+        sys.exit(f"revival attack exited {res['rc']}:\n{proc.stderr[-3000:]}")
     res["process_wall"] = process_wall
     rep = Path(str(out) + ".report.json")          # beside the output, a file or a folder
     if not rep.is_file() and (out / "revival_report.json").is_file():  # the earlier layout: inside a folder
@@ -348,7 +350,7 @@ def main() -> None:
         ok_t, ok_m = res["wall"] <= 60, inc <= 1.5 * size
         print(f"\ntime target {'met' if ok_t else 'MISSED'}; memory target {'met' if ok_m else 'MISSED'}"
               f" (solver: {res['report']['attack']['config'].get('solver')})")
-        io = run_attack(inp, out, args.threads, [], io_only=True)
+        io = run_attack(inp, out.with_name("io-only-" + out.name), args.threads, [], io_only=True)
         io_inc = io["peak"] - io["base"]
         print(f"I/O alone (the same command with a no-op attack): {io['wall']:.2f} s in-process, "
               f"peak - baseline {io_inc / 2**20:.1f} MiB = {io_inc / size:.2f}x the checkpoint; the rest of the "

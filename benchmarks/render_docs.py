@@ -35,6 +35,8 @@ def cell(value, spec: str = "") -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, float)):
+        if isinstance(value, int) and spec[-1:] in ("f", "e", "g"):   # a count stays a whole number
+            return str(value)
         if spec:
             return format(value, spec)
         return str(value) if isinstance(value, int) else format(value, ".3g")
