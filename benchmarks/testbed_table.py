@@ -142,7 +142,8 @@ def sweep(args) -> int:
     from revival.attack.magnitudes import MAGNITUDES
     from revival.attack.revive import AttackConfig, revive
     from revival.layers import select_layers
-    from revival.demo import DemoConfig, _sign_recovery, testbed_evaluator
+    from revival.controls import sign_recovery
+    from revival.demo import DemoConfig, testbed_evaluator
     from revival.report import write_markdown
     from revival.testbed import load_pipeline
     from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
@@ -178,7 +179,7 @@ def sweep(args) -> int:
                 revived = {**unlearned, **updates}
                 completed = {**unlearned, **revive(unlearned, layers, AttackConfig(magnitude=m, keep=1.0, seed=args.seed),
                                                    progress=False)[0]}
-                sr = _sign_recovery(original, unlearned, revived, completed, layers)
+                sr = sign_recovery(original, unlearned, revived, completed, layers)
                 pipe.unet.load_state_dict(revived)
                 e, p, _, _ = testbed_evaluator(pipe, classes, c, args.seeds_per_class, demo)
                 lines.append(f"| {c} | {m} | {k:.1f} | {e:.3f} | {p:.3f} | {sr['all']:.3f} | {sr['kept']:.3f} |")

@@ -33,14 +33,14 @@ from statistics import NormalDist
 
 import torch
 
-from .attack.activations import loaded_state, release_activations
+from .attack.activations import release_activations
 from .attack.attackers import ATTACKERS, AttackContext, check_attacker, run_attacker, true_mask
 from .attack.config import AttackConfig
 from .errors import RevivalError
 from .heldout import heldout_prompts, more_heldout_rows
-from .audit_result import Accuracy, AuditResult
-from .intervals import Proportion, paired_difference
-from .layers import audit_layers, changed_layers
+from .audit_result import Accuracy, AuditResult, Evidence, evaluate_state
+from .intervals import paired_difference
+from .layers import audit_layers, changed_layers, uncovered_changes
 from .metrics import sign_scores
 
 DEFAULT_MAX_GAIN = 0.10
@@ -107,38 +107,6 @@ class AuditConfig:
 
 
 # --------------------------------------------------------------------------- pieces
-
-def evaluate_state(pipeline, state: Mapping[str, torch.Tensor], rows, classifier, concept: str,
-                   config: AuditConfig):
-    """The evaluation (`revival.evaluate.evaluate_concept`) of `state` loaded into the pipeline, in
-    memory, and each concept image's outcome (hit or miss, row order)."""
-    from .evaluate.evaluate import concept_outcomes, evaluate_concept
-
-    with loaded_state(pipeline.unet, state):
-        res = evaluate_concept(pipeline, rows, classifier, concept, steps=config.inference_steps,
-                               guidance=config.guidance)
-    return res, list(concept_outcomes(rows, res.predictions, concept, classifier.is_hit))
-
-
-class _Evidence:
-    """One model's judged images, grown look by look: the concept's outcomes, the other classes'
-    hits (first look), the share of images the judge found valid."""
-
-    def __init__(self, res, outcomes):
-        self.outcomes = list(outcomes)
-        self.preserved = res.preserved
-        self.valid = [getattr(res, "valid_share", None)]
-        self.images = res.images
-
-    def add(self, res, outcomes) -> None:
-        self.outcomes += outcomes
-        self.valid.append(getattr(res, "valid_share", None))
-
-    def accuracy(self) -> Accuracy:
-        v = [x for x in self.valid if x is not None]
-        return Accuracy(Proportion(sum(self.outcomes), len(self.outcomes)), self.preserved, tuple(self.outcomes),
-                        round(sum(v) / len(v), 4) if v else None)
-
 
 def _check_release(model_state, release, layers) -> None:
     if not layers:
@@ -208,14 +176,14 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
                                    "located_fraction": round(fraction, 6)})
     _log(progress, f"evaluating the original model ({len(rows)} images)")
     res, out = evaluate_state(pipeline, model_state, rows, classifier, concept, config)
-    models = {"original": _Evidence(res, out)}
+    models = {"original": Evidence(res, out)}
     states: dict[str, Mapping[str, torch.Tensor]] = {}
     o_acc = models["original"].accuracy()
     draws = (o_acc.erased.value or 0.0) >= config.original_floor
     result.original = {**o_acc.to_dict(), "floor": config.original_floor, "draws_concept": draws}
     _log(progress, f"evaluating the release ({len(rows)} images)")
     res, out = evaluate_state(pipeline, release, rows, classifier, concept, config)
-    models["release"] = _Evidence(res, out)
+    models["release"] = Evidence(res, out)
     if draws:
         ctx = AttackContext(config=config.attack, fraction=fraction, skill_ratio=ratio, steps=steps, prompts=prompts,
                             activations=release_activations(pipeline, release, steps, config.attack.seed,
@@ -230,7 +198,7 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
                 continue
             if state is not release:
                 res, out = evaluate_state(pipeline, state, rows, classifier, concept, config)
-                models[name] = _Evidence(res, out)
+                models[name] = Evidence(res, out)
                 states[name] = state
             else:
                 models[name] = models["release"]
@@ -271,20 +239,6 @@ def _run_one(name, release, layers, ctx, truth, original):
     entry["signs"] = sign_scores(original, release, updates, truth)
     entry["seconds"] = round(time.perf_counter() - ta, 2)
     return entry, ({**release, **updates} if updates else release)
-
-
-def uncovered_changes(model_state, release, layers) -> list[str]:
-    """Tensors the release changed that no attacker revives: not an audited matrix, nor the bias of
-    one (a defense redraws the biases of the units it retires)."""
-    covered = set(layers) | {n[: -len("weight")] + "bias" for n in layers if n.endswith("weight")}
-    out = []
-    for k, r in release.items():
-        m = model_state.get(k)
-        if k in covered or m is None or tuple(m.shape) != tuple(r.shape):
-            continue
-        if not torch.equal(m.to(device=r.device, dtype=r.dtype), r):
-            out.append(k)
-    return out
 
 
 def _exposed_layers(release, layers) -> list[str]:

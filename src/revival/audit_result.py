@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import torch
 
 from .attack.attackers import ATTACKERS
 from .intervals import Proportion
@@ -132,3 +135,37 @@ def _gain(a: dict) -> str:
 
 def _pc(x, ci) -> str:
     return "n/a" if x is None else (f"{x:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+
+
+def evaluate_state(pipeline, state: Mapping[str, torch.Tensor], rows, classifier, concept: str,
+                   config) -> tuple:
+    """The evaluation (`revival.evaluate.evaluate_concept`, with `config`'s sampler settings) of
+    `state` loaded into the pipeline, in memory, and each concept image's outcome (hit or miss,
+    row order)."""
+    from .attack.activations import loaded_state
+    from .evaluate.evaluate import concept_outcomes, evaluate_concept
+
+    with loaded_state(pipeline.unet, state):
+        res = evaluate_concept(pipeline, rows, classifier, concept, steps=config.inference_steps,
+                               guidance=config.guidance)
+    return res, list(concept_outcomes(rows, res.predictions, concept, classifier.is_hit))
+
+
+class Evidence:
+    """One model's judged images, grown look by look: the concept's outcomes, the other classes'
+    hits (first look), the share of images the judge found valid."""
+
+    def __init__(self, res, outcomes):
+        self.outcomes = list(outcomes)
+        self.preserved = res.preserved
+        self.valid = [getattr(res, "valid_share", None)]
+        self.images = res.images
+
+    def add(self, res, outcomes) -> None:
+        self.outcomes += outcomes
+        self.valid.append(getattr(res, "valid_share", None))
+
+    def accuracy(self) -> Accuracy:
+        v = [x for x in self.valid if x is not None]
+        return Accuracy(Proportion(sum(self.outcomes), len(self.outcomes)), self.preserved, tuple(self.outcomes),
+                        round(sum(v) / len(v), 4) if v else None)

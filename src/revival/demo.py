@@ -34,6 +34,7 @@ from typing import Callable
 
 import torch
 
+from .controls import sign_controls, sign_recovery
 from .errors import RevivalError
 from .report import STAGES, STAGE_LABELS, bar_plot, image_grid, markdown_table, validate_report, write_json, write_markdown
 from .unlearn.least_damage import SEARCH_IMAGES, search_images
@@ -129,43 +130,6 @@ class _Timer:
                 timer.timings[name] = timer.timings.get(name, 0.0) + time.perf_counter() - self_inner.t0
                 return False
         return _Ctx()
-
-
-def _sign_recovery(original, unlearned, revived, completed, layers) -> dict:
-    """`revival.metrics.score` of the attack: the completion's sign over ALL pruned positions
-    (`completed` = the attack with keep 1.0, i.e. before Top-K), over the kept top-K, and kept
-    and right over all pruned (unrevived positions count wrong)."""
-    import math
-
-    from .metrics import score
-
-    res = score(original, unlearned, revived, layers)
-    comp = score(original, unlearned, completed, layers).total
-    tot = res.total
-    fix = lambda v: 0.0 if math.isnan(v) else float(v)  # noqa: E731
-    return {"completion": fix(comp.sign_correct_kept / comp.pruned if comp.pruned else math.nan),
-            "kept": fix(tot.sign_acc_kept), "all": fix(tot.sign_acc_all), "score": res.to_dict()}
-
-
-def sign_controls(original: dict, unlearned: dict, revived: dict, layers, seed: int) -> dict[str, dict]:
-    """The revived layers with the same kept positions and magnitudes but other signs:
-    random (seeded per layer), flipped, the original's; and the original's values at the kept
-    positions. {control name: {layer: tensor}}."""
-    from .seeding import item_generator
-
-    out: dict[str, dict] = {k: {} for k in ("random_signs", "flipped_signs", "original_signs", "original_values")}
-    for name in layers:
-        u, r, o = unlearned[name], revived[name], original[name].to(revived[name].device)
-        kept = (u == 0) & (r != 0)
-        mag = r.abs()
-        g = item_generator(seed, "control-random-signs", name)
-        rnd = (torch.randint(0, 2, r.shape, generator=g) * 2 - 1).to(device=r.device, dtype=r.dtype)
-        osign = torch.where(o < 0, -1.0, 1.0).to(r.dtype)
-        out["random_signs"][name] = torch.where(kept, mag * rnd, u)
-        out["flipped_signs"][name] = torch.where(kept, -r, u)
-        out["original_signs"][name] = torch.where(kept, mag * osign, u)
-        out["original_values"][name] = torch.where(kept, o, u)
-    return out
 
 
 def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress: bool = True,
@@ -314,7 +278,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
             revived = {**unlearned, **updates}
         details["attack"] = a_result.to_dict()
         completed = {**unlearned, **revive(unlearned, layers, replace(attack_cfg, keep=1.0), progress=False)[0]}
-        signs = _sign_recovery(original, unlearned, revived, completed, layers)
+        signs = sign_recovery(original, unlearned, revived, completed, layers)
         details["sign_recovery"] = signs
         _log(progress, f"  sign recovery: completion {signs['completion']:.3f} of all pruned (before Top-K), "
                        f"{signs['kept']:.3f} of kept")
@@ -325,7 +289,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
                 svt_updates, svt_result = revive(unlearned, layers, svt_cfg, progress=False)
                 svt_completed = {**unlearned, **revive(unlearned, layers, replace(svt_cfg, keep=1.0), progress=False)[0]}
             svt_revived = {**unlearned, **svt_updates}
-            svt_signs = _sign_recovery(original, unlearned, svt_revived, svt_completed, layers)
+            svt_signs = sign_recovery(original, unlearned, svt_revived, svt_completed, layers)
             with tm("evaluate_paper_recipe"):
                 e, p, ce, cpv, table, _ = measure(svt_revived)
             paper = {"erased": e, "preserved": p, "erased_ci95": ce, "preserved_ci95": cpv,

@@ -145,3 +145,17 @@ def audit_layers(model_state: Mapping[str, torch.Tensor], release: Mapping[str, 
     found = {p.name for p in detect_pruned_layers(release)}
     found |= set(changed_layers(model_state, release))
     return [k for k in release if k in found]
+
+
+def uncovered_changes(model_state, release, layers) -> list[str]:
+    """Tensors the release changed that no attacker revives: not an audited matrix, nor the bias of
+    one (a defense redraws the biases of the units it retires)."""
+    covered = set(layers) | {n[: -len("weight")] + "bias" for n in layers if n.endswith("weight")}
+    out = []
+    for k, r in release.items():
+        m = model_state.get(k)
+        if k in covered or m is None or tuple(m.shape) != tuple(r.shape):
+            continue
+        if not torch.equal(m.to(device=r.device, dtype=r.dtype), r):
+            out.append(k)
+    return out
