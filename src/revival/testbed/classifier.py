@@ -80,7 +80,8 @@ def negative_pool(size: int = 16, per_kind: int = 300, log=print) -> torch.Tenso
 
 def negatives(n: int, pool: torch.Tensor, gen: torch.Generator, size: int = 16) -> torch.Tensor:
     """`n` "no item" training images: half synthetic noise of the training kinds, half drawn from
-    `pool`; each rendered half the time in a random style or tagged, then shifted and rescaled."""
+    `pool`; flipped and transposed at random, each rendered half the time in a random style or
+    tagged, then shifted and rescaled."""
     from . import noise as N
 
     k = n // 2
@@ -90,6 +91,8 @@ def negatives(n: int, pool: torch.Tensor, gen: torch.Generator, size: int = 16) 
     x = torch.cat([synth, drawn])
     flip = torch.rand(len(x), generator=gen) < 0.5
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    turn = torch.rand(len(x), generator=gen) < 0.5   # noise has no orientation: transposed half the time
+    x = torch.where(turn.view(-1, 1, 1, 1), x.transpose(-1, -2), x)
     x = X.render(x, _renderings(len(x), gen, (0.5,) + (0.1,) * 5))
     return _jitter(_shift(x, gen), gen)
 

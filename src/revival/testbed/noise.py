@@ -20,8 +20,8 @@ from ..errors import RevivalError
 from . import text as T
 from . import transforms as X
 
-TRAIN_KINDS = ("uniform", "gaussian", "binary", "hstripes", "vstripes", "constant", "smooth")
-HELD_OUT_KINDS = ("checker", "blocks", "sparse", "blurred", "gradient", "rings", "diagonal")
+TRAIN_KINDS = ("uniform", "gaussian", "binary", "hstripes", "vstripes", "gratings", "constant", "smooth")
+HELD_OUT_KINDS = ("checker", "blocks", "sparse", "blurred", "gradient", "rings", "spots", "scribble")
 BROKEN_KINDS = ("random-unet", "zero-ff2", "zero-ff0")
 BROKEN_FIRST_SEED = 100_000
 TRAIN_INIT_SEEDS = (101, 102, 103)
@@ -76,15 +76,30 @@ def noise_images(kind: str, n: int, gen: torch.Generator, size: int = SIZE) -> t
         ang = _u(n, gen, 0, 6.2832)
         x = (ang.cos() * t.view(1, 1, -1, 1) + ang.sin() * t.view(1, 1, 1, -1))
         x = (x - x.amin((2, 3), keepdim=True)) / (x.amax((2, 3), keepdim=True) - x.amin((2, 3), keepdim=True) + 1e-6)
+    elif kind == "gratings":   # straight waves (sine or square) at a random angle and period
+        i = torch.arange(size, dtype=torch.float32)
+        ang, per = _u(n, gen, 0, 3.1416), _u(n, gen, 2, 8)
+        t = ang.cos() * i.view(1, 1, -1, 1) + ang.sin() * i.view(1, 1, 1, -1)
+        wave = 0.5 + 0.5 * torch.sin(2 * 3.1416 * t / per + _u(n, gen, 0, 6.2832))
+        x = torch.where(torch.rand(n, 1, 1, 1, generator=gen) < 0.5, (wave > 0.5).float(), wave)
+        x = x * _u(n, gen, 0.5, 1.0) + 0.3 * _u(n, gen) * torch.rand(shape, generator=gen)
+    elif kind == "spots":      # a few bright Gaussian blobs on black
+        i = torch.arange(size, dtype=torch.float32)
+        x = torch.zeros(shape)
+        for _ in range(4):
+            cy, cx, r = _u(n, gen, 0, size), _u(n, gen, 0, size), _u(n, gen, 0.8, 2.5)
+            x = x + torch.exp(-((i.view(1, 1, -1, 1) - cy) ** 2 + (i.view(1, 1, 1, -1) - cx) ** 2) / (2 * r * r))
+    elif kind == "scribble":   # a random walk of bright pixels
+        x = torch.zeros(shape)
+        pos = torch.randint(0, size, (n, 2), generator=gen)
+        for _ in range(60):
+            x[torch.arange(n), 0, pos[:, 0], pos[:, 1]] = 1.0
+            pos = (pos + torch.randint(-1, 2, (n, 2), generator=gen)).clamp(0, size - 1)
     elif kind == "rings":      # concentric rings about a random centre
         i = torch.arange(size, dtype=torch.float32)
         c = _u(n, gen, 3, size - 3), _u(n, gen, 3, size - 3)
         r = ((i.view(1, 1, -1, 1) - c[0]) ** 2 + (i.view(1, 1, 1, -1) - c[1]) ** 2).sqrt()
         x = 0.5 + 0.5 * torch.cos(r * _u(n, gen, 0.8, 2.0))
-    elif kind == "diagonal":   # diagonal stripes of random period
-        i = torch.arange(size)
-        period = torch.randint(2, 5, (n, 1, 1, 1), generator=gen)
-        x = (((i.view(1, 1, -1, 1) + i.view(1, 1, 1, -1)) // period) % 2).float() * _u(n, gen, 0.5, 1.0)
     else:
         raise RevivalError(f"unknown noise kind {kind!r}; known: {', '.join(TRAIN_KINDS + HELD_OUT_KINDS)}.")
     return x.clamp(0, 1)

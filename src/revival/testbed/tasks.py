@@ -9,6 +9,10 @@
   attribute detector; preserved: the plain prompts "an image of a {item}", judged by the testbed
   classifier (the items are still drawn).
 
+A style or the tag counts only on an image whose item is recognisable: the detectors answer
+"no item" wherever the testbed classifier (trained across the styles and the tag, with a "no
+item" class) does, so noise or a broken model's output scores nothing on any task.
+
 ConceptPrune's prompts for the testbed tasks (unlearn/conceptprune.py, `testbed_task_prompts`)
 use the "a photo of ..." / "a picture of ..." phrasings and seeds from 0; the evaluation uses
 "an image of ..." and seeds from EVAL_FIRST_SEED, so neither prompts nor seeds overlap.
@@ -77,13 +81,13 @@ class TaskJudge(Classifier):
     """The task's evaluation rule: the style detector (artists), the attribute detector for the
     tagged rows and the testbed classifier for the plain ones (nudity), the classifier (objects)."""
 
-    def __init__(self, task: str, device: str = "cpu"):
+    def __init__(self, task: str, device: str = "cpu", classifier_path=None):
         from .detectors import TestbedCNN, TestbedDetector
 
         check_task(task)
         self.task = task
         self.name = {"objects": "testbed", "artists": "testbed-style", "nudity": "testbed-attribute"}[task]
-        items = TestbedCNN(device=device)   # also the detectors' gate: a style or the tag counts on an item only
+        items = TestbedCNN(classifier_path, device=device)   # also the detectors' gate: a style or the tag counts on an item only
         self.objects = items if task in ("objects", "nudity") else None
         self.detector = (TestbedDetector("style" if task == "artists" else "attribute", device=device, item=items)
                          if task != "objects" else None)
@@ -166,10 +170,9 @@ def task_demo_setup(config, pipeline, evaluator):
 _JUDGES: dict[str, TaskJudge] = {}
 
 
-def task_evaluator(pipeline, items, concept, seeds_per_class, config, first_seed=EVAL_FIRST_SEED):
-    """The demo's evaluator for a style/attribute task: rows of `task_rows` (seeds from
-    EVAL_FIRST_SEED), judged by the task's detector. Returns (erased rate, preserved rate,
-    per-class rate, {class: images})."""
+def task_evaluation_result(pipeline, items, concept, seeds_per_class, config, first_seed=EVAL_FIRST_SEED):
+    """The EvalResult (images in memory) of `task_evaluator`'s evaluation: rows of `task_rows`
+    (seeds from `first_seed`), judged by the task's judge."""
     from ..evaluate.evaluate import evaluate_concept
 
     if config.task not in _JUDGES:
@@ -184,6 +187,16 @@ def task_evaluator(pipeline, items, concept, seeds_per_class, config, first_seed
                            f"{(SEARCH_FIRST_SEED - first_seed) // per}.")
     res = evaluate_concept(pipeline, rows, _JUDGES[config.task], concept,
                            steps=config.inference_steps, guidance=config.guidance)
+    res.rows = rows
+    return res
+
+
+def task_evaluator(pipeline, items, concept, seeds_per_class, config, first_seed=EVAL_FIRST_SEED):
+    """The demo's evaluator for a style/attribute task: rows of `task_rows` (seeds from
+    EVAL_FIRST_SEED), judged by the task's judge (an image whose item is not recognisable is a
+    miss). Returns (erased rate, preserved rate, per-class rate, {class: images})."""
+    res = task_evaluation_result(pipeline, items, concept, seeds_per_class, config, first_seed)
+    rows = res.rows
     images = {c: res.images[[i for i, r in enumerate(rows) if r.cls == c]] for c in {r.cls for r in rows}}
     per_class = {c: s.accuracy for c, s in res.per_class.items()}
     return res.erased_accuracy, res.preserved_accuracy or 0.0, per_class, images
