@@ -217,7 +217,11 @@ def _match(w: torch.Tensor, stream: torch.Tensor, hot: torch.Tensor, start_row: 
     o, unresolved = start, 0
     for r in range(start_row, rows_n):
         hit = None
-        for o_try in range(o, o + 1 + min(64, 2 * unresolved)):
+        # offsets to try: the unresolved rows above held a few fills, or were filled whole (a
+        # resample hot unit that is a row: every entry of the row drew from the stream)
+        spread = min(64, 2 * unresolved)
+        tries = sorted({o + k * cols_n + d for k in range(min(unresolved, 3) + 1) for d in range(spread + 1)})
+        for o_try in tries:
             hit = _row_run(x[r], w.dtype, stream, o_try, hot, hbefore, known, layer)
             if hit is not None:
                 break
