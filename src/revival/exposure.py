@@ -11,7 +11,7 @@ A release is exposed when something in its weights locates the positions a publi
   copied from elsewhere in the layer).
 
 Chance, for the last two, is read off the tensor itself: its entries are binned by the top bits of
-their representation (bins 1/128 wide in relative terms; `_BIN_BITS`), and within a bin every
+their representation (bins 1/128 wide in relative terms, 1/32 for fp16; bf16 is too coarse to judge; `_BIN_BITS`), and within a bin every
 representable value is taken as equally likely, so a value's expected count is its bin's count /
 the bin's width in representable values. Observed counts are "far more" when their Poisson tail
 probability is below `ALPHA` (divided by the number of values tried).
@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .errors import RevivalError
 from .masks import CHANCE_ALPHA, layer_zero_test, poisson_tail
 
 ALPHA = 1e-6
 DEAD_PREACT = -4.0    # gelu(-4) ~ -1e-4: a gate whose pre-activation never exceeds this writes ~nothing
 OUTLIER_Z = 8.0
-_BIN_BITS = {torch.float32: 16, torch.float16: 3, torch.bfloat16: 0, torch.float64: 45}
+_BIN_BITS = {torch.float32: 16, torch.float16: 5, torch.bfloat16: 0, torch.float64: 45}   # bins 1/128 (fp32), 1/32 (fp16); bf16: too coarse to judge
 _INT = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float64: torch.int64}
 FEED_FORWARD = re.compile(r"(ff\.net\.0\.proj|ff\.net\.2|mlp\.fc1|mlp\.fc2|intermediate\.dense|(?<!attention\.)output\.dense)"
                           r"\.(weight|bias)$")
@@ -174,6 +175,9 @@ def release_exposure(tensors: Mapping[str, torch.Tensor], layers: Sequence[str] 
         targets = [p.name for p in found]
     else:
         targets = list(layers)
+        missing = [n for n in targets if n not in tensors]
+        if missing:
+            raise RevivalError(f"layer {missing[0]!r} is not in the release.")
         found = [hit for hit in (layer_zero_test(n, tensors[n], alpha=CHANCE_ALPHA) for n in targets
                                  if tensors[n].ndim == 2 and tensors[n].is_floating_point()) if hit is not None]
     scan = set(targets)
