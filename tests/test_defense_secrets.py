@@ -222,6 +222,15 @@ def test_where_units_cannot_be_retired_the_fill_is_gaussians():
     a, res = apply_defense(state, [name], "resample", seed=3)
     b, _ = apply_defense(state, [name], "gaussian", seed=3)
     assert torch.equal(a[name], b[name]) and res.layers[0].hot_kept > 0 and res.layers[0].retired == 0
+    # its input linear (rows = units, a bias but no gate): hot rows are kept, no bias is touched
+    bias = proj[: -len("weight")] + "bias"
+    rows = torch.zeros(sd[proj].shape, dtype=torch.bool)
+    rows[:40, :200] = True                                  # 40 units half pruned
+    state = {proj: sd[proj].masked_fill(rows, 0), bias: sd[bias], name: w}
+    a, res = apply_defense(state, [proj], "resample", seed=3)
+    b, _ = apply_defense(state, [proj], "gaussian", seed=3)
+    assert set(a) == {proj} and torch.equal(a[proj], b[proj])
+    assert res.layers[0].units == "rows" and res.layers[0].hot_kept == 40 and res.layers[0].retired == 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])

@@ -188,8 +188,8 @@ def resample_matrix(w: torch.Tensor, proj: torch.Tensor | None, generator: torch
                     ) -> tuple[torch.Tensor, torch.Tensor | None, LayerResample, torch.Tensor | None]:
     """The defense on one matrix W. units "columns": W [out, in] is an output linear, `proj` the
     block's input projection [d*in, out] (or None) with its bias [d*in] (or None). units "rows": W
-    [g*hidden, in] is the input linear itself (`proj` unused), `bias` its bias [g*hidden]; g = 2
-    (GEGLU: value rows, then gate rows) when `bias` says so, else 1. Returns (new W, new proj or
+    [g*hidden, in] is the input linear itself (`proj` unused), `bias` its bias [g*hidden], given
+    only for a GEGLU projection (g = 2: value rows, then gate rows; else g = 1, nothing to retire). Returns (new W, new proj or
     None when unchanged, facts, new bias or None when unchanged); dtypes kept. retire None:
     DEFAULT_RETIRE unless `fresh_units`; hot None: units that cannot be retired are kept."""
     if retire is None:
@@ -383,14 +383,15 @@ def proj_name(name: str) -> str | None:
 
 def unit_tensors(name: str) -> list[str]:
     """The other tensors resample reads for layer `name`: an output linear's input projection and
-    its bias, an input linear's own bias."""
+    its bias; an input linear's own bias and the block's output linear (whose columns count the
+    hidden units: twice as many rows as units is a GEGLU projection, value and gate rows)."""
     axis = unit_axis(name)
     if axis is None:
         return []
     kind, other = axis
     if kind == "columns":
         return [other, other[: -len("weight")] + "bias"]
-    return [name[: -len("weight")] + "bias"]
+    return [name[: -len("weight")] + "bias", other]
 
 
 def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int | None = None, *,
@@ -435,11 +436,14 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int |
         kind, _ = unit_axis(name)
         g = layer_generator(base, name)
         if kind == "rows":
-            bname = unit_tensors(name)[0]
-            bias = state.get(bname)
+            bname, oname = unit_tensors(name)
+            bias, partner = state.get(bname), state.get(oname)
+            # a gate to close only in a GEGLU projection: twice as many rows as the output linear has units
+            gated = (bias is not None and partner is not None and partner.ndim == 2
+                     and 2 * partner.shape[1] == w.shape[0])
             out, _, info, new_bias = resample_matrix(
                 w.cpu(), None, g, column_share=column_share, scale=scale, stats=stats, hot=hot, retire=retire,
-                bias=None if bias is None else bias.cpu(), units="rows")
+                bias=bias.cpu() if gated else None, units="rows")
             pname = None
             new_proj = None
         else:
