@@ -284,3 +284,21 @@ def test_evaluation_prompts_that_unlearning_used_are_refused(tmp_path, capsys):
                "--prompts", str(csv), "--out", str(tmp_path / "audit"), "--device", "cpu", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "unlearning prompts" in err and not (tmp_path / "audit").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_release_defended_with_a_known_seed_fails_its_audit(testbed, seed):
+    """The replay attacker regenerates the fills of a known seed (the old public default 0, or a
+    small one) and the zeros-reading revival applies again."""
+    from revival.defense import apply_defense
+
+    pipe, state, clf = testbed
+    unlearned, layers = conceptprune_release(pipe, state, "sneaker")
+    upd, _ = apply_defense(unlearned, layers, "gaussian", seed)
+    release = {**unlearned, **upd}
+    assert not any(bool((release[n] == 0).any()) for n in layers)          # nothing for the zeros reader
+    rows = heldout_prompts(pipe.classes, "sneaker", 20, 1)
+    res, _ = audit_states(pipe, state, release, None, "sneaker", rows, clf,
+                          AuditConfig(erased_images=20, attackers=("zeros", "replay")))
+    assert res.attacks["replay"]["located"] > 0.9 * sum(int((unlearned[n] == 0).sum()) for n in layers)
+    assert res.verdict == "fail" and res.largest_gain["attacker"] == "replay"

@@ -37,6 +37,7 @@ from .attack.activations import release_activations
 from .attack.attackers import ATTACKERS, AttackContext, check_attacker, run_attacker, true_mask
 from .attack.config import AttackConfig
 from .errors import RevivalError
+from .exposure import release_exposure
 from .heldout import heldout_prompts, more_heldout_rows
 from .audit_result import Accuracy, AuditResult, Evidence, evaluate_state
 from .intervals import paired_difference
@@ -160,7 +161,7 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
     truth = true_mask(original, release, layers)
     if not any(bool(t.any()) for t in truth.values()):
         raise RevivalError("the release's target layers equal the original's: it is not pruned, so there is nothing to audit.")
-    zeros_found = _exposed_layers(release, layers)
+    exposure = release_exposure(release, layers)   # the one criterion `revival inspect` applies
     steps, ratio = config.steps or 10, config.skill_ratio or 0.05
     # the attackers are told the share of entries the release changed (as an attacker trying several
     # shares would find): a publisher's wrong --skill-ratio cannot make them weaker
@@ -207,7 +208,7 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
             result.attacks[name] = {"status": "refused", "reason": "not run: the original model does not draw the concept"}
     n = sum(1 for r in rows if r.cls == concept)
     while True:
-        _fill(result, models, zeros_found, z)
+        _fill(result, models, exposure, z)
         if not (more_rows is not None and n < config.max_erased_images and _only_straddles(result)):
             break
         m = min(2 * n, config.max_erased_images)
@@ -241,15 +242,10 @@ def _run_one(name, release, layers, ctx, truth, original):
     return entry, ({**release, **updates} if updates else release)
 
 
-def _exposed_layers(release, layers) -> list[str]:
-    from .layers import detect_pruned_layers
-
-    return [p.name for p in detect_pruned_layers({n: release[n] for n in layers})]
-
-
-def _fill(result: AuditResult, models: dict, zeros_found: list[str], z: float) -> None:
+def _fill(result: AuditResult, models: dict, exposure, z: float) -> None:
     base = models["release"].accuracy()
-    result.release = {"exposed": bool(zeros_found), "layers_found_pruned": zeros_found, **base.to_dict()}
+    result.release = {"exposed": exposure.exposed, "exposure": {"reasons": exposure.reasons, "signs": exposure.signs},
+                      "layers_found_pruned": list(exposure.marks.get("pruned_layers", {})), **base.to_dict()}
     o = models["original"].accuracy()
     result.original.update(o.to_dict())
     for name, entry in result.attacks.items():

@@ -14,7 +14,9 @@ the same kept positions and magnitudes but random, flipped and the original's si
 the original's values. The defended model (`defense`: the project's default, resample; or
 gaussian, the paper's obfuscation, or decoy) is attacked by every attacker of
 `revival.attack.attackers` (the paper's zeros-reading attack, and the adaptive ones that know
-the defense and the method); the stage "obfuscated + attack" is the strongest of them (the
+the defense and the method; the replay attacker, which regenerates known-seed fills); its seed is
+derived from --seed (`revival.seeding.research_defense_seed`) so the demo is reproducible, where a
+publisher's `revival defend` draws it from the OS. The stage "obfuscated + attack" is the strongest (the
 highest erased accuracy), each one's figures in details.json. Models are swapped by loading state dicts into the one UNet; nothing is
 written but the report files:
 
@@ -36,6 +38,7 @@ import torch
 
 from .controls import sign_controls, sign_recovery
 from .errors import RevivalError
+from .seeding import research_defense_seed
 from .report import STAGES, STAGE_LABELS, bar_plot, image_grid, markdown_table, validate_report, write_json, write_markdown
 from .unlearn.least_damage import SEARCH_IMAGES, search_images
 
@@ -309,7 +312,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
         _log(progress, f"[4/5] defense: {config.defense} on the unlearned model (stats={config.obfuscate_stats})")
         with tm("obfuscate"):
-            o_updates, o_result = apply_defense(unlearned, layers, config.defense, config.seed,
+            o_updates, o_result = apply_defense(unlearned, layers, config.defense, research_defense_seed(config.seed),
                                                 stats=config.obfuscate_stats)
             obfuscated = {**unlearned, **o_updates}
         details["obfuscate"] = o_result.to_dict()

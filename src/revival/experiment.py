@@ -4,7 +4,9 @@
                                   +--defense--> obfuscated --attack--> obfuscated_revived
 
 The defense is [defense] method: "gaussian" (the paper's obfuscation, the default here, so the
-table is the paper's), "resample" (the project's default of `revival defend`) or "decoy".
+table is the paper's), "resample" (the project's default of `revival defend`) or "decoy"; [defense]
+seed: its seed (default: derived from the run's seed, `revival.seeding.research_defense_seed`, so
+the run is reproducible; a publisher's release draws it from the OS).
 
 A TOML config names the model ("testbed" or a local SD folder), the concepts (registry entries,
 `revival.concepts`, optionally overridden or added in the config), the stages, the evaluation
@@ -41,6 +43,7 @@ import torch
 from . import distributed as dist
 from .concepts import Concept, registry, unlearning_prompts
 from .errors import RevivalError
+from .seeding import research_defense_seed
 from .experiment_config import STAGES, ExperimentConfig, load_config, shipped_config  # noqa: F401 (public names)
 from .experiment_report import CellResult, ExperimentResult, markdown, write_results  # noqa: F401
 from .io import atomic_write
@@ -131,7 +134,7 @@ class _Run:
         elif stage == "obfuscated":
             src = self.weights("unlearned")
             updates, _ = apply_defense(src, self._layers(), self.cfg.defense.get("method", "gaussian"),
-                                       self.cfg.defense.get("seed", self.cfg.seed),
+                                       self.cfg.defense.get("seed", research_defense_seed(self.cfg.seed)),
                                        stats=self.cfg.defense.get("stats", "row"))
             state = {**src, **updates}
         else:  # pragma: no cover - stages are validated

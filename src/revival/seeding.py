@@ -16,3 +16,11 @@ def item_seed(seed: int, *parts) -> int:
 def item_generator(seed: int, *parts, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch.Generator on `device` seeded with item_seed(seed, *parts)."""
     return torch.Generator(device=device).manual_seed(item_seed(seed, *parts))
+
+
+def research_defense_seed(seed: int) -> int:
+    """The defense's seed in a research run (`revival demo`, `revival experiment`, the eval-unlearn
+    techniques): derived from the run's `--seed`, so the run is reproducible. Anyone who knows the
+    run's seed can regenerate these fills; a release a publisher ships draws its defense's
+    randomness from the operating system instead (`revival defend` without --seed)."""
+    return item_seed(seed, "defense")

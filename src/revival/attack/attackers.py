@@ -5,6 +5,9 @@ with one way of finding the hidden positions (one file an idea), followed by the
 (matrix completion -> Top-K sign retention -> magnitude rule, `revive.py`):
 
     zeros         the paper's: the pruned positions are the exact zeros (`revive.py`)
+    replay        this project's own fill recipes as they were (the old public default seed and
+                  small seeds): regenerates the noise streams and finds the positions they filled
+                  (`replay.py`)
     residual      entries that fit the matrix's structure worst (`locate.py`)
     method-aware  reruns ConceptPrune's activation statistics on the release for the concept's
                   public prompts and reruns its selection (`method_aware.py`)
@@ -257,13 +260,14 @@ def _registry() -> dict[str, Callable[..., Located]]:
     from .columns import locate_columns
     from .locate import locate_residual
     from .method_aware import locate_method_aware
+    from .replay import locate_replay
     from .reprune import locate_reprune
 
-    return {"zeros": _zeros, "residual": locate_residual, "method-aware": locate_method_aware,
+    return {"zeros": _zeros, "replay": locate_replay, "residual": locate_residual, "method-aware": locate_method_aware,
             "columns": locate_columns, "reprune": locate_reprune}
 
 
-ATTACKERS = ("zeros", "residual", "method-aware", "columns", "reprune")
+ATTACKERS = ("zeros", "replay", "residual", "method-aware", "columns", "reprune")
 
 
 def check_attacker(name: str) -> str:

@@ -189,7 +189,10 @@ class _Stages:
 
         def make():
             unlearned, rinfo = self._unlearned()
-            updates, result = apply_defense(unlearned, rinfo["layers"], c.defense, c.seed, stats="row")
+            from ..seeding import research_defense_seed
+
+            updates, result = apply_defense(unlearned, rinfo["layers"], c.defense, research_defense_seed(c.seed),
+                                            stats="row")
             return self._changed({**unlearned, **updates}), {
                 "layers": rinfo["layers"], "skill_ratio": rinfo["skill_ratio"], "defense": c.defense,
                 "filled": getattr(result, "pruned", None)}
