@@ -35,6 +35,7 @@ from ..seeding import item_seed
 
 REPLAY_SEEDS = tuple(range(16))   # the old default (0) and the small seeds a user may have typed
 _TOL_Z = 0.35                     # candidate search: |standardised value - stream value| (approximate stats)
+_CANDIDATES = 24                  # at most this many candidates for each of a run's first two fills
 _CONFIRM = 4                      # a run of this many fills confirms itself (2 fit, 2 predicted exactly)
 _GIVE_UP = 6                      # rows without a run before a seed is given up
 
@@ -49,6 +50,12 @@ def _tol(p: torch.Tensor, dtype: torch.dtype, s: float) -> torch.Tensor:
     """A few units in the last place of `dtype` at p (the cast's rounding)."""
     eps = torch.finfo(dtype).eps
     return 2 * eps * (p.abs() + 1e-3 * s) + torch.finfo(dtype).tiny
+
+
+def _closest(d: torch.Tensor) -> torch.Tensor:
+    """Positions within the candidate tolerance, at most `_CANDIDATES` of them, closest first."""
+    k = min(_CANDIDATES, int((d < _TOL_Z).sum()))
+    return torch.topk(d, k, largest=False).indices if k else torch.zeros(0, dtype=torch.long)
 
 
 def _row_run(xr: torch.Tensor, dtype: torch.dtype, stream: torch.Tensor, o: int, hot: torch.Tensor,
@@ -77,13 +84,14 @@ def _row_run(xr: torch.Tensor, dtype: torch.dtype, stream: torch.Tensor, o: int,
         if run and abs(mi - m_k) < 1e-5 * s_k and abs(si / s_k - 1) < 1e-5:
             return run, m_k, s_k
     eps = torch.finfo(dtype).eps
-    first = torch.zeros(n, dtype=torch.bool)
-    second = torch.zeros(n, dtype=torch.bool)
+    inf = torch.full((n,), float("inf"), dtype=torch.float64)
+    d1, d2 = inf.clone(), inf.clone()
     for m_a, s_a in ((mu0, s0),) + (((layer),) if layer is not None else ()):   # row or layer statistics
         u = (xr - m_a) / s_a
-        first |= ((u - stream[idx0]).abs() < _TOL_Z) & cold
-        second |= ((u - stream[idx0 + 1]).abs() < _TOL_Z) & cold
-    a_all, b_all = first.nonzero().flatten(), second.nonzero().flatten()
+        d1 = torch.minimum(d1, torch.where(cold, (u - stream[idx0]).abs(), inf))
+        d2 = torch.minimum(d2, torch.where(cold, (u - stream[idx0 + 1]).abs(), inf))
+    # the closest candidates only (the true fills sit far inside the tolerance): bounded work per row
+    a_all, b_all = _closest(d1), _closest(d2)
     if a_all.numel() == 0 or b_all.numel() == 0:
         return _single_fill(xr, dtype, stream, o, hbefore, cold, vals)
     A, B = torch.meshgrid(a_all, b_all, indexing="ij")
@@ -237,6 +245,9 @@ def _match(w: torch.Tensor, stream: torch.Tensor, hot: torch.Tensor, start_row: 
             o += holes
             if give_up and not states and unresolved >= _GIVE_UP:
                 break
+            seen = r - start_row + 1
+            if give_up and seen >= _GIVE_UP and 2 * len(states) < seen:
+                break   # a replayed stream places runs in nearly every row; chance runs in few
             continue
         run, mu, s = hit
         found[r, run] = True
