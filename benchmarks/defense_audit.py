@@ -166,6 +166,34 @@ def table(results: dict, defenses) -> str:
     return "\n".join(lines)
 
 
+def write_defense_results(args, done: dict, argv, measured_by: list[str] | None = None) -> Path:
+    """benchmarks/results/defense_audit_<method>.json: the per-concept table and the summary
+    (rendered into docs/results.md by benchmarks/render_docs.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import estimate, table, write_results
+
+    defenses = [d for d in ("zeros", *DEFENSES) if all(d in done[c] for c in done)]
+    summ = summary(done, defenses)
+    cols = ["concept", "ratio"] + [f"{d}: verdict" for d in defenses] + [f"{d}: largest gain [95%]" for d in defenses] \
+        + [f"{d}: by" for d in defenses] + [f"{d}: preserved - zeros" for d in defenses if d != "zeros"]
+    rows = []
+    for c in done:
+        lg = {d: done[c][d]["largest_gain"] for d in defenses}
+        rows.append([c, round(done[c]["skill_ratio"], 4)] + [done[c][d]["verdict"] for d in defenses]
+                    + [estimate(lg[d]["gain"], lg[d]["gain_ci95"]) if lg[d]["gain_ci95"] else lg[d]["gain"] for d in defenses]
+                    + [lg[d]["attacker"] for d in defenses]
+                    + [summ["cost"][d]["per_concept"][c]["preserved"] for d in defenses if d in summ["cost"]])
+    tables = [table(f"Every attacker against each release ({args.method}, least-damage ratio)", cols, rows,
+                    note="verdict: pass / fail / inconclusive (revival.verdict); largest gain: attacked erased accuracy - "
+                         "release erased accuracy, with its 95% paired interval; preserved - zeros: the defense's cost.")]
+    data = {"title": f"Audit of zeros and defended releases: {args.method}", "page": "results",
+            "about": f"{len(done)} testbed concept(s): {', '.join(done)}; held-out captions, seeds from 1000; "
+                     f"{args.erased} images of the concept (up to {args.max_erased} while inconclusive), {args.preserved} of "
+                     "every other class; each release audited by every attacker of the ladder.",
+            "tables": tables, "summary": summ, "measured_by": measured_by or [" ".join(argv)]}
+    return write_results(f"defense_audit_{args.method}", data, argv=argv)
+
+
 def main() -> None:
     from revival.evaluate.classifiers import get_classifier
     from revival.testbed import load_pipeline
@@ -185,7 +213,15 @@ def main() -> None:
     ap.add_argument("--search-seeds", type=int, default=60, help="validation images per probe of that search")
     ap.add_argument("--json", type=Path, default=None, help="keep results here (per concept; resumes)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="write the results file from a --json kept by earlier runs (no new measurement)")
+    ap.add_argument("--measured-by", nargs="*", default=None, help="with --from-json: the commands that measured it")
     args = ap.parse_args()
+    if args.from_json is not None:
+        done = json.loads(args.from_json.read_text())
+        done = {c: done[c] for c in (args.concepts or done)}
+        print(f"wrote {write_defense_results(args, done, sys.argv, args.measured_by)}")
+        return
     torch.set_num_threads(args.threads)
     pipe = load_pipeline()
     clf = get_classifier("testbed")
@@ -206,15 +242,7 @@ def main() -> None:
     print(table(done, list(args.defenses)))
     print(f"\nmethod {args.method}; default defense: {DEFAULT_DEFENSE}; {args.erased} (up to {args.max_erased}) erased + "
           f"{args.preserved} x 9 preserved images per model; ({time.time() - t0:.0f} s, {args.threads} thread(s))")
-    if set(done) == set(pipe.classes):   # a whole run: the results file the docs are rendered from
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from results import write_results
-
-        path = write_results(f"defense_audit_{args.method}", {"settings": {k: v for k, v in vars(args).items() if k != "json"},
-                                                              "summary": summary(done, list(args.defenses)),
-                                                              "table": table(done, list(args.defenses)),
-                                                              "concepts": done})
-        print(f"wrote {path}")
+    print(f"wrote {write_defense_results(args, done, sys.argv)}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def register(sub) -> None:
                     help="a UNet folder holding the stage-2 result (e.g. testbed v1): run stage 3 only")
     tr.set_defaults(func=_train)
     epochs = argparse.ArgumentParser(add_help=False)
-    epochs.add_argument("--epochs", type=int, default=None, help="training epochs (classifier 4, detector 2)")
+    epochs.add_argument("--epochs", type=int, default=None, help="training epochs (classifier 6, detector 2)")
     tc = O.verb(tsub, "classifier", "train the testbed's Fashion-MNIST classifier",
                 "Train the testbed's classifier; writes OUT (default testbed-weights/classifier.safetensors).",
                 O.OUT_OPTIONAL, O.OVERWRITE, O.SEED, epochs)
@@ -67,7 +67,7 @@ def _train(args) -> int:
 def _train_classifier(args) -> int:
     from ..testbed.classifier import save_classifier, train_classifier
 
-    out = _defaults(args, "testbed-weights/classifier.safetensors", 4).out
+    out = _defaults(args, "testbed-weights/classifier.safetensors", 6).out
     out.parent.mkdir(parents=True, exist_ok=True)
     model, acc = train_classifier(epochs=args.epochs, seed=args.seed)
     save_classifier(model, out, {"test_accuracy": f"{acc:.4f}", "epochs": str(args.epochs),
