@@ -39,6 +39,21 @@ def conceptprune_release(pipe, state, concept, modules=None, ratio=0.05):
     return {**state, **apply_masks(state, masks)}, sorted(masks)
 
 
+def tiny_sd_release(tmp_path):
+    """A tiny random SD folder and, beside it, its UNet with 10% of every ff.net.2 zeroed."""
+    from safetensors.torch import load_file, save_file
+
+    from tiny_models import make_tiny_sd
+
+    sd = make_tiny_sd(tmp_path / "sd")
+    unet = load_file(str(sd / "unet" / "diffusion_pytorch_model.safetensors"))
+    for i, k in enumerate(sorted(unet)):
+        if k.endswith("ff.net.2.weight"):
+            unet[k] = unet[k].masked_fill(torch.rand(unet[k].shape, generator=torch.Generator().manual_seed(i)) < 0.1, 0)
+    save_file(unet, str(tmp_path / "release.safetensors"))
+    return sd
+
+
 # ---------------------------------------------------------------- the verdict's evidence rules
 
 def test_no_evidence_is_never_a_pass():
@@ -98,17 +113,9 @@ def test_a_model_that_never_drew_the_concept_is_inconclusive(testbed):
 
 
 def test_a_concept_the_judge_cannot_name_is_refused_on_sd(tmp_path, capsys):
-    from safetensors.torch import load_file, save_file
-
     from revival.cli import main
-    from tiny_models import make_tiny_sd
 
-    sd = make_tiny_sd(tmp_path / "sd")
-    unet = load_file(str(sd / "unet" / "diffusion_pytorch_model.safetensors"))
-    for i, k in enumerate(sorted(unet)):
-        if k.endswith("ff.net.2.weight"):
-            unet[k] = unet[k].masked_fill(torch.rand(unet[k].shape, generator=torch.Generator().manual_seed(i)) < 0.1, 0)
-    save_file(unet, str(tmp_path / "release.safetensors"))
+    sd = tiny_sd_release(tmp_path)
     csv = tmp_path / "p.csv"
     csv.write_text("case_number,prompt,class,seed\n0,a unicorn,unicorn,1000\n1,a church,church,1000\n")
     out = tmp_path / "audit"
@@ -264,18 +271,10 @@ def test_changes_no_attacker_can_revive_leave_the_verdict_inconclusive(testbed):
 
 
 def test_evaluation_prompts_that_unlearning_used_are_refused(tmp_path, capsys):
-    from safetensors.torch import load_file, save_file
-
     from revival.cli import main
     from revival.unlearn.conceptprune import task_prompts
-    from tiny_models import make_tiny_sd
 
-    sd = make_tiny_sd(tmp_path / "sd")
-    unet = load_file(str(sd / "unet" / "diffusion_pytorch_model.safetensors"))
-    for i, k in enumerate(sorted(unet)):
-        if k.endswith("ff.net.2.weight"):
-            unet[k] = unet[k].masked_fill(torch.rand(unet[k].shape, generator=torch.Generator().manual_seed(i)) < 0.1, 0)
-    save_file(unet, str(tmp_path / "release.safetensors"))
+    sd = tiny_sd_release(tmp_path)
     own = task_prompts("objects", "church")[0][0]
     csv = tmp_path / "p.csv"
     csv.write_text(f"case_number,prompt,class,seed\n0,{own},church,1000\n1,a golf ball,golf ball,1000\n")
