@@ -70,8 +70,23 @@ def _sampler(model) -> dict:
     sched = getattr(model, "scheduler", None) or getattr(getattr(model, "pipe", None), "scheduler", None)
     if sched is None:
         return {}
-    config = json.dumps(dict(getattr(sched, "config", {}) or {}), sort_keys=True, default=str)
+    config = {k: v for k, v in dict(getattr(sched, "config", {}) or {}).items() if not str(k).startswith("_")}
+    config = json.dumps(_canonical(config), sort_keys=True)   # diffusers' private keys (_use_default_values: a set's order) left out
     return {"sampler": type(sched).__name__, "sampler_config_sha256": hashlib.sha256(config.encode()).hexdigest()}
+
+
+def _canonical(obj):
+    """A JSON-able copy that is the same in every process: sets sorted (their order follows the
+    process's hash seed), other objects by type name (their repr may hold a memory address)."""
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(str(_canonical(v)) for v in obj)
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return type(obj).__name__
 
 
 def generation_record(model, settings: dict | None, steps, guidance, batch_size: int | None = None) -> dict:
