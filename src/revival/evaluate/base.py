@@ -83,6 +83,23 @@ def synonym_knows(labels: list[str], concept: str) -> bool:
     return any(c in {_norm(s) for s in label.split(",")} for label in labels)
 
 
+class SynonymClassifier(Classifier):
+    """A classifier over ImageNet-style labels ("chain saw, chainsaw"): subclasses give `logits`;
+    the prediction is the top label, a hit and `knows` follow the synonym rule."""
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict(self, images: torch.Tensor) -> list[str]:
+        return [self.labels[i] for i in self.logits(images).argmax(1).tolist()]
+
+    def is_hit(self, predicted: str, cls: str) -> bool:
+        return synonym_hit(predicted, cls)
+
+    def knows(self, concept: str) -> bool:
+        return synonym_knows(self.labels, concept)
+
+
 def preprocessor_config(folder: Path) -> dict:
     """A local HF model folder's preprocessor_config.json ({} when there is none)."""
     path = Path(folder) / "preprocessor_config.json"

@@ -9,11 +9,10 @@ from pathlib import Path
 import torch
 
 from ..errors import RevivalError
-from .base import (Classifier, imagenet_labels, preprocessor_config, resize_crop_normalize, synonym_hit,
-                   synonym_knows)
+from .base import SynonymClassifier, imagenet_labels, preprocessor_config, resize_crop_normalize
 
 
-class ImageNetEfficientNet(Classifier):
+class ImageNetEfficientNet(SynonymClassifier):
     name = "imagenet"
     MEAN = (0.485, 0.456, 0.406)
     STD = (0.229, 0.224, 0.225)
@@ -47,17 +46,8 @@ class ImageNetEfficientNet(Classifier):
         x = resize_crop_normalize(images, (self.size, self.size), None, self.MEAN, self.STD, mode="bilinear")
         return torch.cat([self.model(x[i:i + 32].to(self.device)) for i in range(0, len(x), 32)])
 
-    def predict(self, images: torch.Tensor) -> list[str]:
-        return [self.labels[i] for i in self.logits(images).argmax(1).tolist()]
 
-    def is_hit(self, predicted: str, cls: str) -> bool:
-        return synonym_hit(predicted, cls)
-
-    def knows(self, concept: str) -> bool:
-        return synonym_knows(self.labels, concept)
-
-
-class HFImageClassifier(Classifier):
+class HFImageClassifier(SynonymClassifier):
     """A local transformers image-classification folder (config.json + weights, optionally
     preprocessor_config.json), e.g. microsoft/resnet-50 copied to disk. Resize to
     shortest_edge / crop_pct, centre crop, normalise, as its image processor would."""
@@ -98,12 +88,3 @@ class HFImageClassifier(Classifier):
              else resize_crop_normalize(images, self.short, self.crop, self.mean, self.std))
         return torch.cat([self.model(pixel_values=x[i:i + 32].to(self.device)).logits
                           for i in range(0, len(x), 32)])
-
-    def predict(self, images: torch.Tensor) -> list[str]:
-        return [self.labels[i] for i in self.logits(images).argmax(1).tolist()]
-
-    def is_hit(self, predicted: str, cls: str) -> bool:
-        return synonym_hit(predicted, cls)
-
-    def knows(self, concept: str) -> bool:
-        return synonym_knows(self.labels, concept)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import RevivalError
-from .base import Classifier, imagenet_labels, resize_crop_normalize, synonym_hit, synonym_knows
+from .base import SynonymClassifier, imagenet_labels, resize_crop_normalize
 from .imagenet import ImageNetEfficientNet
 
 
@@ -89,7 +89,7 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-class TorchvisionResNet50(Classifier):
+class TorchvisionResNet50(SynonymClassifier):
     name = "resnet50"
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu"):
@@ -117,12 +117,3 @@ class TorchvisionResNet50(Classifier):
         x = resize_crop_normalize(images, 256, 224, ImageNetEfficientNet.MEAN, ImageNetEfficientNet.STD,
                                   mode="bilinear")
         return torch.cat([self.model(x[i:i + 32].to(self.device)) for i in range(0, len(x), 32)])
-
-    def predict(self, images: torch.Tensor) -> list[str]:
-        return [self.labels[i] for i in self.logits(images).argmax(1).tolist()]
-
-    def is_hit(self, predicted: str, cls: str) -> bool:
-        return synonym_hit(predicted, cls)
-
-    def knows(self, concept: str) -> bool:
-        return synonym_knows(self.labels, concept)
