@@ -141,8 +141,10 @@ def test_each_testbed_example_generates_through_the_registry(technique, cache, d
     info = tech.info
     assert info["skill_ratio"] == demo_report["unlearn"]["skill_ratio"]
     if technique == "revival_defended_attack":
-        assert info["strongest"] in ("residual", "method-aware", "columns", "reprune", "zeros", None)
-        assert set(info["attackers"]) == {"zeros", "residual", "method-aware", "columns", "reprune"}
+        from revival.attack.attackers import ATTACKERS
+
+        assert set(info["attackers"]) == set(ATTACKERS)     # every attacker of the ladder ran
+        assert info["strongest"] in (*ATTACKERS, None)
 
 
 def test_stages_are_cached_by_content(cache):

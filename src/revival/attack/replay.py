@@ -38,6 +38,7 @@ _TOL_Z = 0.35                     # candidate search: |standardised value - stre
 _CANDIDATES = 24                  # at most this many candidates for each of a run's first two fills
 _CONFIRM = 4                      # a run of this many fills confirms itself (2 fit, 2 predicted exactly)
 _GIVE_UP = 6                      # rows without a run before a seed is given up
+_STATS_FLOOR = 1e-6               # statistics agree to this share of the std at best (the draw's own rounding)
 
 
 def old_stream(seed: int, name: str, n: int) -> torch.Tensor:
@@ -120,24 +121,27 @@ def _row_run(xr: torch.Tensor, dtype: torch.dtype, stream: torch.Tensor, o: int,
         near = ((xr[None, :] - p).abs() <= tol) & (cols[None, :] > B[sl, None]) & cold[None, :]
         third[sl] = near.any(1)
     # or the surviving weights' own mean and std (a short run in row statistics)
+    # (within the fit's own rounding error: over the many pairs, offsets and seeds tried, a looser
+    # tolerance let chance pairs of a secretly filled row through)
+    rel = _stats_tol(ds / s, (eps * xa.abs() + ds * za.abs()) / s)
     m_cnt = int(cold.sum()) - 2
     s1, s2 = float(vals.sum()), float((vals * vals).sum())
     if m_cnt >= 2:
         m = (s1 - xa - xb) / m_cnt
         var = (s2 - xa * xa - xb * xb - m_cnt * m * m) / (m_cnt - 1)
         sd = var.clamp(min=0).sqrt()
-        stats = ((mu - m).abs() < 1e-4 * sd) & ((s / sd - 1).abs() < 1e-4)
+        stats = ((mu - m).abs() < rel * sd) & ((s / sd - 1).abs() < rel)
     else:
         stats = torch.zeros_like(third)
     for m_k, sd_k in known:
-        stats |= ((mu - m_k).abs() < 1e-5 * sd_k) & ((s / sd_k - 1).abs() < 1e-5)
+        stats |= ((mu - m_k).abs() < rel * sd_k) & ((s / sd_k - 1).abs() < rel)
     pick = (third | stats).nonzero().flatten().tolist()
     best = None if pick else _single_fill(xr, dtype, stream, o, hbefore, cold, vals)
     for i in pick[:64]:
         a, b = int(A[i]), int(B[i])
         run, mi, si = _extend(xr, dtype, stream, o, hbefore, cold, [a, b], [float(za[i]), float(zb[i])],
                               float(mu[i]), float(s[i]), float(eps * xa[i].abs() + ds[i] * za[i].abs()), float(ds[i]))
-        good = len(run) >= _CONFIRM or _stats_agree(xr, run, cold, mi, si, known)
+        good = len(run) >= _CONFIRM or _stats_agree(xr, run, cold, mi, si, known, float(rel[i]))
         if good and (best is None or len(run) > len(best[0])):
             best = (run, mi, si)
     return best
@@ -198,24 +202,32 @@ def _extend(xr, dtype, stream, o, hbefore, cold, run, zs, mi, si, dmi, dsi):
     return run, mi, si
 
 
+def _stats_tol(ds_rel: torch.Tensor, dmu_rel: torch.Tensor) -> torch.Tensor:
+    """How close (relative to the std) a fitted mean and std must be to known statistics: a few
+    times the fit's rounding error, within [1e-6, 1e-4]."""
+    return (8 * (ds_rel.abs() + dmu_rel.abs())).clamp(min=_STATS_FLOOR, max=1e-4)
+
+
 def _stats_agree(xr: torch.Tensor, run: list[int], cold: torch.Tensor, mu: float, s: float,
-                 known: list[tuple[float, float]]) -> bool:
+                 known: list[tuple[float, float]], rel: float) -> bool:
     """A short run is confirmed when the row's other (surviving) weights have exactly its mean and
-    std (row statistics), or when it has the mean and std of a confirmed run (layer statistics)."""
+    std (row statistics), or when it has the mean and std of a confirmed run (layer statistics);
+    exactly means within `rel` of the std."""
     keep = cold.clone()
     keep[run] = False
     surv = xr[keep]
     if surv.numel() >= 2:
         m, sd = float(surv.mean()), float(surv.std())
-        if sd > 0 and abs(mu - m) < 1e-4 * sd and abs(s / sd - 1) < 1e-4:
+        if sd > 0 and abs(mu - m) < rel * sd and abs(s / sd - 1) < rel:
             return True
-    return any(abs(mu - m) < 1e-5 * sd and abs(s / sd - 1) < 1e-5 for m, sd in known)
+    return any(abs(mu - m) < rel * sd and abs(s / sd - 1) < rel for m, sd in known)
 
 
 def _match(w: torch.Tensor, stream: torch.Tensor, hot: torch.Tensor, start_row: int = 0, start: int = 0,
-           give_up: bool = True, known: list[tuple[float, float]] | None = None
+           give_up: bool = True, known: list[tuple[float, float]] | None = None, stop_after: int | None = None
            ) -> tuple[torch.Tensor, list[tuple[int, int]], list[tuple[float, float]]]:
-    """Follow the stream through the rows of w from (start_row, stream offset start). Returns
+    """Follow the stream through the rows of w from (start_row, stream offset start); with
+    `stop_after`, stop after that many rows in a row without a run (the stream has ended). Returns
     (bool mask of the fills found, [(row, its offset)] of the rows with a confirmed run, the
     (mean, std) of those runs)."""
     x = w.double()
@@ -243,6 +255,8 @@ def _match(w: torch.Tensor, stream: torch.Tensor, hot: torch.Tensor, start_row: 
         if hit is None:
             unresolved += 1
             o += holes
+            if stop_after is not None and unresolved >= stop_after:
+                break
             if give_up and not states and unresolved >= _GIVE_UP:
                 break
             seen = r - start_row + 1
@@ -286,7 +300,8 @@ def _replay_layer(w: torch.Tensor, name: str, holes: list[torch.Tensor], seeds: 
                 s2 = _stream_tail(seed, name, stream, n)
                 if s2 is stream:
                     continue
-                tail, _, _ = _match(w, s2, hot, r_last, o_last, give_up=False, known=known[:-1])
+                tail, _, _ = _match(w, s2, hot, r_last, o_last, give_up=False, known=known[:-1],
+                                    stop_after=_GIVE_UP)
                 cand = found.clone()
                 cand[r_last:] = tail[r_last:]
                 if int(cand.sum()) > int(top.sum()):
