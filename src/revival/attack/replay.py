@@ -348,7 +348,7 @@ def locate_replay(tensors: Mapping[str, torch.Tensor], layers: Sequence[str], co
         mask = torch.zeros(w.shape, dtype=torch.bool)
         if w.ndim == 2 and w.is_floating_point() and w.numel() >= 16:
             hit = _replay_layer(w, name, hole_candidates(w, name, tensors), seeds)
-            if hit is not None:
+            if hit is not None and int(hit[0].sum()) >= _CONFIRM:   # fewer: a chance fit, not a replay
                 mask, seed, hot = hit
                 per_layer[name] = {"seed": seed, "found": int(mask.sum()), "holes": int(hot.sum())}
         masks[name] = mask
