@@ -148,7 +148,8 @@ def test_a_release_pruned_in_the_input_projection_is_audited_there_and_fails(tes
     rc = main(["audit", "--model", "testbed", "--release", str(tmp_path / "release.safetensors"), "--concept", "sneaker",
                "--out", str(out), "--erased-images", "30", "--preserved-images", "1", "--quiet"])
     data = json.loads((out / "audit.json").read_text())
-    assert set(data["layers"]) == set(layers)                    # found where it was pruned, not ff.net.2
+    # found where it was pruned, and attacked in the other linear of the same units too
+    assert set(data["layers"]) == set(layers) | {n.replace("ff.net.0.proj", "ff.net.2") for n in layers}
     assert rc == EXIT_CODES["fail"] and data["verdict"] == "fail", capsys.readouterr().out
     assert data["attacks"]["zeros"]["status"] == "ran" and data["attacks"]["zeros"]["gain_ci95"][0] > 0.10
     # the names say what they hold: the limit, and the largest gain of any attacker
@@ -301,3 +302,8 @@ def test_a_release_defended_with_a_known_seed_fails_its_audit(testbed, seed):
                           AuditConfig(erased_images=20, attackers=("zeros", "replay")))
     assert res.attacks["replay"]["located"] > 0.9 * sum(int((unlearned[n] == 0).sum()) for n in layers)
     assert res.verdict == "fail" and res.largest_gain["attacker"] == "replay"
+    # the unchanged partner linears are attacked too (an attacker may edit any layer), and they do not
+    # dilute the share of changed entries the attackers are told
+    assert set(res.layers) == set(layers) | {n.replace("ff.net.2", "ff.net.0.proj") for n in layers}
+    changed = sum(int((release[n] != state[n]).sum()) for n in layers) / sum(release[n].numel() for n in layers)
+    assert res.settings["located_fraction"] == pytest.approx(changed, abs=2e-6)

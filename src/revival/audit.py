@@ -165,7 +165,9 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
     steps, ratio = config.steps or 10, config.skill_ratio or 0.05
     # the attackers are told the share of entries the release changed (as an attacker trying several
     # shares would find): a publisher's wrong --skill-ratio cannot make them weaker
-    share = sum(int(t.sum()) for t in truth.values()) / max(1, sum(t.numel() for t in truth.values()))
+    # (over the layers it changed: an unchanged partner layer the audit also attacks does not dilute it)
+    changed = [t for t in truth.values() if bool(t.any())]
+    share = sum(int(t.sum()) for t in changed) / max(1, sum(t.numel() for t in changed))
     fraction = min(0.49, max(1e-4, share))
     looks = config.looks if more_rows is not None else 1
     z = NormalDist().inv_cdf(1 - 0.025 / looks)

@@ -8,6 +8,7 @@ import torch
 
 from .errors import RevivalError
 from .io.store import TensorStore, tensor_meta
+from .pairs import present_partner
 
 DEFAULT_LAYERS = r"transformer_blocks\.\d+\.ff\.net\.2\.weight$"
 
@@ -138,12 +139,15 @@ def changed_layers(model_state: Mapping[str, torch.Tensor], release: Mapping[str
 def audit_layers(model_state: Mapping[str, torch.Tensor], release: Mapping[str, torch.Tensor],
                  pattern: str | None = None) -> list[str]:
     """The layers the audit attacks: those matching `pattern`; else every layer found pruned by its
-    exact zeros (the detection `inspect`, `attack` and `defend` use) and every 2-D weight the release
-    changed from the model's own (a defended release hides its zeros, not its changes)."""
+    exact zeros (the detection `inspect`, `attack` and `defend` use), every 2-D weight the release
+    changed from the model's own (a defended release hides its zeros, not its changes), and the
+    other linear of each one's hidden units (`revival.pairs`): an attacker may edit any layer, and
+    on the testbed an edit of the untouched ff.net.0.proj alone brought an erased concept back."""
     if pattern is not None:
         return select_layers(release, pattern)
     found = {p.name for p in detect_pruned_layers(release)}
     found |= set(changed_layers(model_state, release))
+    found |= {p[0] for n in found if (p := present_partner(n, release)) is not None and release[p[0]].ndim == 2}
     return [k for k in release if k in found]
 
 

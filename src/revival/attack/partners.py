@@ -15,20 +15,20 @@ When the partner is itself pruned (CAD-Erase prunes both linears), its pruned en
 unknown: `side_missing` marks them so the solver leaves those rows out of each column's fit,
 and the side values there are a first, side-free estimate of the partner (`fill`).
 
-Pairs known by name (diffusers UNet, CLIP and BERT-style text encoders):
+Pairs known by name (`revival.pairs`: diffusers UNet, CLIP and BERT-style text encoders):
 ``ff.net.0.proj`` -> ``ff.net.2``; ``mlp.fc1`` -> ``mlp.fc2``; ``intermediate.dense`` ->
 ``output.dense`` (not ``attention.output.dense``); and the attention value chain
 ``to_v`` -> ``to_out.0`` (validated like every other side information).
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
 from ..masks import layer_zero_test
+from ..pairs import present_partner
 from ..seeding import item_seed
 from .completion import complete
 from .config import SOLVERS_TAKE_SIDE
@@ -36,15 +36,6 @@ from .magnitudes import get_magnitude
 from .matrix import revive_matrix, side_features
 from .rows import RowEstimate, estimate_unit_rows
 from .signs import top_k_signs
-
-# (input-linear suffix, output-linear suffix); a prefix must not end like `attention.` for BERT
-PAIRS: tuple[tuple[str, str], ...] = (
-    ("ff.net.0.proj.weight", "ff.net.2.weight"),
-    ("mlp.fc1.weight", "mlp.fc2.weight"),
-    ("intermediate.dense.weight", "output.dense.weight"),
-    ("to_v.weight", "to_out.0.weight"),
-)
-_NOT_PREFIX = re.compile(r"attention\.$")
 
 
 @dataclass(frozen=True)
@@ -56,16 +47,9 @@ class Partner:
 
 
 def find_partner(name: str, tensors: Mapping[str, torch.Tensor]) -> Partner | None:
-    """The partner of `name` present in `tensors`, or None."""
-    for w_in, w_out in PAIRS:
-        for own, other, is_in in ((w_in, w_out, True), (w_out, w_in, False)):
-            if name.endswith(own):
-                prefix = name[: -len(own)]
-                if _NOT_PREFIX.search(prefix):
-                    continue
-                if prefix + other in tensors:
-                    return Partner(prefix + other, is_in)
-    return None
+    """The partner of `name` present in `tensors` (`revival.pairs`), or None."""
+    p = present_partner(name, tensors)
+    return Partner(*p) if p is not None else None
 
 
 def units_of(w_in_shape: tuple[int, int], w_out_shape: tuple[int, int]) -> int | None:

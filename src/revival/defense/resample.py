@@ -74,6 +74,7 @@ import torch
 
 from ..errors import RevivalError
 from ..layers import check_matrices
+from ..pairs import partner_name
 from .base import check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret
 from .retire import map_fill, retire_units
 
@@ -82,27 +83,14 @@ DEFAULT_HOT = None          # hot units that cannot be retired: kept (Gaussian f
 DEFAULT_RETIRE = True
 HOT_MODES = ("row", "column")
 
-# (input linear, output linear) of a block, by name: hidden units are the input linear's rows and
-# the output linear's columns. A BERT prefix must not end like `attention.` (attention.output.dense).
-PAIRS: tuple[tuple[str, str], ...] = (
-    ("ff.net.0.proj.weight", "ff.net.2.weight"),
-    ("mlp.fc1.weight", "mlp.fc2.weight"),
-    ("intermediate.dense.weight", "output.dense.weight"),
-    ("to_v.weight", "to_out.0.weight"),
-)
-
-
 def unit_axis(name: str) -> tuple[str, str] | None:
     """("columns", the block's input linear) for an output linear, ("rows", the block's output
     linear) for an input linear, None for a layer whose hidden units resample cannot tell."""
-    for w_in, w_out in PAIRS:
-        for mine, other, axis in ((w_out, w_in, "columns"), (w_in, w_out, "rows")):
-            if name.endswith(mine):
-                prefix = name[: -len(mine)]
-                if prefix.endswith("attention.") or (prefix and not prefix.endswith(".")):
-                    continue
-                return axis, prefix + other
-    return None
+    p = partner_name(name)
+    if p is None:
+        return None
+    other, is_input = p
+    return ("rows" if is_input else "columns"), other
 
 
 def check_units(layers) -> None:
