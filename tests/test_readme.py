@@ -14,10 +14,9 @@ Not run, by rule:
   covered by tests/test_demo.py, the suite by itself).
 
 Settings: the lines run exactly as written; the README itself shows the small ones
-(`--erased-images 20`). Time: the publisher walkthrough erases with the least-damage search and
-audits twice with every attacker; the audits draw more images of the concept while intervals
-straddle the limit. It is the slowest test of the suite: 348 s on the 2-core CPU at load ~5, 684 s
-at load ~7 (one thread).
+(`--erased-images 20 --max-erased-images 40`). Time: the publisher walkthrough erases with the
+least-damage search and audits twice with every attacker; it is the slowest test of the suite:
+77 s on the 2-core CPU beside one other one-thread job (one thread).
 """
 from __future__ import annotations
 
