@@ -175,6 +175,20 @@ def test_replay_confirms_no_chance_pair_in_a_secretly_filled_layer(testbed):
         assert int(loc.masks[name].sum()) == 0 and not loc.info["replayed"]
 
 
+def test_replay_finds_nothing_in_a_wide_secretly_filled_layer_nor_in_zeros():
+    """SD-sized rows hold more chance fits: a fixed run length (4 fills) located 4 false positions in
+    a random 320x1280 layer; the evidence rule locates none. A layer that still holds its exact
+    zeros was not filled: replay skips it."""
+    g = torch.Generator().manual_seed(0)
+    w = 0.02 * torch.randn(320, 1280, generator=g)
+    pruned = {"a.ff.net.2.weight": w.masked_fill(synthetic_prune_mask(w, 0.05, seed=1, concept_columns=0.2), 0)}
+    loc = locate_replay(pruned, ["a.ff.net.2.weight"], None)
+    assert loc.info["zeros_kept"] == ["a.ff.net.2.weight"] and int(loc.masks["a.ff.net.2.weight"].sum()) == 0
+    upd, _ = apply_defense(pruned, ["a.ff.net.2.weight"], "gaussian")                   # secret randomness
+    loc = locate_replay(upd, ["a.ff.net.2.weight"], None)
+    assert int(loc.masks["a.ff.net.2.weight"].sum()) == 0 and not loc.info["replayed"] and not loc.info["zeros_kept"]
+
+
 def test_old_stream_is_the_old_draw():
     """The replay's stream is the old fill's: mean + std x torch.randn from item_seed(seed, name)."""
     from revival.defense.base import obfuscate_matrix
