@@ -19,7 +19,8 @@ certainty (no inconclusive); the defense's preserved cost per concept (mean towa
     python benchmarks/defense_audit.py --json out/da.json     # results kept per concept; reruns resume
 
 The results go to benchmarks/results/defense_audit_<method>.json (with commit, command, date and
-machine) through benchmarks/results.py, when the run covers every concept.
+machine) through benchmarks/results.py; a --target-erasure other than 0.2 writes its own file
+(defense_audit_<method>_target<T>.json).
 """
 from __future__ import annotations
 
@@ -186,12 +187,14 @@ def write_defense_results(args, done: dict, argv, measured_by: list[str] | None 
     tables = [table(f"Every attacker against each release ({args.method}, least-damage ratio)", cols, rows,
                     note="verdict: pass / fail / inconclusive (revival.verdict); largest gain: attacked erased accuracy - "
                          "release erased accuracy, with its 95% paired interval; preserved - zeros: the defense's cost.")]
-    data = {"title": f"Audit of zeros and defended releases: {args.method}", "page": "results",
+    label = args.method + (f", target erasure {args.target_erasure}" if args.target_erasure not in (None, 0.2) else "")
+    data = {"title": f"Audit of zeros and defended releases: {label}", "page": "results",
             "about": f"{len(done)} testbed concept(s): {', '.join(done)}; held-out captions, seeds from 1000; "
                      f"{args.erased} images of the concept (up to {args.max_erased} while inconclusive), {args.preserved} of "
                      "every other class; each release audited by every attacker of the ladder.",
             "tables": tables, "summary": summ, "measured_by": measured_by or [" ".join(argv)]}
-    return write_results(f"defense_audit_{args.method}", data, argv=argv)
+    suffix = f"_target{args.target_erasure:g}".replace(".", "p") if args.target_erasure not in (None, 0.2) else ""
+    return write_results(f"defense_audit_{args.method}{suffix}", data, argv=argv)
 
 
 def main() -> None:
