@@ -82,13 +82,12 @@ def _row_run(xr: torch.Tensor, dtype: torch.dtype, stream: torch.Tensor, o: int,
              hbefore: torch.Tensor, known: list[tuple[float, float]], layer: tuple[float, float] | None = None
              ) -> tuple[list[int], float, float, float] | None:
     """The fills of one row whose run starts at stream offset `o`: the j-th fill (0-based) at column
-    c holds mean + std * stream[o + j + hbefore[c]] (hbefore: hole columns before c). Returns
-    (columns, mean, std) of the confirmed run, or None. Candidate pairs for the first two fills
-    come from approximate statistics; each pair's exact mean and std then predict the third fill
-    (checked on the row's sorted values) or meet the surviving weights' own statistics. Returns
-    (columns, mean, std, bits): a run counts only with at least _ROW_BITS of evidence (`_bits`
-    for every fill it predicted exactly, and for statistics met exactly); four chance fills of a
-    wide row did reach the old fixed rule (4 fills) on SD-sized random matrices."""
+    c holds mean + std * stream[o + j + hbefore[c]] (hbefore: hole columns before c). Candidate
+    pairs for the first two fills come from approximate statistics; each pair's exact mean and std
+    then predict the third fill (checked on the row's sorted values) or meet the surviving weights'
+    own statistics. Returns (columns, mean, std, bits) of the best run with at least _ROW_BITS of
+    evidence (`_bits` for every fill it predicted exactly and for statistics met exactly, less
+    log2 of the pairs tried), or None."""
     n = xr.numel()
     cold = ~hot
     vals = xr[cold]
@@ -255,7 +254,7 @@ def _stats_agree(xr: torch.Tensor, run: list[int], cold: torch.Tensor, mu: float
 
 def _match(w: torch.Tensor, stream: torch.Tensor, hot: torch.Tensor, start_row: int = 0, start: int = 0,
            give_up: bool = True, known: list[tuple[float, float]] | None = None, stop_after: int | None = None
-           ) -> tuple[torch.Tensor, list[tuple[int, int]], list[tuple[float, float]]]:
+           ) -> tuple[torch.Tensor, list[tuple[int, int]], list[tuple[float, float]], list[float]]:
     """Follow the stream through the rows of w from (start_row, stream offset start); with
     `stop_after`, stop after that many rows in a row without a run (the stream has ended). Returns
     (bool mask of the fills found, [(row, its offset)] of the rows with a confirmed run, the
