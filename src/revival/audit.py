@@ -34,7 +34,7 @@ from statistics import NormalDist
 import torch
 
 from .attack.activations import release_activations
-from .attack.attackers import ATTACKERS, AttackContext, check_attacker, run_attacker, true_mask
+from .attack.attackers import ATTACKERS, AttackContext, changed_share, check_attacker, run_attacker, true_mask
 from .attack.config import AttackConfig
 from .errors import RevivalError
 from .exposure import release_exposure
@@ -165,10 +165,7 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
     steps, ratio = config.steps or 10, config.skill_ratio or 0.05
     # the attackers are told the share of entries the release changed (as an attacker trying several
     # shares would find): a publisher's wrong --skill-ratio cannot make them weaker
-    # (over the layers it changed: an unchanged partner layer the audit also attacks does not dilute it)
-    changed = [t for t in truth.values() if bool(t.any())]
-    share = sum(int(t.sum()) for t in changed) / max(1, sum(t.numel() for t in changed))
-    fraction = min(0.49, max(1e-4, share))
+    fraction = changed_share(truth)
     looks = config.looks if more_rows is not None else 1
     z = NormalDist().inv_cdf(1 - 0.025 / looks)
     result = AuditResult(concept=concept, limit=float(config.max_gain), release={}, layers=layers,

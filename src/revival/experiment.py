@@ -84,16 +84,14 @@ class _Run:
         (`self.measure`); the one that revives most is the stage, as in `revival demo`
         (`revival.strongest`). When no attacker revived anything the stage is the obfuscated model;
         when none could run at all, the stage cannot be measured (RevivalError)."""
-        from .attack.attackers import true_mask
         from .strongest import strongest_attack
 
         src = self.weights("obfuscated")
-        truth = true_mask(self.original, self.weights("unlearned"), self._layers())
         state, _, facts = strongest_attack(self.pipe, src, self._layers(), prompts=self.prompts,
                                            attack=self.cfg.attack_config(), skill_ratio=self.c.skill_ratio,
                                            steps=self.c.steps, measure=self.measure,
                                            inference_steps=self.cfg.inference_steps, guidance=self.cfg.guidance,
-                                           truth=truth)
+                                           original=self.original)
         self.attackers = {n: {k: f.get(k) for k in ("status", "located", "erased", "reason", "refused") if k in f}
                           for n, f in facts["attackers"].items()}
         if not any(f["status"] == "ran" for f in self.attackers.values()):

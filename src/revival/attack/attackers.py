@@ -194,6 +194,14 @@ def true_mask(original: Mapping[str, torch.Tensor], release: Mapping[str, torch.
     return out
 
 
+def changed_share(truth: Mapping[str, torch.Tensor]) -> float:
+    """The share of entries changed in the layers `truth` shows changed (an unchanged layer that is
+    attacked too does not dilute it), clipped to what an attacker is told: [1e-4, 0.49]."""
+    changed = [t for t in truth.values() if bool(t.any())]
+    share = sum(int(t.sum()) for t in changed) / max(1, sum(t.numel() for t in changed))
+    return min(0.49, max(1e-4, share))
+
+
 # --------------------------------------------------------------------------- revival
 
 def revive_located(tensors: Mapping[str, torch.Tensor], layers: Sequence[str], located: Located,

@@ -199,14 +199,15 @@ class _Stages:
         return "release", {"defense": c.defense, "seed": c.seed, "stats": "row"}, make
 
     def _defended_attack(self):
-        from ..attack.attackers import ATTACKERS, true_mask
+        from ..attack.attackers import ATTACKERS
         from ..demo import defended_attacks
 
         rows, clf_name = self._selection_rows()
         c = self.config
         own = {"attack": asdict(self.attack), "attackers": list(ATTACKERS), "classifier": clf_name,
                "classifier_path": c.classifier_path, "rows": [(r.prompt, r.cls, r.seed) for r in rows],
-               "inference_steps": c.inference_steps, "guidance": c.guidance}
+               "inference_steps": c.inference_steps, "guidance": c.guidance,
+               "scope": "audit_layers"}   # the attacked layers: the changed ones and their partners
 
         def make():
             from ..evaluate.classifiers import get_classifier
@@ -228,7 +229,7 @@ class _Stages:
 
             cp = replace(self.cp, skill_ratio=min(1.0, rinfo["skill_ratio"]))
             try:
-                state, _, facts = defended_attacks(self.pipe, defended, layers, true_mask(self.original, unlearned, layers),
+                state, _, facts = defended_attacks(self.pipe, defended, layers, self.original,
                                                    self.prompts, cp, self.attack, measure, False)
             finally:
                 self.pipe.unet.load_state_dict(self.original)
