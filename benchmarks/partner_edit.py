@@ -26,7 +26,8 @@ def main() -> None:
     from defense_audit import unlearned_model
     from results import estimate, table, write_results
 
-    from revival.attack.attackers import AttackContext, run_attacker, true_mask
+    from revival.attack.attackers import AttackContext, run_attacker
+    from revival.attack.truth import true_mask
     from revival.audit import AuditConfig, heldout_prompts
     from revival.audit_result import evaluate_state
     from revival.evaluate.classifiers import get_classifier

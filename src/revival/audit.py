@@ -34,7 +34,8 @@ from statistics import NormalDist
 import torch
 
 from .attack.activations import release_activations
-from .attack.attackers import ATTACKERS, AttackContext, changed_share, check_attacker, run_attacker, true_mask
+from .attack.attackers import ATTACKERS, AttackContext, check_attacker, run_attacker
+from .attack.truth import changed_share, true_mask
 from .attack.config import AttackConfig
 from .errors import RevivalError
 from .exposure import release_exposure

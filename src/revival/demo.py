@@ -352,9 +352,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
 def defended_attacks(pipeline, defended, layers, original, prompts, cp_cfg, attack_cfg, measure, progress):
     """`revival.strongest.strongest_attack` with the demo's ConceptPrune settings, in the audit's
-    scope: `original` (the model's own weights) gives the layers the defended release changed and
-    their partners, and the share of entries changed (each attacker is told it; localisation is
-    scored against what changed)."""
+    scope (`original`: the model's own weights; see `strongest_attack`)."""
     from .strongest import strongest_attack
 
     return strongest_attack(pipeline, defended, layers, prompts=prompts, attack=attack_cfg,

@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from .attack.activations import release_activations
-from .attack.attackers import ATTACKERS, AttackContext, changed_share, run_attacker, true_mask
+from .attack.attackers import ATTACKERS, AttackContext, run_attacker
+from .attack.truth import changed_share, true_mask
 from .attack.config import AttackConfig
 from .errors import RevivalError
 from .layers import audit_layers

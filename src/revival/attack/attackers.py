@@ -41,6 +41,7 @@ from .config import AttackConfig
 from .located import AttackContext, Located, top_fraction  # noqa: F401 (attackers' public names)
 from .partners import revive_layer
 from .signs import top_k_signs
+from .truth import true_mask
 
 DEFAULT_ATTACKER = "zeros"
 
@@ -177,29 +178,6 @@ def _quantiles(s: torch.Tensor) -> torch.Tensor:
     ranks = torch.empty_like(flat)
     ranks[order] = avg[inv]
     return (ranks / max(1, flat.numel() - 1)).view(s.shape)
-
-
-def true_mask(original: Mapping[str, torch.Tensor], release: Mapping[str, torch.Tensor],
-              layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The positions the publisher changed: where the release differs from the original."""
-    out = {}
-    for name in layers:
-        if name not in original:
-            raise RevivalError(f"the original has no layer {name!r}.")
-        o, r = original[name], release[name]
-        if tuple(o.shape) != tuple(r.shape):
-            raise RevivalError(f"layer {name!r} has shape {tuple(o.shape)} in the original but "
-                               f"{tuple(r.shape)} in the release.")
-        out[name] = (o.float() != r.float()).cpu()
-    return out
-
-
-def changed_share(truth: Mapping[str, torch.Tensor]) -> float:
-    """The share of entries changed in the layers `truth` shows changed (an unchanged layer that is
-    attacked too does not dilute it), clipped to what an attacker is told: [1e-4, 0.49]."""
-    changed = [t for t in truth.values() if bool(t.any())]
-    share = sum(int(t.sum()) for t in changed) / max(1, sum(t.numel() for t in changed))
-    return min(0.49, max(1e-4, share))
 
 
 # --------------------------------------------------------------------------- revival
