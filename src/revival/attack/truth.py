@@ -20,7 +20,7 @@ def true_mask(original: Mapping[str, torch.Tensor], release: Mapping[str, torch.
         if tuple(o.shape) != tuple(r.shape):
             raise RevivalError(f"layer {name!r} has shape {tuple(o.shape)} in the original but "
                                f"{tuple(r.shape)} in the release.")
-        out[name] = (o.float() != r.float()).cpu()
+        out[name] = (o.to(device=r.device).float() != r.float()).cpu()   # either may live on any device
     return out
 
 
