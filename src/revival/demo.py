@@ -321,7 +321,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         _log(progress, "[5/5] every attacker against the defended model (the strongest is reported)")
         with tm("attack_obfuscated"):
             worst_state, worst_measured, attackers = defended_attacks(
-                pipeline, obfuscated, layers, original, (target, base), cp_cfg, attack_cfg, measure, progress)
+                pipeline, obfuscated, original, (target, base), cp_cfg, attack_cfg, measure, progress)
         details["attack_obfuscated"] = attackers
         evaluate("obfuscated_revived", worst_state, worst_measured)
     finally:
@@ -350,15 +350,15 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     return report
 
 
-def defended_attacks(pipeline, defended, layers, original, prompts, cp_cfg, attack_cfg, measure, progress):
+def defended_attacks(pipeline, defended, original, prompts, cp_cfg, attack_cfg, measure, progress):
     """`revival.strongest.strongest_attack` with the demo's ConceptPrune settings, in the audit's
     scope (`original`: the model's own weights; see `strongest_attack`)."""
     from .strongest import strongest_attack
 
-    return strongest_attack(pipeline, defended, layers, prompts=prompts, attack=attack_cfg,
+    return strongest_attack(pipeline, defended, original, prompts=prompts, attack=attack_cfg,
                             skill_ratio=cp_cfg.skill_ratio, steps=cp_cfg.steps, measure=measure,
                             inference_steps=cp_cfg.inference_steps, guidance=cp_cfg.guidance,
-                            halves=cp_cfg.halves, original=original, progress=progress)
+                            halves=cp_cfg.halves, progress=progress)
 
 
 def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], out_dir: Path,

@@ -87,11 +87,10 @@ class _Run:
         from .strongest import strongest_attack
 
         src = self.weights("obfuscated")
-        state, _, facts = strongest_attack(self.pipe, src, self._layers(), prompts=self.prompts,
+        state, _, facts = strongest_attack(self.pipe, src, self.original, prompts=self.prompts,
                                            attack=self.cfg.attack_config(), skill_ratio=self.c.skill_ratio,
                                            steps=self.c.steps, measure=self.measure,
-                                           inference_steps=self.cfg.inference_steps, guidance=self.cfg.guidance,
-                                           original=self.original)
+                                           inference_steps=self.cfg.inference_steps, guidance=self.cfg.guidance)
         self.attackers = {n: {k: f.get(k) for k in ("status", "located", "erased", "reason", "refused") if k in f}
                           for n, f in facts["attackers"].items()}
         if not any(f["status"] == "ran" for f in self.attackers.values()):

@@ -5,38 +5,35 @@ defended-and-attacked technique."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import torch
 
 from .attack.activations import release_activations
 from .attack.attackers import ATTACKERS, AttackContext, run_attacker
-from .attack.truth import changed_share, true_mask
 from .attack.config import AttackConfig
+from .attack.truth import changed_share, true_mask
 from .errors import RevivalError
 from .layers import audit_layers
 
 
-def strongest_attack(pipeline, release: Mapping[str, torch.Tensor], layers: Sequence[str], *,
+def strongest_attack(pipeline, release: Mapping[str, torch.Tensor], original: Mapping[str, torch.Tensor], *,
                      prompts, attack: AttackConfig, skill_ratio: float, steps: int,
                      measure: Callable[[Mapping[str, torch.Tensor]], tuple[float, float]],
                      inference_steps: int | None = None, guidance: float | None = None, halves: str = "both",
-                     truth: Mapping[str, torch.Tensor] | None = None,
-                     original: Mapping[str, torch.Tensor] | None = None, progress: bool = False):
-    """Every attacker against `release`, each revived state measured by `measure(state) ->
-    (erased, preserved)`. With `truth` (the publisher's changed positions) each attacker is told
-    the share of entries that changed and its localisation is scored. With `original` (the
-    model's own weights before unlearning) the attack takes the audit's scope instead of `layers`
-    and `truth`: every layer the release changed or is found pruned in, and the other linear of
-    their hidden units (`revival.layers.audit_layers`), told the share changed there. An attacker that finds
-    nothing to revive is "refused", one that crashes "errored" (recorded, never raised).
+                     progress: bool = False):
+    """Every attacker against `release` in the audit's scope, each revived state measured by
+    `measure(state) -> (erased, preserved)`. `original`: the model's own weights before
+    unlearning; the attacked layers are those the release changed or is found pruned in and the
+    other linear of their hidden units (`revival.layers.audit_layers`), each attacker told the
+    share of entries changed there and its localisation scored against them. An attacker that
+    finds nothing to revive is "refused", one that crashes "errored" (recorded, never raised).
 
     Returns (the strongest state -- the release itself when no attacker revived anything --, its
     measurement or None, {"attackers": {name: facts}, "strongest": name or None})."""
-    if original is not None:
-        layers = audit_layers(original, release)
-        truth = true_mask(original, release, layers)
-    fraction = changed_share(truth) if truth is not None else None
+    layers = audit_layers(original, release)
+    truth = true_mask(original, release, layers)
+    fraction = changed_share(truth)
     ctx = AttackContext(config=attack, fraction=fraction, skill_ratio=min(1.0, skill_ratio), steps=steps,
                         prompts=prompts,
                         activations=release_activations(pipeline, release, steps, attack.seed, inference_steps,

@@ -229,7 +229,7 @@ class _Stages:
 
             cp = replace(self.cp, skill_ratio=min(1.0, rinfo["skill_ratio"]))
             try:
-                state, _, facts = defended_attacks(self.pipe, defended, layers, self.original,
+                state, _, facts = defended_attacks(self.pipe, defended, self.original,
                                                    self.prompts, cp, self.attack, measure, False)
             finally:
                 self.pipe.unet.load_state_dict(self.original)
