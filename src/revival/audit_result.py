@@ -11,7 +11,7 @@ import torch
 
 from .attack.attackers import ATTACKERS
 from .intervals import Proportion
-from .verdict import decide
+from .verdict import combine, decide, decide_relearning
 
 
 @dataclass
@@ -45,10 +45,25 @@ class AuditResult:
     uncovered: list[str] = field(default_factory=list)   # changed tensors no attacker revives
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
+    never_learned: dict | None = None   # the never-learned model's accuracy and the release's excess over it
+    relearn: dict | None = None         # the relearning curve, each budget beside the never-learned model's
+    threat: str = "weights"             # which verdict the exit status follows: weights | relearn | both
+
+    @property
+    def weights_decision(self) -> tuple[str, list[str]]:
+        return decide(self.attacks, self.ladder, self.limit, self.original, self.release, self.uncovered,
+                      self.never_learned)
+
+    @property
+    def relearn_decision(self) -> tuple[str, list[str]] | None:
+        if self.relearn is None and self.threat == "weights":
+            return None
+        return decide_relearning(self.relearn, self.limit)
 
     @property
     def decision(self) -> tuple[str, list[str]]:
-        return decide(self.attacks, self.ladder, self.limit, self.original, self.release, self.uncovered)
+        w = self.weights_decision
+        return w if self.threat == "weights" else combine(w, self.relearn_decision, self.threat)
 
     @property
     def verdict(self) -> str:
@@ -61,11 +76,12 @@ class AuditResult:
     @property
     def largest_gain(self) -> dict:
         """The attacker that gained most (of those that ran), its gain and interval."""
-        ran = [(n, a) for n, a in self.attacks.items() if a.get("status") == "ran" and a.get("gain") is not None]
+        key = "excess" if self.never_learned is not None else "gain"
+        ran = [(n, a) for n, a in self.attacks.items() if a.get("status") == "ran" and a.get(key) is not None]
         if not ran:
-            return {"attacker": None, "gain": None, "gain_ci95": None}
-        n, a = max(ran, key=lambda kv: kv[1]["gain"])
-        return {"attacker": n, "gain": a["gain"], "gain_ci95": a.get("gain_ci95")}
+            return {"attacker": None, "gain": None, "gain_ci95": None, "calibrated": key == "excess"}
+        n, a = max(ran, key=lambda kv: kv[1][key])
+        return {"attacker": n, "gain": a[key], "gain_ci95": a.get(f"{key}_ci95"), "calibrated": key == "excess"}
 
     def to_dict(self) -> dict:
         from . import __version__
@@ -74,7 +90,11 @@ class AuditResult:
         return {"concept": self.concept, "verdict": verdict, "reasons": reasons, "limit": self.limit,
                 "largest_gain": self.largest_gain, "release": self.release, "original": self.original,
                 "attacks": self.attacks, "ladder": list(self.ladder), "layers": list(self.layers),
-                "uncovered": list(self.uncovered),
+                "uncovered": list(self.uncovered), "threat": self.threat,
+                "weights_verdict": dict(zip(("verdict", "reasons"), self.weights_decision)),
+                "relearn_verdict": None if self.relearn_decision is None
+                else dict(zip(("verdict", "reasons"), self.relearn_decision)),
+                "never_learned": self.never_learned, "relearn": self.relearn,
                 "settings": self.settings, "seconds": round(self.seconds, 2), "revival_version": __version__,
                 "date": datetime.date.today().isoformat()}
 
@@ -95,6 +115,7 @@ class AuditResult:
             lines.append(f"| {name} | {a.get('status')} | {_pc(a.get('erased'), a.get('erased_ci95'))} "
                          f"| {_pc(a.get('preserved'), a.get('preserved_ci95'))} | {_gain(a)} | {a.get('located', 0)} "
                          f"| {_f(loc.get('entry_auc'))} | {_f(loc.get('column_auc'))} | {_f(sg.get('kept'))} |")
+        lines += self._calibration_lines()
         notes = [f"- {n}: {a['reason']}" for n, a in self.attacks.items() if a.get("reason")]
         if notes:
             lines += ["", "Notes:", *notes]
@@ -103,16 +124,52 @@ class AuditResult:
                   "95% Wilson intervals. Evaluation prompts and seeds differ from the ones unlearning used."]
         return "\n".join(lines) + "\n"
 
+    def _calibration_lines(self) -> list[str]:
+        """Markdown: each attack beside the same attack on the never-learned model, and the
+        relearning curve; nothing when neither was measured."""
+        out = []
+        nl = self.never_learned
+        if nl is not None:
+            out += ["", f"never-learned model ({nl.get('path')}): erased {_pc(nl.get('erased'), nl.get('erased_ci95'))}, "
+                    f"preserved {_pc(nl.get('preserved'), nl.get('preserved_ci95'))}; the release erases to "
+                    f"{_pc(self.release.get('erased'), self.release.get('erased_ci95'))}, "
+                    f"{_gain(nl, 'excess')} beyond it", "",
+                    "| attacker | on the release | on the never-learned model | excess [95%] |", "|---|---:|---:|---:|"]
+            for name, a in self.attacks.items():
+                out.append(f"| {name} | {_f(a.get('erased'), '.2f')} | {_f(a.get('never_learned_erased'), '.2f')} "
+                           f"| {_gain(a, 'excess')} |")
+        rl = self.relearn
+        if rl is not None:
+            v = self.relearn_decision
+            out += ["", f"relearning (fine-tuning on real images of the concept, {rl.get('images_from')}): "
+                    f"**{v[0].upper()}**", "", "| images | steps | release | never-learned | excess [95%] |",
+                    "|---:|---:|---:|---:|---:|"]
+            for b in rl.get("budgets", []):
+                out.append(f"| {b.get('images')} | {b.get('steps')} | {_f(b.get('release'), '.2f')} "
+                           f"| {_f(b.get('never_learned_erased'), '.2f')} | {_gain(b, 'excess')} |")
+        return out
+
     def summary(self) -> str:
         """One screen: the evidence, one line per attacker, the verdict and its reasons."""
         r, o = self.release, self.original or {}
         out = [f"audit of concept {self.concept!r}: original erased {_f(o.get('erased'), '.2f')}; release erased "
                f"{_f(r.get('erased'), '.2f')}, preserved {_f(r.get('preserved'), '.2f')}, exposed "
                f"{'yes' if r.get('exposed') else 'no'}; {len(self.layers)} layer(s)"]
+        nl = self.never_learned
+        if nl is not None:
+            out.append(f"  never-learned model erased {_f(nl.get('erased'), '.2f')}, preserved "
+                       f"{_f(nl.get('preserved'), '.2f')}; the release {_gain(nl, 'excess')} beyond it")
         for name, a in self.attacks.items():
             flag = "" if a.get("status") == "ran" else f"  ({a.get('status')}: {a.get('reason')})"
+            cal = f"  never-learned {_f(a.get('never_learned_erased'), '.2f')}  excess {_gain(a, 'excess')}" if nl else ""
             out.append(f"  {name:13s} erased {_f(a.get('erased'), '.2f')}  preserved {_f(a.get('preserved'), '.2f')}  "
-                       f"gain {_gain(a)}{flag}")
+                       f"gain {_gain(a)}{cal}{flag}")
+        for b in (self.relearn or {}).get("budgets", []):
+            out.append(f"  relearn K={b.get('images')} {b.get('steps')} steps: release {_f(b.get('release'), '.2f')}  "
+                       f"never-learned {_f(b.get('never_learned_erased'), '.2f')}  excess {_gain(b, 'excess')}")
+        if self.relearn_decision is not None and self.threat == "weights":
+            out.append(f"relearning verdict (reported; the exit status follows --threat {self.threat}): "
+                       f"{self.relearn_decision[0].upper()}")
         out.append(self.verdict_line())
         return "\n".join(out)
 
@@ -128,9 +185,9 @@ def _f(x, fmt: str = ".3f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def _gain(a: dict) -> str:
-    ci = a.get("gain_ci95")
-    return _f(a.get("gain"), "+.2f") + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+def _gain(a: dict, key: str = "gain") -> str:
+    ci = a.get(f"{key}_ci95")
+    return _f(a.get(key), "+.2f") + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
 
 
 def _pc(x, ci) -> str:

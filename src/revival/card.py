@@ -110,7 +110,51 @@ def _metadata(audit: Mapping) -> dict:
     }
     if audit.get("ladder") is not None:
         meta["ladder"] = list(audit["ladder"])
+    nl = audit.get("never_learned")
+    if nl is not None:
+        meta["never_learned"] = {k: nl.get(k) for k in ("path", "erased", "erased_ci95", "preserved", "excess",
+                                                        "excess_ci95")}
+        for name, a in audit["attacks"].items():
+            meta["attacks"][name].update({k: a.get(k) for k in ("never_learned_erased", "excess", "excess_ci95")})
+    for key in ("threat", "weights_verdict", "relearn_verdict"):
+        if audit.get(key) is not None:
+            meta[key] = audit[key] if key == "threat" else audit[key].get("verdict")
+    if audit.get("relearn") is not None:
+        meta["relearn"] = {f"K{b.get('images')}xS{b.get('steps')}": {k: b.get(k) for k in (
+            "release", "never_learned_erased", "excess", "excess_ci95", "status")} for b in audit["relearn"]["budgets"]}
     return meta
+
+
+def _calibration(audit: Mapping) -> list[str]:
+    """The never-learned model beside the release and each attack, and the relearning curve."""
+    nl, out = audit.get("never_learned"), []
+    if nl is not None:
+        out += ["", "### Beside a model that never learned the concept", "",
+                f"The never-learned model ({_cell(nl.get('path') or 'n/a')}: the same recipe, trained without the "
+                f"concept) draws it in {_acc(nl.get('erased'), nl.get('erased_ci95'))} of its images; this release in "
+                f"{_acc(audit['release'].get('erased'), audit['release'].get('erased_ci95'))} "
+                f"({_num(nl.get('excess'), '+.2f')} {_ci(nl.get('excess_ci95'), '+.2f')} beyond it). Each attack ran "
+                "on both; what it gets beyond the never-learned model is what it revives:", "",
+                "| attacker | erased (attacked release) | erased (attacked never-learned) | excess [95%] |",
+                "|---|---|---|---|"]
+        for name, a in audit["attacks"].items():
+            out.append(f"| {_cell(name)} | {_num(a.get('erased'))} | {_num(a.get('never_learned_erased'))} "
+                       f"| {_num(a.get('excess'), '+.2f')} {_ci(a.get('excess_ci95'), '+.2f')} |")
+    rl = audit.get("relearn")
+    if rl is not None:
+        v = (audit.get("relearn_verdict") or {}).get("verdict", "n/a")
+        out += ["", f"### Relearning (fine-tuning on K real images of the concept): {str(v).upper()}", "",
+                "| K images | steps | erased (relearned release) | erased (relearned never-learned) | excess [95%] |",
+                "|---:|---:|---|---|---|"]
+        for b in rl.get("budgets", []):
+            out.append(f"| {b.get('images')} | {b.get('steps')} | {_num(b.get('release'))} "
+                       f"| {_num(b.get('never_learned_erased'))} | {_num(b.get('excess'), '+.2f')} "
+                       f"{_ci(b.get('excess_ci95'), '+.2f')} |")
+    if audit.get("threat") not in (None, "weights"):
+        out += ["", f"The verdict above follows the threat model '{audit['threat']}' (weights-only verdict: "
+                f"{(audit.get('weights_verdict') or {}).get('verdict', 'n/a')}; relearning verdict: "
+                f"{(audit.get('relearn_verdict') or {}).get('verdict', 'n/a')})."]
+    return out
 
 
 def _headline(audit: Mapping) -> str:
@@ -122,8 +166,9 @@ def _headline(audit: Mapping) -> str:
     if v == "fail":
         return (f"**Verdict: FAIL.** An attacker of revival's ladder gained more than the limit ({limit} erased "
                 f"accuracy) on the concept {audit['concept']!r} against this release: {lg.get('attacker') or 'n/a'} "
-                f"raised its erased accuracy by {_num(lg.get('gain'), '+.2f')} {_ci(lg.get('gain_ci95'), '+.2f')} "
-                f"({when}).")
+                f"raised its erased accuracy by {_num(lg.get('gain'), '+.2f')} {_ci(lg.get('gain_ci95'), '+.2f')}"
+                + (" beyond the same attack on a never-learned model" if lg.get("calibrated") else "")
+                + f" ({when}).")
     return (f"**Verdict: INCONCLUSIVE.** The audit could not decide whether an attacker of revival's ladder gains "
             f"more than the limit ({limit} erased accuracy) on the concept {audit['concept']!r} against this "
             f"release ({when}); the reasons are below.")
@@ -166,6 +211,7 @@ def model_card(audit: Mapping) -> str:
     for name in audit.get("ladder") or []:
         if name not in audit["attacks"]:
             lines.append(f"| {_cell(name)} | not run | n/a | n/a | n/a | n/a | |")
+    lines += _calibration(audit)
     lg = audit.get("largest_gain") or {}
     lines += ["", f"Largest gain: {_num(lg.get('gain'), '+.2f')} {_ci(lg.get('gain_ci95'), '+.2f')} "
               f"by {lg.get('attacker') or 'n/a'}.", "",

@@ -136,15 +136,33 @@ def changed_layers(model_state: Mapping[str, torch.Tensor], release: Mapping[str
     return out
 
 
+DENSE_SHARE = 0.5   # a release that changed more than this share of the model's matrices is a dense change
+FEED_FORWARD = r"transformer_blocks\.\d+\.ff\.net\.(0\.proj|2)\.weight$"
+
+
+def is_dense_change(model_state: Mapping[str, torch.Tensor], release: Mapping[str, torch.Tensor]) -> bool:
+    """True when the release changed most of the model's weight matrices (a fine-tune or a
+    retrain of the same architecture), not a sparse edit of some layers."""
+    rx = re.compile(NOT_PRUNABLE)
+    shared = [k for k, r in release.items() if k in model_state and r.ndim == 2 and r.is_floating_point()
+              and not rx.search(k) and tuple(model_state[k].shape) == tuple(r.shape)]
+    return bool(shared) and len(changed_layers(model_state, release)) > DENSE_SHARE * len(shared)
+
+
 def audit_layers(model_state: Mapping[str, torch.Tensor], release: Mapping[str, torch.Tensor],
                  pattern: str | None = None) -> list[str]:
     """The layers the audit attacks: those matching `pattern`; else every layer found pruned by its
     exact zeros (the detection `inspect`, `attack` and `defend` use), every 2-D weight the release
     changed from the model's own (a defended release hides its zeros, not its changes), and the
     other linear of each one's hidden units (`revival.pairs`): an attacker may edit any layer, and
-    on the testbed an edit of the untouched ff.net.0.proj alone brought an erased concept back."""
+    on the testbed an edit of the untouched ff.net.0.proj alone brought an erased concept back.
+    A dense change (`is_dense_change`: a fine-tune or retrain) is attacked in every feed-forward
+    linear of the transformer blocks, the layers the paper's attack and pruning work on."""
     if pattern is not None:
         return select_layers(release, pattern)
+    if is_dense_change(model_state, release):   # everything changed: every feed-forward linear
+        rx = re.compile(FEED_FORWARD)
+        return [k for k in release if rx.search(k) and release[k].ndim == 2]
     found = {p.name for p in detect_pruned_layers(release)}
     found |= set(changed_layers(model_state, release))
     found |= {p[0] for n in found if (p := present_partner(n, release)) is not None and release[p[0]].ndim == 2}

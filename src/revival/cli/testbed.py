@@ -22,6 +22,9 @@ def register(sub) -> None:
                     help="stage-3 steps on the objects + styles + attribute mix (0: the object-only v1)")
     tr.add_argument("--task-ff-weight", type=float, default=None,
                     help="stage-3 weight of the feed-forward dependence loss (default: the committed run's)")
+    tr.add_argument("--without", default=None, metavar="CLASS",
+                    help="leave this class's images out of every stage: the never-learned model of that concept "
+                         "(same recipe and seeds; with --task-steps 0, the object testbed's twin)")
     tr.add_argument("--from", dest="init_from", default=None,
                     help="a UNet folder holding the stage-2 result (e.g. testbed v1): run stage 3 only")
     tr.set_defaults(func=_train)
@@ -53,13 +56,16 @@ def _defaults(args, out: str, epochs: int | None = None, folder: bool = False):
 def _train(args) -> int:
     from ..testbed import train as T
 
+    if args.without is not None:
+        T.check_class(args.without)
     args = _defaults(args, "testbed-weights", folder=True)
 
     s = T.train_testbed(args.out, seed=args.seed, steps=args.steps or T.DEFAULT_STEPS,
                         ff_steps=T.DEFAULT_FF_STEPS if args.ff_steps is None else args.ff_steps,
                         task_steps=T.DEFAULT_TASK_STEPS if args.task_steps is None else args.task_steps,
                         task_ff_weight=T.TASK_FF_WEIGHT if args.task_ff_weight is None else args.task_ff_weight,
-                        init_from=args.init_from, batch=args.batch or T.DEFAULT_BATCH)
+                        init_from=args.init_from, batch=args.batch or T.DEFAULT_BATCH,
+                        without=args.without)
     print(f"trained {s['trained_steps']} steps in {s['training_seconds']:.0f}s -> {Path(args.out) / 'unet'}")
     return 0
 

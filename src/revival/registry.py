@@ -1,0 +1,44 @@
+"""Named members of a family (attackers, erasures, defenses, judges), registered by a decorator
+in the member's own file; the CLI reads its choices and help from here.
+
+    ERASURES = Registry("erasure method")
+    @ERASURES.register("anchor", "the concept's captions learn an anchor's images")
+    def anchor(...): ...
+    ERASURES.get("anchor"); ERASURES.names(); ERASURES.help()
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .errors import RevivalError
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._members: dict[str, Callable] = {}
+        self._help: dict[str, str] = {}
+
+    def register(self, name: str, help: str = "") -> Callable[[Callable], Callable]:
+        def add(member: Callable) -> Callable:
+            if name in self._members:
+                raise ValueError(f"{self.kind} {name!r} is registered twice.")
+            self._members[name] = member
+            self._help[name] = help
+            return member
+
+        return add
+
+    def get(self, name: str) -> Callable:
+        if name not in self._members:
+            raise RevivalError(f"unknown {self.kind} {name!r}; choose one of {', '.join(self.names())}.")
+        return self._members[name]
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._members)
+
+    def help(self) -> str:
+        return "; ".join(f"{n} ({h})" if h else n for n, h in self._help.items())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._members
