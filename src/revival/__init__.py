@@ -31,9 +31,12 @@ __version__ = "0.1.0"
 
 # name -> module holding it; imported on first attribute access (they pull in diffusers).
 _LAZY = {
-    "ConceptPruneConfig": "revival.unlearn",
-    "ConceptPruneResult": "revival.unlearn",
-    "conceptprune": "revival.unlearn",
+    "ConceptPruneConfig": "revival.unlearn.conceptprune",
+    "ConceptPruneResult": "revival.unlearn.conceptprune",
+    "conceptprune": "revival.unlearn.conceptprune",
+    "ErasureConfig": "revival.unlearn.erasures",
+    "ERASURES": "revival.unlearn",
+    "erase": "revival.unlearning",
     "unlearn_method": "revival.unlearning",
     "load_pipeline": "revival.testbed",
     "CLASSES": "revival.testbed",
@@ -59,6 +62,10 @@ _LAZY = {
     "ExperimentConfig": "revival.experiment",
     "load_config": "revival.experiment",
     "run_experiment": "revival.experiment",
+    "relearn_state": "revival.attack.relearn",
+    "RelearnBudget": "revival.attack.relearn",
+    "RELEARN_BUDGETS": "revival.attack.relearn",
+    "load_never_learned": "revival.never_learned",
 }
 
 

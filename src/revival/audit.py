@@ -37,12 +37,13 @@ from .attack.activations import release_activations
 from .attack.attackers import ATTACKERS, AttackContext, check_attacker, run_attacker
 from .attack.truth import changed_share, true_mask
 from .attack.config import AttackConfig
+from .calibrate import NEVER_LEARNED, fill_calibrated, nl_key, relearning_states
 from .errors import RevivalError
 from .exposure import release_exposure
 from .heldout import heldout_prompts, more_heldout_rows
 from .audit_result import Accuracy, AuditResult, Evidence, evaluate_state
 from .intervals import paired_difference
-from .layers import audit_layers, changed_layers, uncovered_changes
+from .layers import audit_layers, is_dense_change, uncovered_changes
 from .metrics import sign_scores
 
 DEFAULT_MAX_GAIN = 0.10
@@ -82,8 +83,17 @@ class AuditConfig:
     attack: AttackConfig = AttackConfig()
     inference_steps: int | None = None
     guidance: float | None = None
+    threat: str = "weights"
+    relearn_budgets: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
+        from .verdict import THREATS
+
+        if self.threat not in THREATS:
+            raise RevivalError(f"--threat must be one of {', '.join(THREATS)}, got {self.threat!r}.")
+        for b in self.relearn_budgets:
+            if (len(b) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in b)):
+                raise RevivalError(f"a relearning budget is K images and S steps, both positive integers; got {b!r}.")
         for name in ("max_gain", "original_floor"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
@@ -122,9 +132,6 @@ def _check_release(model_state, release, layers) -> None:
                                f"{tuple(model_state[n].shape)}: the release does not belong to this model.")
         if not bool(torch.isfinite(release[n]).all()):
             raise RevivalError(f"the release's layer {n!r} contains NaN or infinite weights.")
-    shared = [k for k, r in release.items() if k in model_state and r.ndim == 2 and r.is_floating_point()]
-    if len(shared) >= 8 and len(changed_layers(model_state, {k: release[k] for k in shared})) == len(shared):
-        raise RevivalError("the release shares no weight with the model: it does not belong to this model.")
 
 
 def _log(progress: bool, msg: str) -> None:
@@ -144,14 +151,19 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
                  layers: Sequence[str] | None, concept: str, rows, classifier, config: AuditConfig = AuditConfig(), *,
                  original: Mapping[str, torch.Tensor] | None = None, prompts=None,
                  more_rows: Callable[[int, int], list] | None = None,
+                 never_learned: Mapping[str, torch.Tensor] | None = None, never_learned_path: str | None = None,
+                 relearn: Callable[[Mapping, object], Mapping] | None = None,
                  progress: bool = False) -> tuple[AuditResult, dict[str, torch.Tensor]]:
     """The audit in memory. `model_state`: the model's own UNet weights (the original, before
     unlearning: it must draw the concept); `release`: the full release state (diffusers naming);
     `layers`: the layers to attack (None: `audit_layers`); `original`: target-layer weights before
     unlearning, for localisation scores (default: `model_state`'s); `prompts`: ConceptPrune's
     (target, base) prompts of the concept (method-aware); `more_rows(n, m)`: rows of the concept's
-    images n..m-1, to draw more evidence while the verdict is inconclusive (None: no more).
-    Returns (result, {row label: images})."""
+    images n..m-1, to draw more evidence while the verdict is inconclusive (None: no more);
+    `never_learned`: the full UNet state of a model that never learned the concept: every attack
+    also runs on it, and each gain is read beyond it (`revival.calibrate`); `relearn(state,
+    budget)`: the relearning attacker, run per `config.relearn_budgets` on the release and on the
+    never-learned model. Returns (result, {row label: images})."""
     from .evaluate.classifiers import check_nameable
 
     t0 = time.perf_counter()
@@ -164,9 +176,11 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
         raise RevivalError("the release's target layers equal the original's: it is not pruned, so there is nothing to audit.")
     exposure = release_exposure(release, layers)   # the one criterion `revival inspect` applies
     steps, ratio = config.steps or 10, config.skill_ratio or 0.05
+    dense = is_dense_change(model_state, release)
     # the attackers are told the share of entries the release changed (as an attacker trying several
-    # shares would find): a publisher's wrong --skill-ratio cannot make them weaker
-    fraction = changed_share(truth)
+    # shares would find): a publisher's wrong --skill-ratio cannot make them weaker. A dense change
+    # changed every entry: they are told the pruning share, the size of what a concept holds.
+    fraction = ratio if dense else changed_share(truth)
     looks = config.looks if more_rows is not None else 1
     z = NormalDist().inv_cdf(1 - 0.025 / looks)
     result = AuditResult(concept=concept, limit=float(config.max_gain), release={}, layers=layers,
@@ -174,7 +188,11 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
                          settings={"attackers": list(config.attackers), "attack": asdict(config.attack),
                                    "skill_ratio": ratio, "steps": steps, "first_seed": config.first_seed,
                                    "looks_allowed": looks, "interval_z": round(z, 4), "original_floor": config.original_floor,
-                                   "located_fraction": round(fraction, 6)})
+                                   "located_fraction": round(fraction, 6),
+                                   "scope": ("dense: the release changed most of the model's matrices, so every "
+                                             "feed-forward linear is attacked") if dense else
+                                   "the layers the release changed and their partners"},
+                         threat=config.threat)
     _log(progress, f"evaluating the original model ({len(rows)} images)")
     res, out = evaluate_state(pipeline, model_state, rows, classifier, concept, config)
     models = {"original": Evidence(res, out)}
@@ -203,18 +221,29 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
                 states[name] = state
             else:
                 models[name] = models["release"]
+        if never_learned is not None:
+            _on_never_learned(pipeline, never_learned, never_learned_path, layers, ctx, original, rows, classifier,
+                              concept, config, result, models, states, prompts, progress)
+        if relearn is not None and config.relearn_budgets:
+            _relearning(pipeline, release, never_learned, never_learned_path, relearn, rows, classifier, concept,
+                        config, result, models, states if more_rows is not None else None, progress)
     else:
         for name in config.attackers:
             result.attacks[name] = {"status": "refused", "reason": "not run: the original model does not draw the concept"}
+    if never_learned is not None and result.never_learned is None:
+        result.never_learned = {"path": never_learned_path}
     n = sum(1 for r in rows if r.cls == concept)
     while True:
         _fill(result, models, exposure, z)
+        fill_calibrated(result, models, z)
         if not (more_rows is not None and n < config.max_erased_images and _only_straddles(result)):
             break
         m = min(2 * n, config.max_erased_images)
         extra = more_rows(n, m)
         _log(progress, f"inconclusive: drawing {len(extra)} more images of the concept ({m} in all)")
         for key, state in [("original", model_state), ("release", release), *states.items()]:
+            if key not in models:
+                continue
             res, out = evaluate_state(pipeline, state, extra, classifier, concept, config)
             models[key].add(res, out)
         n = m
@@ -222,6 +251,59 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
     grid = {k: ev.images for k, ev in models.items()}
     result.seconds = time.perf_counter() - t0
     return result, grid
+
+
+def _on_never_learned(pipeline, never_learned, path, layers, ctx, original, rows, classifier, concept, config,
+                      result, models, states, prompts, progress) -> None:
+    """The never-learned model evaluated, and every attacker that ran on the release run on it
+    too, on the same layers with the same context (its own activations for method-aware)."""
+    _log(progress, f"evaluating the never-learned model ({len(rows)} images)")
+    res, out = evaluate_state(pipeline, never_learned, rows, classifier, concept, config)
+    models[NEVER_LEARNED] = Evidence(res, out)
+    states[NEVER_LEARNED] = never_learned
+    result.never_learned = {"path": path}
+    if prompts is not None:
+        ctx = replace(ctx, activations=release_activations(pipeline, never_learned, ctx.steps, config.attack.seed,
+                                                           config.inference_steps, config.guidance, layers=layers))
+    truth = true_mask(original, never_learned, layers)
+    for name, entry in result.attacks.items():
+        if entry.get("status") != "ran":
+            continue
+        _log(progress, f"  the same attacker {name} on the never-learned model")
+        nl_entry, state = _run_one(name, never_learned, layers, ctx, truth, original)
+        entry["never_learned_status"] = nl_entry["status"]
+        if state is None:
+            entry["never_learned_reason"] = nl_entry["reason"]
+        elif state is never_learned:
+            entry["never_learned_same"] = True
+        else:
+            res, out = evaluate_state(pipeline, state, rows, classifier, concept, config)
+            models[nl_key(name)] = Evidence(res, out)
+            states[nl_key(name)] = state
+
+
+def _relearning(pipeline, release, never_learned, path, relearn, rows, classifier, concept, config, result,
+                models, states, progress) -> None:
+    """The relearning curve: each budget on the release and on the never-learned model."""
+    result.relearn = {"never_learned": path, "budgets": [], "images_from": getattr(relearn, "source", None)}
+    for b, got in relearning_states(release, never_learned, [_Budget(*b) for b in config.relearn_budgets],
+                                    relearn, lambda m: _log(progress, m)):
+        point = {"images": b.images, "steps": b.steps, "status": "ran", "reason": None}
+        if isinstance(got, str):
+            point.update(status="errored", reason=got)
+        else:
+            for key, state in got.items():
+                res, out = evaluate_state(pipeline, state, rows, classifier, concept, config)
+                models[key] = Evidence(res, out)
+                if states is not None:
+                    states[key] = state
+        result.relearn["budgets"].append(point)
+
+
+@dataclass(frozen=True)
+class _Budget:
+    images: int
+    steps: int
 
 
 def _run_one(name, release, layers, ctx, truth, original):
@@ -292,11 +374,16 @@ def write_audit(result: AuditResult, grid: Mapping[str, torch.Tensor], rows, con
 
 def audit(model: str, release, concept: str, out, *, original=None, prompts_csv=None,
           config: AuditConfig = AuditConfig(), layers: str | None = None, overwrite: bool = False,
-          device: str | None = None, dtype: str | None = None, progress: bool = True) -> AuditResult:
+          device: str | None = None, dtype: str | None = None, progress: bool = True,
+          never_learned=None, relearn_folder=None) -> AuditResult:
     """Audit the release checkpoint `release` of `model` ("testbed" or a local SD pipeline folder)
     for `concept`; write DIR `out`. `device`: None = CUDA when available; `dtype`: None = fp32
     on every device (the verdict does not depend on the device), "float16" when asked. Every bad
-    input is refused before any work or output."""
+    input is refused before any work or output.
+
+    `never_learned`: the never-learned model of the concept (a path; None: the testbed's shipped
+    one where there is one; False: none, uncalibrated). `relearn_folder`: SD: the images the
+    relearning attacker fine-tunes on (the testbed takes Fashion-MNIST's test split)."""
     from .io import check_output_path, load_checkpoint
 
     out = Path(out)
@@ -327,6 +414,8 @@ def audit(model: str, release, concept: str, out, *, original=None, prompts_csv=
         more_rows = more_heldout_rows(concept, config.first_seed)
     else:
         raise RevivalError("auditing a Stable Diffusion release needs --prompts CSV (prompt, class, seed).")
+    nl_path = _never_learned_path(never_learned, testbed, concept, config.task)
+    config, relearn_images = _relearn_plan(config, testbed, concept, relearn_folder, nl_path)
     from .device import placement
     from .evaluate.classifiers import check_nameable, get_classifier
     from .models import load_model
@@ -343,6 +432,9 @@ def audit(model: str, release, concept: str, out, *, original=None, prompts_csv=
     pipe = load_model(model, device=place.device, dtype=place.dtype)
     model_state = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
     rel_state = {**model_state}
+    if not any(k in model_state for k in rel_ckpt.tensors):
+        raise RevivalError("the release holds none of the model's tensors: it is of another architecture, not a "
+                           "release of this model.")
     for k, t in rel_ckpt.tensors.items():
         if k in model_state:
             if tuple(t.shape) != tuple(model_state[k].shape):
@@ -367,11 +459,61 @@ def audit(model: str, release, concept: str, out, *, original=None, prompts_csv=
                            f"{sorted(used)[0]!r}); evaluate on prompts unlearning did not use.")
     config = replace(config, skill_ratio=ratio, steps=steps,
                      attack=replace(config.attack, device=config.attack.device or str(place.device)))
+    nl_state = None
+    if nl_path is not None:
+        from .never_learned import load_never_learned
+
+        nl_state = load_never_learned(nl_path, concept, model_state, config.task if testbed else None)
+    relearn = _relearner(pipe, concept, relearn_images, config) if relearn_images is not None else None
     result, grid = audit_states(pipe, model_state, rel_state, names, concept, rows, clf, config,
-                                original=orig_state, prompts=prompts, more_rows=more_rows, progress=progress)
+                                original=orig_state, prompts=prompts, more_rows=more_rows, progress=progress,
+                                never_learned=nl_state, never_learned_path=None if nl_path is None else str(nl_path),
+                                relearn=relearn)
     result.settings.update({"model": str(model), "release": str(rel_ckpt.path),
                             "original": str(orig_ckpt.path) if orig_ckpt else None, "device": str(place.device),
                             "dtype": str(place.dtype).replace("torch.", ""),
                             "prompts": str(prompts_csv) if prompts_csv else "held-out testbed captions"})
     write_audit(result, grid, rows, concept, out, inputs=inputs, overwrite=overwrite)
     return result
+
+
+def _never_learned_path(never_learned, testbed: bool, concept: str, task: str):
+    """The never-learned model to calibrate on (checked, before any work), or None."""
+    from .never_learned import check_never_learned, shipped_never_learned
+
+    if never_learned is False:
+        return None
+    if never_learned is None:
+        return shipped_never_learned(concept) if testbed and task == "objects" else None
+    check_never_learned(never_learned, concept, task if testbed else None)
+    return Path(never_learned)
+
+
+def _relearn_plan(config: AuditConfig, testbed: bool, concept: str, folder, nl_path):
+    """(config with its relearning budgets, the relearning images or None): the images are
+    read and counted before any work, so a budget larger than they are is refused at once."""
+    from .attack.relearn import RELEARN_BUDGETS, relearn_images
+
+    if config.threat == "weights" and not config.relearn_budgets:
+        if folder is not None:
+            raise RevivalError("--relearn-images is for the relearning attacker: add --threat relearn or both.")
+        return config, None
+    budgets = config.relearn_budgets or tuple((b.images, b.steps) for b in RELEARN_BUDGETS)
+    if not testbed and folder is None:
+        raise RevivalError("the relearning attacker on Stable Diffusion needs --relearn-images DIR (real images of "
+                           "the concept, none of them used by unlearning or evaluation).")
+    images = relearn_images(testbed, concept, max(k for k, _ in budgets), folder, seed=config.attack.seed)
+    return replace(config, relearn_budgets=budgets), images
+
+
+def _relearner(pipe, concept: str, images, config: AuditConfig):
+    """relearn(state, budget): the relearning attacker on the first K of the images."""
+    from .attack.relearn import RelearnBudget, RelearnConfig, relearn_state
+
+    def relearn(state, budget):
+        b = RelearnBudget(budget.images, budget.steps)
+        return relearn_state(pipe, state, concept, b, RelearnConfig(seed=config.attack.seed),
+                             images=images[: b.images])
+
+    relearn.source = "Fashion-MNIST's test split" if not hasattr(pipe, "pipe") else "the --relearn-images folder"
+    return relearn

@@ -106,9 +106,11 @@ class Denoiser:
 
 def finetune(unet: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], steps: int, lr: float, *,
              params: Iterable[torch.nn.Parameter] | None = None, clip: float = 1.0,
-             weight_decay: float = 0.0, log: Callable[[str], None] | None = None) -> list[float]:
+             weight_decay: float = 0.0, log: Callable[[str], None] | None = None,
+             after_step: Callable[[int], None] | None = None) -> list[float]:
     """`steps` AdamW steps on `loss_at(step)` over `params` (default: every UNet parameter);
-    gradients clipped to `clip`. The UNet is left with requires_grad off. Returns the losses."""
+    gradients clipped to `clip`; `after_step(step)` runs after each update (e.g. an EMA). The
+    UNet is left with requires_grad off. Returns the losses."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise RevivalError(f"the number of fine-tuning steps must be a positive integer, got {steps!r}.")
     if not lr > 0:
@@ -128,6 +130,9 @@ def finetune(unet: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], step
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step(step)
             losses.append(float(loss.detach()))
             if log is not None and ((step + 1) % 50 == 0 or step + 1 == steps):
                 log(f"step {step + 1}/{steps} loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")

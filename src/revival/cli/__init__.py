@@ -17,14 +17,14 @@ from .options import Parser, global_options
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import audit, core, demo, evaluate, experiment, testbed, unlearn
+    from . import audit, core, demo, evaluate, experiment, relearn, testbed, unlearn
 
     parser = global_options(Parser(
         prog="revival",
         description="Revive concepts erased from diffusion models by pruning, and defend against it.",
     ), after_verb=False)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (core, unlearn, evaluate, testbed, demo, experiment, audit):
+    for module in (core, unlearn, evaluate, testbed, demo, experiment, audit, relearn):
         module.register(sub)
     return parser
 

@@ -37,12 +37,38 @@ def register(sub) -> None:
                         "this many (default 240; intervals widened over the looks)")
     p.add_argument("--original-floor", type=float, default=0.5,
                    help="the original must draw the concept in at least this share of its images (default 0.5)")
+    p.add_argument("--never-learned", default=None, metavar="PATH",
+                   help="the never-learned model of the concept (`revival testbed train --without CONCEPT`): every "
+                        "gain is read beyond the same attack on it (default: the testbed's shipped one where there "
+                        "is one; 'none': uncalibrated)")
+    p.add_argument("--threat", default="weights", choices=["weights", "relearn", "both"],
+                   help="which verdict the exit status follows: weights (the paper's: weights only, default), "
+                        "relearn (fine-tuning on K real images of the concept, beside the never-learned model), "
+                        "or both; relearn and both run the relearning attacker")
+    p.add_argument("--relearn-budgets", nargs="+", default=None, metavar="KxS",
+                   help="relearning budgets, K images x S steps (default: 1x20 4x20 4x50 16x50 16x100)")
+    p.add_argument("--relearn-images", default=None, metavar="DIR",
+                   help="Stable Diffusion: a folder of real images of the concept for the relearning attacker")
     p.set_defaults(func=_audit)
+
+
+def _budgets(values) -> tuple[tuple[int, int], ...]:
+    from ..errors import RevivalError
+
+    out = []
+    for v in values or ():
+        k, _, s = str(v).lower().partition("x")
+        if not (k.isdigit() and s.isdigit()) or int(k) < 1 or int(s) < 1:
+            raise RevivalError(f"a relearning budget is KxS with K images and S steps, both positive; got {v!r}.")
+        out.append((int(k), int(s)))
+    return tuple(out)
 
 
 def _audit(args) -> int:
     release, original = O.checkpoint_path(args.release), O.checkpoint_path(args.original, args.task)
     inputs = [release, original, args.prompts] + ([] if str(args.model) == "testbed" else [args.model])
+    nl = False if str(args.never_learned).lower() == "none" else args.never_learned
+    inputs += [nl] if nl else []
     O.plan({"the output": args.out}, inputs, overwrite=args.overwrite, folders={"the output": True})
     from ..attack import AttackConfig
     from ..audit import AuditConfig, audit
@@ -54,10 +80,12 @@ def _audit(args) -> int:
                          max_erased_images=max(args.max_erased_images, args.erased_images),
                          original_floor=args.original_floor,
                          skill_ratio=args.skill_ratio, classifier=args.classifier,
-                         classifier_path=args.classifier_path, attack=attack)
+                         classifier_path=args.classifier_path, attack=attack, threat=args.threat,
+                         relearn_budgets=_budgets(args.relearn_budgets))
     result = audit(args.model, release, args.concept, args.out, original=original, prompts_csv=args.prompts,
                    config=config, layers=args.layers, overwrite=args.overwrite, device=args.device,
-                   dtype=args.dtype, progress=not args.quiet)
+                   dtype=args.dtype, progress=not args.quiet, never_learned=nl,
+                   relearn_folder=args.relearn_images)
     if args.quiet:
         print(result.verdict_line())
     else:

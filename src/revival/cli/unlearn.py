@@ -1,7 +1,10 @@
-"""CLI verb `unlearn`: erase a concept by pruning (ConceptPrune, CAD-Erase-like, neuron deactivation).
+"""CLI verb `unlearn`: erase a concept by pruning (ConceptPrune, CAD-Erase-like, neuron deactivation)
+or by a fine-tuning erasure (`revival.unlearn.erasures.ERASURES`: anchor, esd, robust).
 
-Every output (the pruned UNet, its report beside it, the masks) is checked before the model is
-loaded: the least-damage search takes minutes, and a refusal after it would waste them.
+Every output (the UNet, its report beside it, the masks) is checked before the model is loaded:
+the least-damage search and the erasures' training take minutes, and a refusal after them would
+waste them. An option of the other family (a pruning option with an erasure, or the reverse) is
+refused first, in one sentence.
 """
 from __future__ import annotations
 
@@ -9,17 +12,41 @@ from pathlib import Path
 
 from . import options as O
 
+# dest -> option: what only the pruning methods take, and what only the erasures take.
+PRUNING_ONLY = {"skill_ratio": "--skill-ratio", "target_erasure": "--target-erasure", "search_images": "--search-images",
+                "modules": "--modules", "ratio": "--ratio", "target_prompts": "--target-prompts",
+                "base_prompts": "--base-prompts", "word_list": "--word-list", "save_masks": "--save-masks"}
+ERASURE_ONLY = {"lr": "--lr", "batch": "--batch", "anchor": "--anchor", "retain_weight": "--retain-weight",
+                "images": "--images", "esd_eta": "--esd-eta"}
+
 
 def register(sub) -> None:
-    p = O.verb(sub, "unlearn", "erase a concept by pruning (ConceptPrune, CAD-Erase-like, neuron deactivation)",
+    from ..unlearn.erasures import ERASURES
+    from ..unlearn.methods import METHODS
+
+    p = O.verb(sub, "unlearn", "erase a concept by pruning (ConceptPrune, CAD-Erase-like, neuron deactivation) "
+                               "or by fine-tuning (anchor, ESD, robust)",
                "ConceptPrune: WANDA scores of concept vs. base prompts over the first denoising steps; the "
-               "concept's weights are set to zero. Writes the pruned UNet in the input UNet's format and its JSON "
-               "report beside it.",
+               "concept's weights are set to zero. The fine-tuning erasures train the UNet instead and write all "
+               "of it. Writes the UNet in the input UNet's format and its JSON report beside it.",
                O.MODEL, O.CONCEPT, O.TASK, O.OUT, O.REPORT, O.OVERWRITE, O.UNLEARNING, O.INFERENCE, O.SEED, O.DEVICE, O.DTYPE)
-    p.add_argument("--steps", dest="unlearn_steps", type=int, default=None, help="= --unlearn-steps")
-    p.add_argument("--method", default="conceptprune", choices=["conceptprune", "cad", "neurons"],
-                   help="conceptprune (WANDA on ff.net.2, default), cad (per-row weight x gradient in both "
-                        "feed-forward linears), neurons (whole hidden units deactivated)")
+    p.add_argument("--steps", dest="unlearn_steps", type=int, default=None,
+                   help="= --unlearn-steps; a fine-tuning erasure: its optimiser steps")
+    p.add_argument("--method", default="conceptprune", choices=[*METHODS, *ERASURES.names()],
+                   help="pruning: conceptprune (WANDA on ff.net.2, default), cad (per-row weight x gradient in both "
+                        "feed-forward linears), neurons (whole hidden units deactivated); fine-tuning: "
+                        + ERASURES.help())
+    e = p.add_argument_group("fine-tuning erasures")
+    e.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the method's)")
+    e.add_argument("--batch", type=int, default=None, help="images a step, per part (default: the method's)")
+    e.add_argument("--anchor", default=None,
+                   help="what the concept is mapped to: a testbed class (default: the nearest) or an SD prompt "
+                        "(default 'a photo')")
+    e.add_argument("--retain-weight", type=float, default=None, help="weight of the retain loss (default 1)")
+    e.add_argument("--esd-eta", type=float, default=None, help="esd: the negative guidance's scale eta (default 1)")
+    e.add_argument("--images", type=int, default=None,
+                   help="training images: testbed per class (default 1000); SD drawn by the model per part "
+                        "(default 8, with --inference-steps, default 25)")
     p.add_argument("--ratio", type=float, default=None,
                    help="cad: share of each row zeroed (default 0.02); neurons: share of units (default 0.05)")
     p.add_argument("--target-prompts", type=Path, default=None, help="text file, one prompt a line, WITH the concept")
@@ -44,8 +71,40 @@ def _plan(args) -> Path:
     return report
 
 
+def _check_family(args) -> None:
+    """One sentence (exit 2) for an option of the other family, before any work."""
+    from ..unlearn.methods import METHODS
+
+    pruning = args.method in METHODS
+    for dest, option in (ERASURE_ONLY if pruning else PRUNING_ONLY).items():
+        if getattr(args, dest) is not None:
+            raise O.UsageError(f"{option} is for the fine-tuning erasures, not the pruning method {args.method}."
+                               if pruning else f"{option} is for the pruning methods ({', '.join(METHODS)}), "
+                               f"not the fine-tuning erasure {args.method}.")
+
+
+def _erase(args, report: Path) -> int:
+    from ..unlearn.erasures import erasure_config
+    from ..unlearning import erase
+
+    config = erasure_config(args.method, str(args.model) == "testbed", steps=args.unlearn_steps, lr=args.lr,
+                            batch=args.batch, retain_weight=args.retain_weight, anchor=args.anchor, seed=args.seed,
+                            esd_eta=args.esd_eta)
+    result = erase(args.method, args.model, args.concept, args.out, config=config, task=args.task or "objects",
+                   report=report, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
+                   progress=not args.quiet, images=args.images, inference_steps=args.inference_steps)
+    print(f"erased '{args.concept}' by {args.method} ({config.steps} steps, anchor {result['data']['anchor']!r}) "
+          f"-> {args.out} (report {result['report']})")
+    return 0
+
+
 def _unlearn(args) -> int:
+    _check_family(args)
     report = _plan(args)  # before anything heavy is imported or loaded
+    from ..unlearn.methods import METHODS
+
+    if args.method not in METHODS:
+        return _erase(args, report)
     from ..errors import RevivalError
     from ..evaluate.prompts import prompt_texts as read_prompts
     from ..unlearn.conceptprune import PRESETS, TESTBED_HALVES, TESTBED_PRESETS, ConceptPruneConfig, task_prompts

@@ -1,0 +1,212 @@
+"""Every erasure beside the model that never learned the concept: the gold standard.
+
+Per concept with a never-learned model (the testbed's shipped ones, or --never-learned-root
+holding CONCEPT/unet from `revival testbed train --without CONCEPT --task-steps 0`), each release
+-- the never-learned model itself (the control: every excess must be ~0), ConceptPrune (ff.net.2,
+--skill-ratio), ConceptPrune + the default defense (secret randomness), and every fine-tuning
+erasure of the registry (anchor, esd, robust; their default settings) -- is audited by
+`revival.audit.audit_states` with the never-learned model given and the relearning attacker on:
+
+    erased / preserved          the release on held-out captions, seeds from 1000
+    weight-only ladder          each attacker's erased accuracy beyond the same attack on the
+                                never-learned model (excess, paired 95% interval)
+    relearning curve            per budget (K test-split images, S steps), the relearned release
+                                beside the relearned never-learned model (excess, paired 95%)
+    verdicts                    weights-only and relearning (revival.verdict)
+
+The targets of `--method robust` are checked and printed: erased <= never-learned + 0.05,
+preserved >= original - 0.02, every weight-only attacker and every relearning budget within the
+never-learned model's + 0.05 / + 0.10, <= 10 min a concept, the weights-only audit a pass.
+
+    python benchmarks/never_learned.py --concepts sneaker coat --threads 2
+    python benchmarks/never_learned.py --methods robust --concepts sneaker
+
+Results: benchmarks/results/never_learned.json (benchmarks/results.py), resumable through
+--cache (one entry per concept and release, keyed by the settings that determine it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PRUNED = ("conceptprune", "conceptprune+defend")
+
+
+def releases_for(pipe, concept: str, method: str, original: dict, args) -> tuple[dict, dict]:
+    """(release state, facts) of one method on `concept`; pipe.unet is left with `original`."""
+    from revival.denoise import Denoiser
+    from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, concept_statistics
+    from revival.unlearn.erasures import ERASURES, ErasureConfig, testbed_data
+
+    t0 = time.perf_counter()
+    if method in PRUNED:
+        cfg = ConceptPruneConfig(skill_ratio=args.skill_ratio, steps=10)
+        stats = concept_statistics(pipe, *concept_prompts(concept, pipe.classes), cfg)
+        masks, _ = stats.masks(cfg)
+        state = {**original, **apply_masks(original, masks)}
+        facts = {"skill_ratio": args.skill_ratio}
+        if method == "conceptprune+defend":
+            from revival.defense import DEFAULT_DEFENSE, apply_defense
+
+            upd, _ = apply_defense(state, sorted(masks), DEFAULT_DEFENSE, None)   # secret randomness
+            state = {**state, **upd}
+    else:
+        member = ERASURES.get(method)
+        kw = dict(getattr(member, "defaults", {}))
+        config = ErasureConfig(seed=args.seed, **kw)
+        data = testbed_data(Denoiser(pipe), concept, seed=args.seed)
+        try:
+            facts = member(pipe, data, config, None)
+            state = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+        finally:
+            pipe.unet.load_state_dict(original)
+        facts = {"config": config.to_dict(), **facts}
+    facts["unlearn_seconds"] = round(time.perf_counter() - t0, 1)
+    return state, facts
+
+
+def measure(pipe, clf, concept: str, method: str, nl_path: Path, args) -> dict:
+    from revival.audit import AuditConfig, _relearner, audit_states
+    from revival.attack.relearn import relearn_images
+    from revival.heldout import heldout_prompts
+    from revival.never_learned import load_never_learned
+    from revival.unlearn.conceptprune import concept_prompts
+
+    original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+    nl = load_never_learned(nl_path, concept, original)
+    if method == "never-learned":
+        release, facts = nl, {"unlearn_seconds": None}
+    else:
+        release, facts = releases_for(pipe, concept, method, original, args)
+    rows = heldout_prompts(pipe.classes, concept, args.erased, args.preserved)
+    cfg = AuditConfig(skill_ratio=args.skill_ratio, steps=10, erased_images=args.erased,
+                      preserved_per_class=args.preserved, max_erased_images=args.erased,
+                      threat="both", relearn_budgets=tuple(args.budgets))
+    images = relearn_images(True, concept, max(k for k, _ in args.budgets), None, seed=cfg.attack.seed)
+    t0 = time.perf_counter()
+    result, _ = audit_states(pipe, original, release, None, concept, rows, clf, cfg,
+                             prompts=concept_prompts(concept, pipe.classes), never_learned=nl,
+                             never_learned_path=str(nl_path), relearn=_relearner(pipe, concept, images, cfg))
+    d = result.to_dict()
+    return {"method": method, "facts": facts, "audit_seconds": round(time.perf_counter() - t0, 1),
+            "original": d["original"], "release": d["release"], "never_learned": d["never_learned"],
+            "attacks": {n: {k: a.get(k) for k in ("status", "reason", "erased", "never_learned_erased", "gain",
+                                                   "excess", "excess_ci95")} for n, a in d["attacks"].items()},
+            "relearn": d["relearn"], "weights_verdict": d["weights_verdict"], "relearn_verdict": d["relearn_verdict"]}
+
+
+def targets(entry: dict) -> dict:
+    """The robust erasure's targets, each True/False (None: not measured)."""
+    o, r, nl = entry["original"], entry["release"], entry["never_learned"]
+    worst_w = max((a["excess"] for a in entry["attacks"].values() if a.get("excess") is not None), default=None)
+    worst_r = max((b["excess"] for b in entry["relearn"]["budgets"] if b.get("excess") is not None), default=None)
+    secs = entry["facts"].get("unlearn_seconds")
+    return {"erased <= never-learned + 0.05": r["erased"] <= nl["erased"] + 0.05,
+            "preserved >= original - 0.02": r["preserved"] >= o["preserved"] - 0.02,
+            "weight-only <= never-learned + 0.05": None if worst_w is None else worst_w <= 0.05,
+            "relearning <= never-learned + 0.10": None if worst_r is None else worst_r <= 0.10,
+            "<= 10 min": None if secs is None else secs <= 600,
+            "weights-only audit passes": entry["weights_verdict"]["verdict"] == "pass"}
+
+
+def _cell(x, ci=None):
+    from results import estimate
+
+    return None if x is None else (estimate(x, ci) if ci else round(x, 3))
+
+
+def write(done: dict, args, argv) -> Path:
+    from results import table, write_results
+
+    budgets = [f"K={k}, S={s}" for k, s in args.budgets]
+    rows, rl_rows, tg_rows = [], [], []
+    for key, e in done.items():
+        concept = key.split("|")[0]
+        worst = max(((n, a) for n, a in e["attacks"].items() if a.get("excess") is not None),
+                    key=lambda kv: kv[1]["excess"], default=(None, {}))
+        rows.append([concept, e["method"], _cell(e["release"]["erased"], e["release"]["erased_ci95"]),
+                     _cell(e["never_learned"]["erased"]), _cell(e["release"]["preserved"], e["release"]["preserved_ci95"]),
+                     _cell(e["original"]["preserved"]), worst[0],
+                     _cell(worst[1].get("excess"), worst[1].get("excess_ci95")),
+                     e["weights_verdict"]["verdict"], e["relearn_verdict"]["verdict"], e["facts"].get("unlearn_seconds")])
+        by = {(b["images"], b["steps"]): b for b in e["relearn"]["budgets"]}
+        rl_rows.append([concept, e["method"]] + [
+            f"{by[(k, s)].get('release', float('nan')):.2f} vs {by[(k, s)].get('never_learned_erased', float('nan')):.2f}"
+            if (k, s) in by and by[(k, s)].get("release") is not None else None for k, s in args.budgets])
+        if e["method"] == "robust":
+            tg_rows.append([concept] + list(targets(e).values()))
+    tables = [table("Every erasure beside the never-learned model", [
+        "concept", "release", "erased [95%]", "never-learned erased", "preserved [95%]", "original preserved",
+        "strongest weight-only attacker", "its excess over never-learned [95%]", "weights verdict",
+        "relearning verdict", "unlearning s"], rows,
+        note="excess = erased accuracy of the attacked release - that of the same attack on the never-learned model "
+             "(paired 95% interval); verdicts from revival.verdict with the never-learned model given."),
+        table("Relearning curve: relearned release vs relearned never-learned model (erased accuracy)",
+              ["concept", "release", *budgets], rl_rows,
+              note="fine-tuning on K Fashion-MNIST test-split images of the concept for S steps (lr 3e-4); the "
+                   "same images, steps and seed on both models.")]
+    if tg_rows:
+        names = list(targets(next(e for e in done.values() if e["method"] == "robust")))
+        tables.append(table("Targets of --method robust", ["concept", *names], tg_rows))
+    data = {"title": "Erasures beside the never-learned model", "page": "results",
+            "about": f"Testbed, {args.erased} held-out images of the concept and {args.preserved} of every other class "
+                     f"per model; weight-only ladder and relearning ({', '.join(budgets)}) on every release and on the "
+                     "never-learned model of the same concept.", "tables": tables, "entries": done}
+    return write_results("never_learned", data, argv=argv)
+
+
+def main(argv=None) -> None:
+    from revival.never_learned import shipped_concepts, shipped_never_learned
+    from revival.unlearn.erasures import ERASURES
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--concepts", nargs="+", default=None)
+    p.add_argument("--methods", nargs="+", default=None)
+    p.add_argument("--never-learned-root", type=Path, default=None)
+    p.add_argument("--erased", type=int, default=30)
+    p.add_argument("--preserved", type=int, default=3)
+    p.add_argument("--skill-ratio", type=float, default=0.05)
+    p.add_argument("--budgets", nargs="+", default=["1x20", "4x20", "4x50", "16x50"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache", type=Path, default=Path("out/never_learned_cache.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.budgets = [tuple(int(v) for v in b.lower().split("x")) for b in args.budgets]
+    methods = args.methods or ["never-learned", *PRUNED, *ERASURES.names()]
+    concepts = args.concepts or shipped_concepts()
+    from revival.evaluate.classifiers import get_classifier
+    from revival.models import load_model
+
+    pipe, clf = load_model("testbed", device="cpu"), get_classifier("testbed")
+    done = json.loads(args.cache.read_text()) if args.cache.is_file() else {}
+    for c in concepts:
+        nl_path = args.never_learned_root / c if args.never_learned_root else shipped_never_learned(c)
+        if nl_path is None:
+            print(f"{c}: no never-learned model; skipped", flush=True)
+            continue
+        for m in methods:
+            key = f"{c}|{m}|{args.erased}|{args.preserved}|{args.skill_ratio}|{args.budgets}|{args.seed}"
+            if key not in done:
+                done[key] = measure(pipe, clf, c, m, nl_path, args)
+                args.cache.parent.mkdir(parents=True, exist_ok=True)
+                args.cache.write_text(json.dumps(done))
+            e = done[key]
+            print(f"{c:10s} {m:20s} erased {e['release']['erased']:.2f} (never-learned {e['never_learned']['erased']:.2f}) "
+                  f"preserved {e['release']['preserved']:.2f}  weights {e['weights_verdict']['verdict']}  relearn "
+                  f"{e['relearn_verdict']['verdict']}  " + "  ".join(
+                      f"K{b['images']}S{b['steps']} {b.get('release', float('nan')):.2f}/{b.get('never_learned_erased', float('nan')):.2f}"
+                      for b in e["relearn"]["budgets"]), flush=True)
+    sel = {k: v for k, v in done.items() if k.split("|")[0] in concepts and k.split("|")[1] in methods}
+    print(f"-> {write(sel, args, sys.argv if argv is None else ['benchmarks/never_learned.py', *argv])}")
+
+
+if __name__ == "__main__":
+    main()
