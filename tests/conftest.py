@@ -131,3 +131,101 @@ def file_bytes(path: Path) -> dict[str, bytes]:
     if path.is_file():
         return {"": path.read_bytes()}
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- the embedded testbed
+# Loaded once per session (per worker under pytest-xdist) and shared by every test module that reads
+# it; each test gets the pipeline back with the committed weights in its UNet (`testbed_model`).
+
+@pytest.fixture(scope="session")
+def _testbed_session():
+    from revival.evaluate.classifiers import get_classifier
+    from revival.models import load_model
+
+    pipe = load_model("testbed", device="cpu", dtype="fp32")
+    state = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+    return pipe, state, get_classifier("testbed", device="cpu")
+
+
+@pytest.fixture
+def testbed_model(_testbed_session):
+    """(the testbed pipeline on the CPU in fp32, a copy of its committed UNet weights, the testbed
+    classifier). The pipeline is shared by the session: a test may load other weights into its
+    UNet, and the committed ones are loaded back before and after it. Never modify the weights'
+    tensors in place."""
+    pipe, state, clf = _testbed_session
+    pipe.unet.load_state_dict(state)
+    yield pipe, state, clf
+    pipe.unet.load_state_dict(state)
+
+
+@pytest.fixture(scope="session")
+def testbed_release(_testbed_session):
+    """A real ConceptPrune release of the committed testbed: `testbed_release(concept, modules=None,
+    ratio=0.05, steps=10)` -> SimpleNamespace(masks, release, layers). The statistics of the
+    concept's prompts are collected once per (concept, modules, ratio, steps) for the session, and
+    every call returns a fresh dict of the (shared, never to be modified in place) tensors."""
+    from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, concept_statistics
+
+    pipe, state, _ = _testbed_session
+    built: dict[tuple, tuple] = {}
+
+    def make(concept: str, modules: str | None = None, ratio: float = 0.05, steps: int = 10):
+        key = (concept, modules, ratio, steps)
+        if key not in built:
+            cfg = ConceptPruneConfig(skill_ratio=ratio, steps=steps, **({"modules": modules} if modules else {}))
+            pipe.unet.load_state_dict(state)
+            try:
+                stats = concept_statistics(pipe, *concept_prompts(concept, pipe.classes), cfg)
+            finally:
+                pipe.unet.load_state_dict(state)
+            masks, _ = stats.masks(cfg)
+            built[key] = (masks, {**state, **apply_masks(state, masks)}, sorted(masks))
+        masks, release, layers = built[key]
+        return SimpleNamespace(masks=dict(masks), release=dict(release), layers=list(layers))
+
+    return make
+
+
+# ----------------------------------------------------------------------------- a small experiment
+# `revival experiment` of SMALL in one process, run once for the session: test_experiment.py reads
+# it (and resumes, re-runs and reproduces it beside it), test_distributed.py compares torchrun's
+# run with it.
+
+SMALL = """
+model = "testbed"
+seeds_per_class = 1
+skill_ratio = 0.05
+unlearn_steps = 3
+inference_steps = 4
+batch_size = 4
+stages = ["original", "unlearned", "revived"]
+[[concepts]]
+name = "sneaker"
+"""
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Every file's bytes; an evaluation.json without its wall-clock "seconds"."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            data = p.read_bytes()
+            if p.name == "evaluation.json":
+                d = json.loads(data)
+                d.pop("seconds")
+                data = json.dumps(d).encode()
+            out[str(p.relative_to(root))] = data
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_experiment(tmp_path_factory) -> Path:
+    """A folder holding small.toml (SMALL) and its experiment run on the CPU in a/. Tests may add
+    folders beside a/; nothing may change a/ itself (a second run into it must change nothing)."""
+    from revival.cli import main
+
+    root = tmp_path_factory.mktemp("exp")
+    (root / "small.toml").write_text(SMALL)
+    assert main(["experiment", str(root / "small.toml"), "--out", str(root / "a"), "--device", "cpu", "--quiet"]) == 0
+    return root

@@ -74,15 +74,14 @@ def test_processes_that_disagree_are_refused(tmp_path):
     assert bad.stderr.count("revival: error: the 2 processes of this launch disagree on the experiment config") == 2
 
 
-def test_experiment_under_torchrun_equals_one_process(tmp_path):
-    """`revival experiment` runs unchanged under torchrun: the same cells, images and table."""
-    from test_experiment import SMALL, files
+def test_experiment_under_torchrun_equals_one_process(small_experiment, tmp_path):
+    """`revival experiment` runs unchanged under torchrun: the same cells, images and table (one
+    process: the session's run of SMALL)."""
+    from conftest import SMALL, files
 
     (tmp_path / "small.toml").write_text(SMALL)
-    args = ["experiment", "small.toml", "--device", "cpu", "--quiet"]
-    assert main([a if a != "small.toml" else str(tmp_path / a) for a in args] + ["--out", str(tmp_path / "one")]) == 0
-    torchrun(args + ["--out", "two"], tmp_path)
-    one, two = files(tmp_path / "one"), files(tmp_path / "two")
+    torchrun(["experiment", "small.toml", "--device", "cpu", "--quiet", "--out", "two"], tmp_path)
+    one, two = files(small_experiment / "a"), files(tmp_path / "two")
     m1, m2 = (json.loads(x.pop("manifest.json")) for x in (one, two))
     assert m1["runtime"]["processes"] == 1 and m2["runtime"]["processes"] == 2
     assert m1["config"] == m2["config"] and m1["model_files"] == m2["model_files"]

@@ -153,3 +153,30 @@ def test_every_erasure_runs_on_a_local_sd_folder(tiny_sd, tmp_path, method):
     assert changed
     if method == "esd":
         assert not any(".attn2." in k for k in changed)
+
+
+def test_robust_buries_every_weight_under_secret_noise_and_never_reads_the_concept(testbed, monkeypatch):
+    """robust: no weight matrix keeps the original's values, the noise is the OS's unless a
+    research run fixes it, and the concept's images are never used (as in a model trained without them)."""
+    model, d, data, original = testbed
+
+    def forbidden(*a, **k):
+        raise AssertionError("robust read the concept's images")
+
+    monkeypatch.setattr(data, "concept_batch", forbidden)
+    member = ERASURES.get("robust")
+    runs = []
+    for secret in (None, None, 7, 7):
+        model.unet.load_state_dict(original)
+        report = member(model, data, ErasureConfig(steps=3, batch=8, lr=1e-3, seed=0, secret_seed=secret))
+        runs.append({k: v.detach().clone() for k, v in model.unet.state_dict().items()})
+    model.unet.load_state_dict(original)
+    assert report["reset_tensors"] > 0 and 0 < report["reset"] < 1
+    mats = [k for k, v in original.items() if v.ndim >= 2]
+    for k in mats:   # every matrix and kernel moved, by more than 3 optimiser steps could move it
+        rel = float((runs[0][k] - original[k]).norm() / original[k].norm())
+        assert rel > 0.3, (k, rel)
+    differ = lambda a, b: any(not torch.equal(a[k], b[k]) for k in mats)
+    assert differ(runs[0], runs[1])          # secret by default: two publishers' runs share no noise
+    assert not differ(runs[2], runs[3])      # a research seed repeats the run bit for bit
+    assert differ(runs[0], runs[2])

@@ -4,9 +4,11 @@ metric, the revived-vs-release figures equal to `revival demo`'s on the same hel
 seeds, the example configs, the cache, and bad input.
 
 Every stage is built once for the module (a shared cache folder) with the example configs'
-settings (the demo's defaults); the demo's figures come from `revival.demo.run_demo` itself, with
-an evaluator that judges the concept and one preserved class only (the erased figure is over the
-same rows as the full demo's)."""
+settings (the demo's defaults) but fewer images (`FEW`: the least-damage search's validation
+images, the images that pick the strongest attacker and the images judged; the demo gets the same
+numbers); the demo's figures come from `revival.demo.run_demo` itself, with an evaluator that
+judges the concept and one preserved class only (the erased figure is over the same rows as the
+full demo's)."""
 from __future__ import annotations
 
 import importlib
@@ -31,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "eval-unlearn"
 TECHNIQUES = {"revival_conceptprune": "ConceptPruneRelease", "revival_revived": "RevivedRelease",
               "revival_defended": "DefendedRelease", "revival_defended_attack": "DefendedAttackedRelease"}
+# fewer images than the shipped examples' (60 search, 20 judged), the same on both sides: the demo's
+# search_seeds / seeds_per_class are the techniques' search_images / select_images and the metric's images
+IMAGES, SEARCH = 10, 20
+FEW = {"search_images": SEARCH, "select_images": IMAGES}
 STAGE_OF = {"revival_conceptprune": "unlearned", "revival_revived": "revived", "revival_defended": "obfuscated",
             "revival_defended_attack": "obfuscated_revived"}
 
@@ -72,15 +78,16 @@ def test_eval_unlearn_plugins_lists_the_four_techniques():
 
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory):
-    """`revival demo`'s report for the example's concept with the demo's defaults, judged on the
-    concept and one preserved class (20 held-out images each, seeds from 1000)."""
+    """`revival demo`'s report for the example's concept with the demo's defaults but `FEW` images,
+    judged on the concept and one preserved class (IMAGES held-out images each, seeds from 1000)."""
     from revival.demo import DemoConfig, run_demo, testbed_evaluator
 
     def evaluator(pipeline, classes, concept, seeds_per_class, config, first_seed=None):
         keep = [concept] if len(classes) == 1 else [concept, "sandal"]
         return testbed_evaluator(pipeline, keep, concept, seeds_per_class, config, first_seed)
 
-    cfg = DemoConfig(concept="sneaker", preserved_concept="sandal", utility=False, grid_seeds=2)
+    cfg = DemoConfig(concept="sneaker", preserved_concept="sandal", utility=False, grid_seeds=2,
+                     seeds_per_class=IMAGES, search_seeds=SEARCH)
     return run_demo(cfg, tmp_path_factory.mktemp("demo"), progress=False, evaluator=evaluator)
 
 
@@ -88,8 +95,8 @@ def _run(technique: str, cache, out, example: str | None = None) -> dict:
     cfg = _example(example or f"testbed-{technique.removeprefix('revival_').replace('_', '-')}.yaml")
     assert cfg["technique"]["name"] == technique
     runner = SingleBenchmarkRunner(technique_name=technique, metric_name=cfg["metric"]["name"],
-                                   technique_config={**cfg["technique"]["config"], "cache_dir": str(cache)},
-                                   metric_config=cfg["metric"]["config"], output_dir=str(out))
+                                   technique_config={**cfg["technique"]["config"], **FEW, "cache_dir": str(cache)},
+                                   metric_config={**cfg["metric"]["config"], "images": IMAGES}, output_dir=str(out))
     return runner.run()
 
 
@@ -101,14 +108,14 @@ def test_runner_on_the_testbed_equals_the_demo(cache, tmp_path, demo_report):
         report = _run(technique, cache, tmp_path)
         res = report["metric_result"]
         assert report["technique_name"] == technique and report["erase_concept"] == "sneaker"
-        assert res["details"]["n"] == 20 and res["details"]["seeds"] == list(range(1000, 1020))
+        assert res["details"]["n"] == IMAGES and res["details"]["seeds"] == list(range(1000, 1000 + IMAGES))
         images = list(tmp_path.glob(f"{technique}_revival_concept_accuracy_*/images/*.png"))
-        assert len(images) == 20
+        assert len(images) == IMAGES
         lo, hi = demo_report["intervals"]["erased"][stage]
         demo = demo_report["accuracy"]["erased"][stage]
         assert lo <= res["value"] <= hi, (technique, res["value"], demo, (lo, hi))
         # the same images up to 8-bit quantisation and batch rounding: at most one image judged otherwise
-        assert abs(res["value"] - demo) <= 1 / 20 + 1e-9, (technique, res["value"], demo)
+        assert abs(res["value"] - demo) <= 1 / IMAGES + 1e-9, (technique, res["value"], demo)
         got[technique] = res
     gap = got["revival_revived"]["value"] - got["revival_conceptprune"]["value"]
     acc = demo_report["accuracy"]["erased"]
@@ -126,7 +133,7 @@ def test_each_testbed_example_generates_through_the_registry(technique, cache, d
 
     cfg = _example(f"testbed-{technique.removeprefix('revival_').replace('_', '-')}.yaml")
     load_entrypoints()
-    tech = get_technique(cfg["technique"]["name"])(**cfg["technique"]["config"], cache_dir=str(cache))
+    tech = get_technique(cfg["technique"]["name"])(**cfg["technique"]["config"], **FEW, cache_dir=str(cache))
     rows = default_prompts(["sneaker"], 3, 1000)
     prompts = [r.prompt for r in rows]
     first, again, seeded = tech.generate(prompts), tech.generate(prompts), tech.generate(prompts, seed=5)
@@ -151,7 +158,7 @@ def test_stages_are_cached_by_content(cache):
     from revival.eval_unlearn.config import TechniqueConfig
     from revival.eval_unlearn.releases import build
 
-    base = {"erase_concept": "sneaker", "cache_dir": str(cache)}
+    base = {"erase_concept": "sneaker", **FEW, "cache_dir": str(cache)}
     first = build("revived", TechniqueConfig.from_dict(base))       # built by the tests above, or now
     again = build("revived", TechniqueConfig.from_dict(base))
     assert again.info["cached"] and again.info["key"] == first.info["key"]

@@ -4,46 +4,19 @@ and bad configs refused with one sentence and nothing written."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from revival.cli import main
 from revival.errors import RevivalError
 
-SMALL = """
-model = "testbed"
-seeds_per_class = 1
-skill_ratio = 0.05
-unlearn_steps = 3
-inference_steps = 4
-batch_size = 4
-stages = ["original", "unlearned", "revived"]
-[[concepts]]
-name = "sneaker"
-"""
+from conftest import SMALL, files  # noqa: E402  (shared with test_distributed.py)
 
 
-def files(root: Path) -> dict[str, bytes]:
-    """Every file's bytes; an evaluation.json without its wall-clock "seconds"."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            data = p.read_bytes()
-            if p.name == "evaluation.json":
-                d = json.loads(data)
-                d.pop("seconds")
-                data = json.dumps(d).encode()
-            out[str(p.relative_to(root))] = data
-    return out
-
-
-@pytest.fixture(scope="module")
-def first(tmp_path_factory):
-    root = tmp_path_factory.mktemp("exp")
-    (root / "small.toml").write_text(SMALL)
-    assert main(["experiment", str(root / "small.toml"), "--out", str(root / "a"), "--device", "cpu", "--quiet"]) == 0
-    return root
+@pytest.fixture
+def first(small_experiment):
+    """The folder of the session's run of SMALL: small.toml, and the experiment in a/."""
+    return small_experiment
 
 
 def test_table_files_and_shapes(first):

@@ -122,3 +122,87 @@ def test_a_dense_release_is_attacked_in_every_feed_forward_linear():
     sparse[k][0, 0] = 0.0
     assert not is_dense_change(model, sparse)
     assert k in audit_layers(model, sparse) and not any("attn1" in n for n in audit_layers(model, sparse))
+
+
+# ---------------------------------------------------------------- the audit beside the shipped never-learned model
+
+def _audit(tmp_path, release, *extra, concept="sneaker", out="audit"):
+    from revival.cli import main
+
+    return main(["audit", "--model", "testbed", "--release", str(release), "--concept", concept,
+                 "--out", str(tmp_path / out), "--erased-images", "12", "--max-erased-images", "12",
+                 "--preserved-images", "1", "--quiet", *extra])
+
+
+def test_the_never_learned_model_audited_as_a_release_gets_nothing_beyond_itself(tmp_path, capsys):
+    from revival.never_learned import shipped_never_learned
+
+    nl = shipped_never_learned("sneaker")
+    assert nl is not None, "the testbed ships the never-learned model of its demo concept"
+    rc = _audit(tmp_path, nl / "unet", "--attackers", "zeros", "residual", "--threat", "both",
+                "--relearn-budgets", "4x10")
+    data = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    # a retrain is a dense change: every feed-forward linear is attacked, and the report says so
+    assert data["settings"]["scope"].startswith("dense")
+    assert data["layers"] and all(".ff.net." in n for n in data["layers"])
+    # calibrated by default on the shipped model; the same attack on the same weights gets exactly nothing more
+    assert data["never_learned"]["path"] == str(nl) and data["never_learned"]["excess"] == 0.0
+    for a in data["attacks"].values():
+        assert a["status"] == "ran" and a["excess"] == 0.0 and a["excess_ci95"][0] < 0 < a["excess_ci95"][1]
+    (b,) = data["relearn"]["budgets"]
+    assert (b["images"], b["steps"], b["excess"]) == (4, 10, 0.0)
+    assert b["excess_ci95"][0] < 0 < b["excess_ci95"][1]
+    # 12 images cannot bound an excess of 0 below the limit: inconclusive, never a pass, and it says why
+    assert data["relearn_verdict"]["verdict"] == "inconclusive"
+    assert "straddles" in data["relearn_verdict"]["reasons"][0]
+    # only 2 of the ladder's attackers ran: no pass for the weights, whatever they found
+    assert data["weights_verdict"]["verdict"] == "inconclusive" and rc == 4
+    card = (tmp_path / "audit" / "model_card.md").read_text()
+    assert "never learned the concept" in card and "Relearning" in card
+
+
+@pytest.mark.parametrize("case", ["another concept", "no record", "zero budget", "non-images", "too few images"])
+def test_bad_calibration_input_is_refused_before_any_work(case, tmp_path, capsys):
+    from revival.never_learned import shipped_never_learned
+    from revival.testbed.pipeline import TESTBED_UNET_DIR
+
+    extra = []
+    if case == "another concept":
+        extra = ["--never-learned", str(shipped_never_learned("sneaker"))]
+    elif case == "no record":
+        extra = ["--never-learned", str(TESTBED_UNET_DIR)]
+    elif case == "zero budget":
+        extra = ["--threat", "relearn", "--relearn-budgets", "0x20"]
+    else:
+        folder = tmp_path / "imgs"
+        folder.mkdir()
+        from PIL import Image
+
+        for i in range(2):
+            Image.new("L", (16, 16), color=40 * i).save(folder / f"{i}.png")
+        if case == "non-images":
+            (folder / "notes.txt").write_text("x")
+        extra = ["--threat", "both", "--relearn-budgets", "4x10", "--relearn-images", str(folder)]
+    concept = "coat" if case == "another concept" else "sneaker"
+    rc = _audit(tmp_path, TESTBED_UNET_DIR, *extra, concept=concept)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert {"another concept": "never learned 'sneaker'", "no record": "does not say which concept",
+            "zero budget": "positive", "non-images": "not images", "too few images": "holds only 2"}[case] in err
+    assert not (tmp_path / "audit").exists()
+
+
+def test_relearning_a_stable_diffusion_release_needs_a_folder_of_images(tmp_path, capsys):
+    from tiny_models import make_tiny_sd
+
+    from revival.cli import main
+
+    sd = make_tiny_sd(tmp_path)
+    csv = tmp_path / "p.csv"
+    csv.write_text("case_number,prompt,class,seed\n0,a church,church,1000\n1,a golf ball,golf ball,1000\n")
+    out = tmp_path / "audit"
+    capsys.readouterr()   # the tiny model's own writing
+    rc = main(["audit", "--model", str(sd), "--release", str(sd / "unet"), "--concept", "church", "--prompts", str(csv),
+               "--out", str(out), "--device", "cpu", "--threat", "relearn", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--relearn-images" in err and err.count("\n") == 1 and not out.exists()

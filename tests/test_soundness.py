@@ -17,26 +17,21 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device 
 PROJ = r"transformer_blocks\.\d+\.ff\.net\.0\.proj$"
 
 
-@pytest.fixture(scope="module")
-def testbed():
-    from revival.evaluate.classifiers import get_classifier
-    from revival.models import load_model
-
-    pipe = load_model("testbed", device="cpu", dtype="fp32")
-    state = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
-    return pipe, state, get_classifier("testbed", device="cpu")
+@pytest.fixture
+def testbed(testbed_model):
+    """(the session's testbed pipeline, its committed UNet weights, the testbed classifier)."""
+    return testbed_model
 
 
-def conceptprune_release(pipe, state, concept, modules=None, ratio=0.05):
-    """A real ConceptPrune release of the testbed (statistics of the concept's prompts)."""
-    from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, concept_statistics
+@pytest.fixture
+def conceptprune_release(testbed_release):
+    """A real ConceptPrune release of the testbed (statistics of the concept's prompts, 10 steps),
+    built once per setting for the session: (release, its pruned layers)."""
+    def make(pipe, state, concept, modules=None, ratio=0.05):
+        built = testbed_release(concept, modules, ratio)
+        return built.release, built.layers
 
-    kw = {"modules": modules} if modules else {}
-    cfg = ConceptPruneConfig(skill_ratio=ratio, steps=10, **kw)
-    pipe.unet.load_state_dict(state)
-    stats = concept_statistics(pipe, *concept_prompts(concept, pipe.classes), cfg)
-    masks, _ = stats.masks(cfg)
-    return {**state, **apply_masks(state, masks)}, sorted(masks)
+    return make
 
 
 def tiny_sd_release(tmp_path):
@@ -97,7 +92,7 @@ def test_a_broken_release_is_no_pass():
     assert decide(ok, ATTACKERS, 0.10, drew, few)[0] == "pass"
 
 
-def test_attackers_that_crash_leave_the_verdict_inconclusive(testbed, monkeypatch):
+def test_attackers_that_crash_leave_the_verdict_inconclusive(testbed, conceptprune_release, monkeypatch):
     pipe, state, clf = testbed
     release, layers = conceptprune_release(pipe, state, "sneaker")
 
@@ -152,7 +147,8 @@ def test_a_concept_the_judge_cannot_name_is_refused_on_sd(tmp_path, capsys):
 
 # ---------------------------------------------------------------- the layers, the attack, the names
 
-def test_a_release_pruned_in_the_input_projection_is_audited_there_and_fails(testbed, tmp_path, capsys):
+def test_a_release_pruned_in_the_input_projection_is_audited_there_and_fails(testbed, conceptprune_release, tmp_path,
+                                                                               capsys):
     from safetensors.torch import save_file
 
     from revival.cli import main
@@ -163,7 +159,7 @@ def test_a_release_pruned_in_the_input_projection_is_audited_there_and_fails(tes
     save_file({k: v.contiguous() for k, v in release.items()}, str(tmp_path / "release.safetensors"))
     out = tmp_path / "audit"
     rc = main(["audit", "--model", "testbed", "--release", str(tmp_path / "release.safetensors"), "--concept", "sneaker",
-               "--out", str(out), "--erased-images", "30", "--preserved-images", "1", "--quiet"])
+               "--out", str(out), "--erased-images", "16", "--preserved-images", "1", "--quiet"])
     data = json.loads((out / "audit.json").read_text())
     # found where it was pruned, and attacked in the other linear of the same units too
     assert set(data["layers"]) == set(layers) | {n.replace("ff.net.0.proj", "ff.net.2") for n in layers}
@@ -200,7 +196,7 @@ def test_every_attacker_revives_through_the_attack_path(testbed):
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
-def test_method_aware_on_any_device_matches_the_cpu_reference(testbed, device):
+def test_method_aware_on_any_device_matches_the_cpu_reference(testbed, conceptprune_release, device):
     """Statistics collected on the pipeline's device meet the weights on one device."""
     from revival.attack.activations import release_activations
     from revival.unlearn.conceptprune import concept_prompts
@@ -251,7 +247,8 @@ def test_reproduce_refuses_changed_inputs(tmp_path):
 def test_the_obfuscated_attack_stage_runs_every_attacker(tmp_path):
     from revival.experiment import ExperimentConfig, run_experiment
 
-    cfg = ExperimentConfig.from_dict({"model": "testbed", "concepts": [{"name": "sneaker"}], "seeds_per_class": 2,
+    cfg = ExperimentConfig.from_dict({"model": "testbed", "concepts": [{"name": "sneaker"}], "seeds_per_class": 1,
+                                      "inference_steps": 4, "unlearn_steps": 3,
                                       "stages": ["obfuscated", "obfuscated+attack"]})
     res = run_experiment(cfg, tmp_path / "exp", device="cpu", progress=False)
     cell = res.cells[("sneaker", "obfuscated_revived")]
@@ -263,7 +260,7 @@ def test_the_obfuscated_attack_stage_runs_every_attacker(tmp_path):
     assert cell.erased.value == pytest.approx(max(revived), abs=1e-9)
 
 
-def test_auditing_a_concept_the_release_did_not_erase_is_inconclusive(testbed):
+def test_auditing_a_concept_the_release_did_not_erase_is_inconclusive(testbed, conceptprune_release):
     """A typo'd or wrong --concept must not pass: the release draws it as the original does."""
     pipe, state, clf = testbed
     release, layers = conceptprune_release(pipe, state, "sneaker")
@@ -274,7 +271,7 @@ def test_auditing_a_concept_the_release_did_not_erase_is_inconclusive(testbed):
     assert res.verdict == "inconclusive" and any("does not clearly erase" in r for r in res.reasons)
 
 
-def test_changes_no_attacker_can_revive_leave_the_verdict_inconclusive(testbed):
+def test_changes_no_attacker_can_revive_leave_the_verdict_inconclusive(testbed, conceptprune_release):
     from revival.verdict import decide
 
     pipe, state, _ = testbed
@@ -303,8 +300,8 @@ def test_evaluation_prompts_that_unlearning_used_are_refused(tmp_path, capsys):
     assert rc == 2 and "unlearning prompts" in err and not (tmp_path / "audit").exists()
 
 
-@pytest.mark.parametrize("seed", [0, 3])
-def test_a_release_defended_with_a_known_seed_fails_its_audit(testbed, seed):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_release_defended_with_a_known_seed_fails_its_audit(testbed, conceptprune_release, seed):
     """The replay attacker regenerates the fills of a known seed (the old public default 0, or a
     small one) and the zeros-reading revival applies again."""
     from revival.defense import apply_defense

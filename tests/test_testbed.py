@@ -118,11 +118,40 @@ def test_fashion_mnist_reader(tmp_path, monkeypatch):
         load_fashion_mnist("valid")
 
 
-def test_training_runs_and_loads(tmp_path):
+class _EachCaptionListOnce:
+    """The text encoder as training calls it, with each distinct list of prompts encoded once per
+    session: a fresh MiniLM encoder's output for that list (the same list gives the same bits), kept
+    for the next training that asks for it. Training encodes its whole caption list up front; the
+    three stages and the three runs below ask for two distinct lists, so the encoder runs twice
+    instead of seven times."""
+
+    real = None
+    done: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __call__(self, prompts):
+        key = tuple(prompts)
+        if key not in self.done:
+            self.done[key] = type(self).real(*self.args, **self.kwargs)(list(prompts))
+        return self.done[key].clone()
+
+
+def _train(monkeypatch, *args, **kwargs):
+    """`train_testbed` with the encoder above (only while it runs)."""
+    from revival.testbed import text as T
     from revival.testbed.train import train_testbed
 
+    with monkeypatch.context() as m:
+        _EachCaptionListOnce.real = _EachCaptionListOnce.real or T.TextEncoder
+        m.setattr(T, "TextEncoder", _EachCaptionListOnce)
+        return train_testbed(*args, **kwargs)
+
+
+def test_training_runs_and_loads(tmp_path, monkeypatch):
     logs = []
-    s = train_testbed(tmp_path, seed=1, steps=2, ff_steps=1, task_steps=1, batch=4, log=logs.append)
+    s = _train(monkeypatch, tmp_path, seed=1, steps=2, ff_steps=1, task_steps=1, batch=4, log=logs.append)
     assert s["stage1_steps"] == 2 and s["stage2_ff_steps"] == 1 and s["stage3_task_steps"] == 1
     assert s["trained_steps"] == 4 and s["ff_weight"] > 0
     assert s["seed"] == 1 and s["stage2_seed"] == 2 and s["stage3_seed"] == 3 and "init" not in s
@@ -134,11 +163,11 @@ def test_training_runs_and_loads(tmp_path):
     assert any("step 2/2" in line for line in logs) and any("step 1/1" in line for line in logs)
     # the same seed reproduces the weights bit for bit (all stages); another seed does not
     weights = lambda d: (d / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
-    train_testbed(tmp_path / "again", seed=1, steps=2, ff_steps=1, task_steps=1, batch=4, log=logs.append)
+    _train(monkeypatch, tmp_path / "again", seed=1, steps=2, ff_steps=1, task_steps=1, batch=4, log=logs.append)
     assert weights(tmp_path / "again") == weights(tmp_path)
     # stage 3 alone from the stage-2 weights (--from), with another seed: other weights
-    s3 = train_testbed(tmp_path / "other", seed=2, task_steps=1, batch=4, init_from=tmp_path / "stage2" / "unet",
-                       log=logs.append)
+    s3 = _train(monkeypatch, tmp_path / "other", seed=2, task_steps=1, batch=4, init_from=tmp_path / "stage2" / "unet",
+                log=logs.append)
     assert s3["stage3_seed"] == 4 and s3["stage3_task_steps"] == 1
     assert weights(tmp_path / "other") != weights(tmp_path)
 

@@ -164,7 +164,8 @@ def test_demo_task_reduced(tmp_path, task, concept, preserved):
 
     out = tmp_path / task
     rc = main(["demo", "--task", task, "--out", str(out), "--seeds-per-class", "1", "--classes",
-               "sneaker,trouser,bag", "--inference-steps", "6", "--unlearn-steps", "3", "--quiet"])
+               "sneaker,trouser,bag", "--inference-steps", "6", "--unlearn-steps", "3", "--search-images", "10",
+               "--quiet"])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["concept"] == concept

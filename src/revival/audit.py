@@ -170,27 +170,29 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
     check_nameable(classifier, concept, rows)
     layers = list(layers) if layers is not None else audit_layers(model_state, release)
     _check_release(model_state, release, layers)
+    dense = is_dense_change(model_state, release)
     original = original if original is not None else model_state
     truth = true_mask(original, release, layers)
     if not any(bool(t.any()) for t in truth.values()):
         raise RevivalError("the release's target layers equal the original's: it is not pruned, so there is nothing to audit.")
     exposure = release_exposure(release, layers)   # the one criterion `revival inspect` applies
     steps, ratio = config.steps or 10, config.skill_ratio or 0.05
-    dense = is_dense_change(model_state, release)
     # the attackers are told the share of entries the release changed (as an attacker trying several
     # shares would find): a publisher's wrong --skill-ratio cannot make them weaker. A dense change
     # changed every entry: they are told the pruning share, the size of what a concept holds.
     fraction = ratio if dense else changed_share(truth)
     looks = config.looks if more_rows is not None else 1
     z = NormalDist().inv_cdf(1 - 0.025 / looks)
+    # a dense change (a retrain) changed every tensor: none marks an edit the attackers could read
     result = AuditResult(concept=concept, limit=float(config.max_gain), release={}, layers=layers,
-                         uncovered=uncovered_changes(model_state, release, layers),
+                         uncovered=[] if dense else uncovered_changes(model_state, release, layers),
                          settings={"attackers": list(config.attackers), "attack": asdict(config.attack),
                                    "skill_ratio": ratio, "steps": steps, "first_seed": config.first_seed,
                                    "looks_allowed": looks, "interval_z": round(z, 4), "original_floor": config.original_floor,
                                    "located_fraction": round(fraction, 6),
-                                   "scope": ("dense: the release changed most of the model's matrices, so every "
-                                             "feed-forward linear is attacked") if dense else
+                                   "scope": ("dense: the release changed most of the model's matrices (a fine-tune "
+                                             "or a retrain), so every feed-forward linear is attacked; its other "
+                                             "changed tensors mark no edit an attacker could read") if dense else
                                    "the layers the release changed and their partners"},
                          threat=config.threat)
     _log(progress, f"evaluating the original model ({len(rows)} images)")

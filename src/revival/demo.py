@@ -39,6 +39,7 @@ import torch
 from .controls import sign_controls, sign_recovery
 from .errors import RevivalError
 from .seeding import research_defense_seed
+from .demo_holds import HOLD_LABELS, HOLD_STAGES
 from .report import STAGES, STAGE_LABELS, bar_plot, image_grid, markdown_table, validate_report, write_json, write_markdown
 from .unlearn.least_damage import SEARCH_IMAGES, search_images
 
@@ -57,6 +58,7 @@ class DemoConfig:
     classes: restrict evaluation to these classes (None: all; the test suite uses a few).
     modules: regex over UNet module names that ConceptPrune prunes (None: the paper's ff.net.2);
         the attack, the defense and the scoring then work on exactly the pruned layers.
+    holds: stage 6, where the concept has a shipped never-learned model and robust release.
     """
 
     concept: str = "sneaker"
@@ -82,6 +84,7 @@ class DemoConfig:
     modules: str | None = None
     task: str = "objects"  # objects | artists | nudity (revival.testbed.tasks)
     halves: str = "both"   # ConceptPrune's CFG halves (the style/attribute tasks: "cond")
+    holds: bool = True     # stage 6: the never-learned model, the robust erasure, relearning (objects)
 
     def __post_init__(self) -> None:
         if not isinstance(self.seeds_per_class, int) or self.seeds_per_class < 1:
@@ -232,6 +235,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
                        f"preserved {p:.3f} [{cpv[0]:.2f}, {cpv[1]:.2f}]")
 
     unlearn_info = {"skill_ratio": float(config.skill_ratio), "target_erasure": config.target_erasure, "reached": None}
+    holds, relearn = {}, {}
     controls: dict = {}
     paper: dict = {}
     try:
@@ -324,6 +328,9 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
                 pipeline, obfuscated, original, (target, base), cp_cfg, attack_cfg, measure, progress)
         details["attack_obfuscated"] = attackers
         evaluate("obfuscated_revived", worst_state, worst_measured)
+        if config.holds and config.task == "objects":
+            holds, relearn = _holds(pipeline, config, original, unlearned, measure, evaluator, grid, preserved, tm,
+                                    progress)
     finally:
         unet.load_state_dict(original)
 
@@ -338,6 +345,8 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         **({"controls": controls} if controls else {}),
         **({"utility": utility} if utility else {}),
         **({"paper_recipe": paper} if paper else {}),
+        **({"holds": holds} if holds else {}),
+        **({"relearn": relearn} if relearn else {}),
         "timings": {k: round(float(v), 3) for k, v in tm.timings.items()},
     }
     validate_report(report)
@@ -370,7 +379,8 @@ def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], ou
     def write(tmp: Path) -> None:
         n = grid[STAGES[0]].shape[0] // 2
         cols = [f"erased: {concept}"] * n + [f"preserved: {preserved}"] * n
-        image_grid([(STAGE_LABELS[s], grid[s]) for s in STAGES], cols, tmp / "grid.png")
+        labels = {**STAGE_LABELS, **HOLD_LABELS}
+        image_grid([(labels[s], grid[s]) for s in (*STAGES, *HOLD_STAGES) if s in grid], cols, tmp / "grid.png")
         bar_plot(report, tmp / "bars.png")
         write_json(jsonable(details), tmp / "details.json")
         write_markdown(markdown_table(report), tmp / "report.md")
@@ -380,6 +390,36 @@ def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], ou
 
 
 _CLASSIFIER = {}
+
+
+def _holds(pipeline, config, original, unlearned, measure, evaluator, grid, preserved, tm, progress):
+    """Stage 6: the never-learned model and the robust erasure beside the pruned release, each
+    relearned with the same images and steps (`revival.demo_holds`). Returns (holds, relearn)."""
+    from .demo_holds import grid_rows, holds_act
+    from .evaluate.prompts import HELDOUT_FIRST_SEED
+    from .intervals import Proportion
+
+    def erased_only(state):
+        with tm("evaluate_relearned"):
+            unet = pipeline.unet
+            unet.load_state_dict(state)
+            e, _, _, images = evaluator(pipeline, [config.concept], config.concept, config.seeds_per_class, config,
+                                        HELDOUT_FIRST_SEED)
+        n = len(images[config.concept])
+        return float(e), Proportion(round(e * n), n).to_dict()["ci95"]
+
+    _log(progress, "[6/6] beside a model that never learned the concept: the robust erasure, and relearning")
+    with tm("holds"):
+        measured, relearn = holds_act(pipeline, config.concept, original, unlearned, measure, erased_only,
+                                      lambda m: _log(progress, m))
+    holds = {}
+    for stage, (e, p, ce, cpv, _, _) in measured.items():
+        holds[stage] = {"erased": e, "preserved": p, "erased_ci95": ce, "preserved_ci95": cpv}
+        _log(progress, f"  {HOLD_LABELS[stage]:<26} erased {e:.3f} [{ce[0]:.2f}, {ce[1]:.2f}]  "
+                       f"preserved {p:.3f} [{cpv[0]:.2f}, {cpv[1]:.2f}]")
+    n = min(config.grid_seeds, *(len(m[5][config.concept]) for m in measured.values())) if measured else 0
+    grid.update(grid_rows(measured, config.concept, preserved, n))
+    return holds, relearn
 
 
 def testbed_evaluator(pipeline, classes, concept, seeds_per_class, config, first_seed=None):

@@ -17,17 +17,18 @@ from pathlib import Path
 
 import torch
 
-HOLD_STAGES = ("never_learned", "robust")
-HOLD_LABELS = {"never_learned": "never learned (retrained without it)", "robust": "robust erasure"}
+from .report import HOLD_LABELS, HOLD_STAGES  # noqa: F401 (the demo's names)
+
 RELEARN_BUDGET = (16, 50)
 
 
 def shipped_robust(concept: str) -> Path | None:
-    """The committed robust release of a testbed concept (a UNet folder), or None."""
+    """The committed robust release of a testbed concept, or None: the `unet.safetensors` (and its
+    report beside it) that `revival unlearn --model testbed --concept C --method robust` wrote."""
     from .testbed.pipeline import WEIGHTS_DIR
 
-    p = WEIGHTS_DIR / "robust" / concept / "unet"
-    return p if (p / "config.json").is_file() else None
+    p = WEIGHTS_DIR / "robust" / concept / "unet.safetensors"
+    return p if p.is_file() else None
 
 
 def _load(path: Path, original: dict) -> dict:
@@ -58,20 +59,6 @@ def holds_act(pipeline, concept: str, original: dict, unlearned: dict, measure: 
         relearn[name] = {"erased": e, "erased_ci95": ci}
         log(f"  relearned ({k} images, {steps} steps) {name:<14} erased {e:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]")
     return measured, relearn
-
-
-def relearn_lines(relearn: dict) -> list[str]:
-    """Markdown lines of the relearning comparison (nothing when it did not run)."""
-    if not relearn:
-        return []
-    lines = ["", f"Relearning: each model fine-tuned on {relearn['images']} real images of the concept "
-                 f"({relearn['images_from']}) for {relearn['steps']} steps, then its erased accuracy:", "",
-             "| model | erased accuracy after relearning |", "|---|---:|"]
-    for name, label in (("never_learned", "never learned"), ("unlearned", "pruned (ConceptPrune)"),
-                        ("robust", "robust erasure")):
-        r = relearn[name]
-        lines.append(f"| {label} | {r['erased']:.3f} [{r['erased_ci95'][0]:.2f}, {r['erased_ci95'][1]:.2f}] |")
-    return lines
 
 
 def grid_rows(measured: dict, concept: str, preserved: str, n: int) -> dict[str, torch.Tensor]:

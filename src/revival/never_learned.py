@@ -62,7 +62,7 @@ def check_never_learned(path: str | Path, concept: str, task: str | None = "obje
     if not path.exists():
         raise RevivalError(f"the never-learned model {path} does not exist.")
     rec = never_learned_record(path)
-    if rec is None:
+    if rec is None or not isinstance(rec[0], dict) or "without" not in rec[0]:
         raise RevivalError(f"the never-learned model {path} does not say which concept it never learned: give the "
                            "output of `revival testbed train --without CONCEPT`, or write never_learned.json "
                            '({"without": CONCEPT}) beside its UNet.')

@@ -30,6 +30,8 @@ import torch
 from .errors import RevivalError
 
 STAGES = ("original", "unlearned", "revived", "obfuscated", "obfuscated_revived")
+HOLD_STAGES = ("never_learned", "robust")   # stage 6, where the concept has them (revival.demo_holds)
+HOLD_LABELS = {"never_learned": "never learned (retrained without it)", "robust": "robust erasure"}
 STAGE_LABELS = {
     "original": "original",
     "unlearned": "unlearned (ConceptPrune)",
@@ -62,7 +64,7 @@ def _interval(v) -> bool:
 def validate_report(report: dict) -> dict:
     """Check the demo report's documented shape; returns it unchanged or raises RevivalError."""
     keys = set(report)
-    if not REPORT_KEYS <= keys or not keys <= REPORT_KEYS | {"controls", "utility", "paper_recipe"}:
+    if not REPORT_KEYS <= keys or not keys <= REPORT_KEYS | {"controls", "utility", "paper_recipe", "holds", "relearn"}:
         raise RevivalError(f"report keys are {sorted(report)}, not the documented ones.")
     if not isinstance(report["concept"], str):
         raise RevivalError("report concept must be a string.")
@@ -81,7 +83,7 @@ def validate_report(report: dict) -> dict:
     for k, v in report["sign_recovery"].items():
         if not _fraction(v):
             raise RevivalError(f"report sign_recovery.{k} = {v!r} is not a float in [0, 1].")
-    for name, c in {**report.get("controls", {}), **({"paper_recipe": report["paper_recipe"]}
+    for name, c in {**report.get("controls", {}), **report.get("holds", {}), **({"paper_recipe": report["paper_recipe"]}
                                                      if "paper_recipe" in report else {})}.items():
         if not (_fraction(c.get("erased")) and _fraction(c.get("preserved"))
                 and _interval(c.get("erased_ci95")) and _interval(c.get("preserved_ci95"))):
@@ -133,6 +135,10 @@ def markdown_table(report: dict) -> str:
     for s in STAGES:
         lines.append(f"| {STAGE_LABELS[s]} | {acc['erased'][s]:.3f} {_ci(ci['erased'][s])} "
                      f"| {acc['preserved'][s]:.3f} {_ci(ci['preserved'][s])} |")
+    for s, h in report.get("holds", {}).items():
+        lines.append(f"| {HOLD_LABELS[s]} | {h['erased']:.3f} {_ci(h['erased_ci95'])} "
+                     f"| {h['preserved']:.3f} {_ci(h['preserved_ci95'])} |")
+    lines += relearn_lines(report.get("relearn") or {})
     if report.get("paper_recipe"):
         pr = report["paper_recipe"]
         lines += ["", f"The paper's recipe (SVT completion, same Top-K and magnitudes) on the unlearned model: erased "
@@ -312,3 +318,17 @@ def concept_table(reports: Sequence[dict]) -> str:
                 cells.append(f"**{mean:.3f}**")
         lines.append("| **mean** (95% CI, pooled) | " + " | ".join(cells) + " | |")
     return "\n".join(lines) + "\n"
+
+
+def relearn_lines(relearn: dict) -> list[str]:
+    """Markdown lines of the relearning comparison (nothing when it did not run)."""
+    if not relearn:
+        return []
+    lines = ["", f"Relearning: each model fine-tuned on {relearn['images']} real images of the concept "
+                 f"({relearn['images_from']}) for {relearn['steps']} steps, then its erased accuracy:", "",
+             "| model | erased accuracy after relearning |", "|---|---:|"]
+    for name, label in (("never_learned", "never learned"), ("unlearned", "pruned (ConceptPrune)"),
+                        ("robust", "robust erasure")):
+        r = relearn[name]
+        lines.append(f"| {label} | {r['erased']:.3f} [{r['erased_ci95'][0]:.2f}, {r['erased_ci95'][1]:.2f}] |")
+    return lines

@@ -67,7 +67,7 @@ def _budgets(values) -> tuple[tuple[int, int], ...]:
 def _audit(args) -> int:
     release, original = O.checkpoint_path(args.release), O.checkpoint_path(args.original, args.task)
     inputs = [release, original, args.prompts] + ([] if str(args.model) == "testbed" else [args.model])
-    nl = False if str(args.never_learned).lower() == "none" else args.never_learned
+    nl = False if args.never_learned is not None and args.never_learned.lower() == "none" else args.never_learned
     inputs += [nl] if nl else []
     O.plan({"the output": args.out}, inputs, overwrite=args.overwrite, folders={"the output": True})
     from ..attack import AttackConfig

@@ -17,7 +17,7 @@ PRUNING_ONLY = {"skill_ratio": "--skill-ratio", "target_erasure": "--target-eras
                 "modules": "--modules", "ratio": "--ratio", "target_prompts": "--target-prompts",
                 "base_prompts": "--base-prompts", "word_list": "--word-list", "save_masks": "--save-masks"}
 ERASURE_ONLY = {"lr": "--lr", "batch": "--batch", "anchor": "--anchor", "retain_weight": "--retain-weight",
-                "images": "--images", "esd_eta": "--esd-eta"}
+                "images": "--images", "esd_eta": "--esd-eta", "secret_seed": "--secret-seed"}
 
 
 def register(sub) -> None:
@@ -44,6 +44,9 @@ def register(sub) -> None:
                         "(default 'a photo')")
     e.add_argument("--retain-weight", type=float, default=None, help="weight of the retain loss (default 1)")
     e.add_argument("--esd-eta", type=float, default=None, help="esd: the negative guidance's scale eta (default 1)")
+    e.add_argument("--secret-seed", type=int, default=None,
+                   help="robust: fix the weight noise for a research run (default: the OS's entropy, never recorded; "
+                        "whoever knows the seed can subtract the noise)")
     e.add_argument("--images", type=int, default=None,
                    help="training images: testbed per class (default 1000); SD drawn by the model per part "
                         "(default 8, with --inference-steps, default 25)")
@@ -89,7 +92,12 @@ def _erase(args, report: Path) -> int:
 
     config = erasure_config(args.method, str(args.model) == "testbed", steps=args.unlearn_steps, lr=args.lr,
                             batch=args.batch, retain_weight=args.retain_weight, anchor=args.anchor, seed=args.seed,
-                            esd_eta=args.esd_eta)
+                            esd_eta=args.esd_eta, secret_seed=args.secret_seed)
+    if args.secret_seed is not None:
+        import sys
+
+        print("warning: --secret-seed makes the erasure's noise known to whoever knows the seed; use it for "
+              "research runs only, never for a release", file=sys.stderr)
     result = erase(args.method, args.model, args.concept, args.out, config=config, task=args.task or "objects",
                    report=report, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
                    progress=not args.quiet, images=args.images, inference_steps=args.inference_steps)

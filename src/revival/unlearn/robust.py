@@ -22,15 +22,18 @@ into a partially noised copy for the same reason; weight noise + retain fine-tun
 """
 from __future__ import annotations
 
+import copy
 import secrets
 
 import torch
+import torch.nn.functional as F
 
 from ..denoise import finetune
 from .erasures import ERASURES, ErasureConfig, ErasureData
 
 RESET = 0.6           # the share of each weight replaced by noise
 ANCHOR_SHARE = 0.125  # share of a step's images that map the concept's captions to the anchor
+DISTILL = True       # the retained concepts learn the original's predictions on their own images
 EMA = 0.995          # the release is the exponential moving average of the retrained weights
 DEFAULTS = dict(steps=1200, lr=1e-3, batch=64)
 
@@ -52,19 +55,34 @@ def reset_weights(unet: torch.nn.Module, share: float, gen: torch.Generator) -> 
 @ERASURES.register("robust", "reset every weight towards noise, retrain on the retained concepts; "
                              "holds like a never-learned model")
 def robust(model, data: ErasureData, config: ErasureConfig, log=None, *, reset: float = RESET,
-           ema: float = EMA) -> dict:
+           ema: float = EMA, distill: bool = DISTILL) -> dict:
     unet, d = model.unet, data.denoiser
+    teacher = copy.deepcopy(unet).requires_grad_(False) if distill else None
     secret = config.secret_seed if config.secret_seed is not None else secrets.randbits(63)
     tensors = reset_weights(unet, reset, torch.Generator().manual_seed(secret))
     gen = torch.Generator().manual_seed(config.seed)
     n_anchor = max(1, round(config.batch * ANCHOR_SHARE))
     n_retain = max(1, config.batch - n_anchor)
 
+    empty = data.denoiser.encode_text([""])[0]
+
     def loss_at(step: int) -> torch.Tensor:
         xr, cr = data.retain_batch(gen, n_retain)
         xa, ca = data.anchor_batch(gen, n_anchor)
         x0, states = torch.cat([xr, xa]), torch.cat([cr, ca])
-        return d.loss(unet, x0, states, gen)
+        if teacher is None:
+            return d.loss(unet, x0, states, gen)
+        t, noise = d.draw(len(x0), gen, x0.shape[1:])
+        xt = d.noisy(x0, t, noise)
+        target = d.target(x0, t, noise)
+        # the retained concepts' captioned rows learn the original's prediction (lower variance than
+        # the noise); empty captions and the anchor rows learn the noise, so nothing of the original's
+        # unconditional prediction (which still draws the concept) is copied
+        keep = ~(cr == empty.to(cr.device)).flatten(1).all(1)
+        with torch.no_grad():
+            if bool(keep.any()):
+                target[:n_retain][keep] = d.predict(teacher, xt[:n_retain][keep], t[:n_retain][keep], cr[keep])
+        return F.mse_loss(d.predict(unet, xt, t, states), target)
 
     params = [p for _, p in sorted(unet.named_parameters())]
     avg = [p.detach().clone() for p in params]
@@ -78,7 +96,7 @@ def robust(model, data: ErasureData, config: ErasureConfig, log=None, *, reset: 
     with torch.no_grad():
         for a, p in zip(avg, params):
             p.copy_(a)
-    return {"reset": reset, "ema": ema, "reset_tensors": tensors, "anchor_share": ANCHOR_SHARE,
+    return {"reset": reset, "ema": ema, "distill": distill, "reset_tensors": tensors, "anchor_share": ANCHOR_SHARE,
             "loss_first": round(losses[0], 5), "loss_last": round(sum(losses[-50:]) / len(losses[-50:]), 5)}
 
 
