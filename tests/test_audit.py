@@ -55,7 +55,7 @@ def test_verdict_and_reports():
     # an interval that straddles the limit: inconclusive, with the reason
     res.attacks["zeros"].update(gain=0.05, gain_ci95=[-0.05, 0.25])
     assert res.verdict == "inconclusive" and "straddles" in res.summary() and "[-0.05, +0.25]" in res.markdown()
-    assert res.largest_gain == {"attacker": "zeros", "gain": 0.05, "gain_ci95": [-0.05, 0.25]}
+    assert res.largest_gain == {"attacker": "zeros", "gain": 0.05, "gain_ci95": [-0.05, 0.25], "calibrated": False}
     # a fail when one attacker's interval lies wholly above the limit, whatever the others' intervals
     res.attacks["residual"].update(gain=0.3, gain_ci95=[0.15, 0.45])
     assert res.verdict == "fail" and "FAIL" in res.summary() and res.largest_gain["attacker"] == "residual"

@@ -67,11 +67,22 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     tried = {n: a for n, a in attacked["attackers"].items() if "erased" in a}
     assert tried and attacked["strongest"] in tried
     assert e["obfuscated_revived"] == max(a["erased"] for a in tried.values())
-    # the grid: 5 stage rows of (2 + 2) images
+    # stage 6: beside the shipped never-learned model, the shipped robust release holds like it: it
+    # draws no sneaker and keeps the others; relearning (16 real images, 50 steps) is run on all three
+    h = report["holds"]
+    assert set(h) == {"never_learned", "robust"}
+    assert h["never_learned"]["erased"] <= 0.2 and h["robust"]["erased"] <= 0.2
+    assert h["robust"]["preserved"] >= 0.8 and h["never_learned"]["preserved"] >= 0.8
+    r = report["relearn"]
+    assert (r["images"], r["steps"]) == (16, 50)
+    assert all(0.0 <= r[m]["erased"] <= 1.0 for m in ("never_learned", "unlearned", "robust"))
+    assert r["unlearned"]["erased"] >= 0.6   # the pruned release keeps its roots
+    assert "robust erasure" in md and "Relearning" in md
+    # the grid: 7 stage rows of (2 + 2) images
     from PIL import Image
 
     w, h = Image.open(out / "grid.png").size
-    assert w > 4 * 16 and h > 5 * 16
+    assert w > 4 * 16 and h > 7 * 16
 
 
 def test_demo_bad_input(tmp_path, capsys):

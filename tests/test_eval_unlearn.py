@@ -87,7 +87,7 @@ def demo_report(tmp_path_factory):
         return testbed_evaluator(pipeline, keep, concept, seeds_per_class, config, first_seed)
 
     cfg = DemoConfig(concept="sneaker", preserved_concept="sandal", utility=False, grid_seeds=2,
-                     seeds_per_class=IMAGES, search_seeds=SEARCH)
+                     seeds_per_class=IMAGES, search_seeds=SEARCH, holds=False)   # stage 6 is no technique
     return run_demo(cfg, tmp_path_factory.mktemp("demo"), progress=False, evaluator=evaluator)
 
 

@@ -61,6 +61,12 @@ def test_the_relearning_verdict_needs_the_never_learned_model_and_every_budget()
     high = {**ok, "excess": 0.4, "excess_ci95": [0.2, 0.55]}
     v, why = decide_relearning({"never_learned": "nl", "budgets": [ok, high]}, 0.1)
     assert v == "fail" and "K=4" in why[0]
+    # a release that relearning breaks (it no longer draws the other classes) shows nothing by its low score
+    broken = {**ok, "release_preserved": 0.2, "release_preserved_ci95": [0.1, 0.35], "never_learned_preserved": 0.95}
+    v, why = decide_relearning({"never_learned": "nl", "budgets": [broken]}, 0.1)
+    assert v == "inconclusive" and "breaks the release" in why[0]
+    working = {**broken, "release_preserved": 0.8, "release_preserved_ci95": [0.6, 0.9]}
+    assert decide_relearning({"never_learned": "nl", "budgets": [working]}, 0.1)[0] == "pass"
     wide = {**ok, "excess": 0.06, "excess_ci95": [-0.02, 0.14]}
     assert decide_relearning({"never_learned": "nl", "budgets": [wide]}, 0.1)[0] == "inconclusive"
 

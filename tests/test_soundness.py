@@ -159,7 +159,8 @@ def test_a_release_pruned_in_the_input_projection_is_audited_there_and_fails(tes
     save_file({k: v.contiguous() for k, v in release.items()}, str(tmp_path / "release.safetensors"))
     out = tmp_path / "audit"
     rc = main(["audit", "--model", "testbed", "--release", str(tmp_path / "release.safetensors"), "--concept", "sneaker",
-               "--out", str(out), "--erased-images", "16", "--preserved-images", "1", "--quiet"])
+               "--out", str(out), "--erased-images", "16", "--preserved-images", "1", "--never-learned", "none",
+               "--quiet"])
     data = json.loads((out / "audit.json").read_text())
     # found where it was pruned, and attacked in the other linear of the same units too
     assert set(data["layers"]) == set(layers) | {n.replace("ff.net.0.proj", "ff.net.2") for n in layers}
@@ -167,7 +168,8 @@ def test_a_release_pruned_in_the_input_projection_is_audited_there_and_fails(tes
     assert data["attacks"]["zeros"]["status"] == "ran" and data["attacks"]["zeros"]["gain_ci95"][0] > 0.10
     # the names say what they hold: the limit, and the largest gain of any attacker
     assert "max_gain" not in data and data["limit"] == 0.10
-    gains = {n: a["gain"] for n, a in data["attacks"].items() if a["status"] == "ran"}
+    key = "excess" if data["largest_gain"]["calibrated"] else "gain"     # calibrated: read beyond a never-learned model
+    gains = {n: a[key] for n, a in data["attacks"].items() if a["status"] == "ran" and a.get(key) is not None}
     assert data["largest_gain"]["gain"] == max(gains.values())
     assert data["largest_gain"]["attacker"] == max(gains, key=gains.get)
     card = (out / "model_card.md").read_text()

@@ -61,7 +61,8 @@ def fill_calibrated(result, models: Mapping, z: float) -> None:
         if k_rel not in models:
             continue
         acc = models[k_rel].accuracy()
-        b.update(release=acc.erased.value, release_preserved=acc.preserved.value)
+        b.update(release=acc.erased.value, release_preserved=acc.preserved.value,
+                 release_preserved_ci95=acc.preserved.to_dict()["ci95"])
         if k_nl in models:
             other = models[k_nl].accuracy()
             b.update(never_learned_erased=other.erased.value, never_learned_preserved=other.preserved.value)

@@ -107,10 +107,12 @@ class Denoiser:
 def finetune(unet: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], steps: int, lr: float, *,
              params: Iterable[torch.nn.Parameter] | None = None, clip: float = 1.0,
              weight_decay: float = 0.0, log: Callable[[str], None] | None = None,
-             after_step: Callable[[int], None] | None = None) -> list[float]:
+             after_step: Callable[[int], None] | None = None,
+             schedule: Callable[[int], float] | None = None) -> list[float]:
     """`steps` AdamW steps on `loss_at(step)` over `params` (default: every UNet parameter);
-    gradients clipped to `clip`; `after_step(step)` runs after each update (e.g. an EMA). The
-    UNet is left with requires_grad off. Returns the losses."""
+    gradients clipped to `clip`; `after_step(step)` runs after each update (e.g. an EMA);
+    `schedule(step)` scales the rate (None: constant). The UNet is left with requires_grad off.
+    Returns the losses."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise RevivalError(f"the number of fine-tuning steps must be a positive integer, got {steps!r}.")
     if not lr > 0:
@@ -124,6 +126,9 @@ def finetune(unet: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], step
     losses = []
     try:
         for step in range(steps):
+            if schedule is not None:
+                for g in opt.param_groups:
+                    g["lr"] = lr * schedule(step)
             loss = loss_at(step)
             opt.zero_grad(set_to_none=True)
             loss.backward()

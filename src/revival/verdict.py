@@ -124,6 +124,11 @@ def decide_relearning(relearn: Mapping | None, limit: float) -> tuple[str, list[
         missing.append("no never-learned model of the concept was given (--never-learned): relearning creates the "
                        "concept in any model, so its gain cannot be judged alone")
     for b in points:
+        p_ci, p_nl = b.get("release_preserved_ci95"), b.get("never_learned_preserved")
+        if b.get("status") == "ran" and p_ci is not None and p_nl is not None and p_ci[1] < BROKEN_SHARE * p_nl:
+            missing.append(f"relearning ({tag(b)}) breaks the release: it then draws the other classes in "
+                           f"{b.get('release_preserved', 0):.2f} [{p_ci[0]:.2f}, {p_ci[1]:.2f}] of their images against "
+                           f"the relearned never-learned model's {p_nl:.2f}; a broken model's low score is no evidence")
         if b.get("status") != "ran":
             missing.append(f"relearning ({tag(b)}) {b.get('status', 'did not run')}: {b.get('reason') or 'no reason given'}")
         elif b.get("excess_ci95") is None:

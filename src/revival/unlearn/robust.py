@@ -12,7 +12,10 @@ release towards that model at a fraction of a retraining's cost, in two steps:
 2. **Retrain without the concept.** The model's own denoising objective on the retained
    concepts' real images and captions (the testbed recipe's loss, some captions empty), plus
    the concept's captions mapped to the anchor's images so that prompts for the concept draw
-   the anchor. The concept's images are never used, as in a model trained without them.
+   the anchor; the release is the EMA of the retrained weights. The concept's images are never
+   used, as in a model trained without them. (`distill=True` makes the retained rows learn the
+   original's predictions instead of the noise, `cosine=True` decays the rate; both are options,
+   not the default: in exploratory runs neither kept the retained classes as well.)
 
 After the reset, no weight still points at the original's (a weight-only attacker finds no
 zeros, no sparse change and no low-rank residual to read), and the retained concepts are
@@ -23,6 +26,7 @@ into a partially noised copy for the same reason; weight noise + retain fine-tun
 from __future__ import annotations
 
 import copy
+import math
 import secrets
 
 import torch
@@ -31,11 +35,12 @@ import torch.nn.functional as F
 from ..denoise import finetune
 from .erasures import ERASURES, ErasureConfig, ErasureData
 
-RESET = 0.6           # the share of each weight replaced by noise
+RESET = 0.5           # the share of each weight replaced by noise
 ANCHOR_SHARE = 0.125  # share of a step's images that map the concept's captions to the anchor
-DISTILL = True       # the retained concepts learn the original's predictions on their own images
+DISTILL = False       # the retained concepts learn the original's predictions on their own images
 EMA = 0.995          # the release is the exponential moving average of the retrained weights
-DEFAULTS = dict(steps=1200, lr=1e-3, batch=64)
+DEFAULTS = dict(steps=1000, lr=1e-3, batch=64)
+SD_DEFAULTS = dict(steps=1000, lr=1e-5, batch=4)   # Stable Diffusion: a small rate for full weights
 
 
 def reset_weights(unet: torch.nn.Module, share: float, gen: torch.Generator) -> int:
@@ -52,10 +57,18 @@ def reset_weights(unet: torch.nn.Module, share: float, gen: torch.Generator) -> 
     return n
 
 
+def warm_cosine(step: int, steps: int, warmup: int = 50, floor: float = 0.05) -> float:
+    """The rate's multiplier: a linear warm-up, then a cosine decay to `floor` (the retraining
+    settles into a flat region rather than stopping mid-stride)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
 @ERASURES.register("robust", "reset every weight towards noise, retrain on the retained concepts; "
                              "holds like a never-learned model")
 def robust(model, data: ErasureData, config: ErasureConfig, log=None, *, reset: float = RESET,
-           ema: float = EMA, distill: bool = DISTILL) -> dict:
+           ema: float = EMA, distill: bool = DISTILL, cosine: bool = False) -> dict:
     unet, d = model.unet, data.denoiser
     teacher = copy.deepcopy(unet).requires_grad_(False) if distill else None
     secret = config.secret_seed if config.secret_seed is not None else secrets.randbits(63)
@@ -92,12 +105,14 @@ def robust(model, data: ErasureData, config: ErasureConfig, log=None, *, reset: 
         for a, p in zip(avg, params):
             a.lerp_(p.detach(), 1 - d)
 
-    losses = finetune(unet, loss_at, config.steps, config.lr, log=log, after_step=average)
+    losses = finetune(unet, loss_at, config.steps, config.lr, log=log, after_step=average,
+                      schedule=(lambda s: warm_cosine(s, config.steps)) if cosine else None)
     with torch.no_grad():
         for a, p in zip(avg, params):
             p.copy_(a)
-    return {"reset": reset, "ema": ema, "distill": distill, "reset_tensors": tensors, "anchor_share": ANCHOR_SHARE,
+    return {"reset": reset, "ema": ema, "distill": distill, "cosine": cosine, "reset_tensors": tensors, "anchor_share": ANCHOR_SHARE,
             "loss_first": round(losses[0], 5), "loss_last": round(sum(losses[-50:]) / len(losses[-50:]), 5)}
 
 
 robust.defaults = DEFAULTS
+robust.sd_defaults = SD_DEFAULTS
