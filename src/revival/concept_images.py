@@ -36,16 +36,26 @@ def check_count(k, available: int, where: str) -> int:
 def testbed_images(cls: str, k: int | None = None, split: str = "test", seed: int = 0,
                    size: int = 16) -> torch.Tensor:
     """[k, 1, size, size] Fashion-MNIST images of class `cls` in [0, 1] (all of them for k None)."""
+    return testbed_class_images([cls], k, split, seed, size)[0]
+
+
+def testbed_class_images(classes, k: int | None = None, split: str = "test", seed: int = 0,
+                         size: int = 16) -> list[torch.Tensor]:
+    """`testbed_images` of each class, the split read once."""
     from .testbed.data import load_fashion_mnist
     from .testbed.text import CLASSES
 
-    if cls not in CLASSES:
-        raise RevivalError(f"unknown testbed class {cls!r}; the testbed knows: {', '.join(CLASSES)}.")
+    for cls in classes:
+        if cls not in CLASSES:
+            raise RevivalError(f"unknown testbed class {cls!r}; the testbed knows: {', '.join(CLASSES)}.")
     x, y = load_fashion_mnist(split, size)
-    x = x[y == CLASSES.index(cls)]
-    if k is not None:
-        check_count(k, len(x), f"Fashion-MNIST's {split} split for {cls!r}")
-    return x[_pick(len(x), k, seed)]
+    out = []
+    for cls in classes:
+        xc = x[y == CLASSES.index(cls)]
+        if k is not None:
+            check_count(k, len(xc), f"Fashion-MNIST's {split} split for {cls!r}")
+        out.append(xc[_pick(len(xc), k, seed)])
+    return out
 
 
 def image_files(folder: str | Path) -> list[Path]:

@@ -143,21 +143,6 @@ def nearest_class(concept: str, classes) -> str:
     return others[max(range(len(others)), key=sims.__getitem__)]
 
 
-def train_images(classes, per_class: int, seed: int, size: int) -> list[torch.Tensor]:
-    """`testbed_images(c, per_class, "train", seed, size)` for each class, the split read once."""
-    from ..concept_images import _pick, check_count
-    from ..testbed.data import load_fashion_mnist
-    from ..testbed.text import CLASSES
-
-    x, y = load_fashion_mnist("train", size)
-    out = []
-    for c in classes:
-        xc = x[y == CLASSES.index(c)]
-        check_count(per_class, len(xc), f"Fashion-MNIST's train split for {c!r}")
-        out.append(xc[_pick(len(xc), per_class, seed)])
-    return out
-
-
 def check_testbed_names(concept: str, anchor: str | None = None) -> None:
     """RevivalError unless `concept` is a testbed class and `anchor` (if given) another one."""
     from ..testbed.text import CLASSES
@@ -171,12 +156,13 @@ def check_testbed_names(concept: str, anchor: str | None = None) -> None:
 def testbed_data(denoiser, concept: str, anchor: str | None = None, per_class: int = 1000,
                  seed: int = 0) -> ErasureData:
     """ErasureData from Fashion-MNIST's train split: `per_class` images of each class."""
+    from ..concept_images import testbed_class_images
     from ..testbed.text import CLASSES, class_captions
 
     check_testbed_names(concept, anchor)
     anchor = anchor if anchor is not None else nearest_class(concept, CLASSES)
     retained = [c for c in CLASSES if c != concept]
-    images = train_images([concept] + retained, per_class, seed, denoiser.size)
+    images = testbed_class_images([concept] + retained, per_class, "train", seed, denoiser.size)
     xs = images[1:]
     return ErasureData(
         denoiser, concept, anchor,
