@@ -43,6 +43,13 @@ def test_a_release_that_draws_the_concept_beyond_the_never_learned_model_fails_b
     assert v == "fail" and "the release itself" in why[0]
     v, _ = decide(attacks, ATTACKERS, 0.10, DREW, never_learned={"excess": 0.08, "excess_ci95": [-0.01, 0.2]})
     assert v == "inconclusive"
+    # a never-learned model that is the release, or that draws the concept, calibrates nothing
+    v, why = decide(attacks, ATTACKERS, 0.10, DREW, never_learned={"excess": 0.0, "excess_ci95": [-0.05, 0.05],
+                                                                   "erased": 0.0, "is_release": True})
+    assert v == "inconclusive" and "release itself" in why[0]
+    v, why = decide(attacks, ATTACKERS, 0.10, DREW, never_learned={"excess": 0.0, "excess_ci95": [-0.05, 0.05],
+                                                                   "erased": 0.9})
+    assert v == "inconclusive" and "it learned the concept" in why[0]
     # a never-learned model whose images were not judged calibrates nothing
     v, why = decide(attacks, ATTACKERS, 0.10, DREW, never_learned={"path": "x"})
     assert v == "inconclusive" and any("nothing to calibrate" in r for r in why)
@@ -153,6 +160,7 @@ def test_the_never_learned_model_audited_as_a_release_gets_nothing_beyond_itself
     assert data["layers"] and all(".ff.net." in n for n in data["layers"])
     # calibrated by default on the shipped model; the same attack on the same weights gets exactly nothing more
     assert data["never_learned"]["path"] == str(nl) and data["never_learned"]["excess"] == 0.0
+    assert data["never_learned"]["is_release"] is True   # and so no pass can come of it
     for a in data["attacks"].values():
         assert a["status"] == "ran" and a["excess"] == 0.0 and a["excess_ci95"][0] < 0 < a["excess_ci95"][1]
     (b,) = data["relearn"]["budgets"]

@@ -224,8 +224,8 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
             else:
                 models[name] = models["release"]
         if never_learned is not None:
-            _on_never_learned(pipeline, never_learned, never_learned_path, layers, ctx, original, rows, classifier,
-                              concept, config, result, models, states, prompts, progress)
+            _on_never_learned(pipeline, never_learned, never_learned_path, release, layers, ctx, original, rows,
+                              classifier, concept, config, result, models, states, prompts, progress)
         if relearn is not None and config.relearn_budgets:
             _relearning(pipeline, release, never_learned, never_learned_path, relearn, rows, classifier, concept,
                         config, result, models, states if more_rows is not None else None, progress)
@@ -255,15 +255,16 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
     return result, grid
 
 
-def _on_never_learned(pipeline, never_learned, path, layers, ctx, original, rows, classifier, concept, config,
-                      result, models, states, prompts, progress) -> None:
+def _on_never_learned(pipeline, never_learned, path, release, layers, ctx, original, rows, classifier, concept,
+                      config, result, models, states, prompts, progress) -> None:
     """The never-learned model evaluated, and every attacker that ran on the release run on it
     too, on the same layers with the same context (its own activations for method-aware)."""
     _log(progress, f"evaluating the never-learned model ({len(rows)} images)")
     res, out = evaluate_state(pipeline, never_learned, rows, classifier, concept, config)
     models[NEVER_LEARNED] = Evidence(res, out)
     states[NEVER_LEARNED] = never_learned
-    result.never_learned = {"path": path}
+    result.never_learned = {"path": path, "is_release": all(
+        k in release and torch.equal(v, release[k]) for k, v in never_learned.items())}
     if prompts is not None:
         ctx = replace(ctx, activations=release_activations(pipeline, never_learned, ctx.steps, config.attack.seed,
                                                            config.inference_steps, config.guidance, layers=layers))
@@ -287,8 +288,10 @@ def _on_never_learned(pipeline, never_learned, path, layers, ctx, original, rows
 def _relearning(pipeline, release, never_learned, path, relearn, rows, classifier, concept, config, result,
                 models, states, progress) -> None:
     """The relearning curve: each budget on the release and on the never-learned model."""
+    from .attack.relearn import RelearnBudget
+
     result.relearn = {"never_learned": path, "budgets": [], "images_from": getattr(relearn, "source", None)}
-    for b, got in relearning_states(release, never_learned, [_Budget(*b) for b in config.relearn_budgets],
+    for b, got in relearning_states(release, never_learned, [RelearnBudget(*b) for b in config.relearn_budgets],
                                     relearn, lambda m: _log(progress, m)):
         point = {"images": b.images, "steps": b.steps, "status": "ran", "reason": None}
         if isinstance(got, str):
@@ -300,12 +303,6 @@ def _relearning(pipeline, release, never_learned, path, relearn, rows, classifie
                 if states is not None:
                     states[key] = state
         result.relearn["budgets"].append(point)
-
-
-@dataclass(frozen=True)
-class _Budget:
-    images: int
-    steps: int
 
 
 def _run_one(name, release, layers, ctx, truth, original):
@@ -510,12 +507,11 @@ def _relearn_plan(config: AuditConfig, testbed: bool, concept: str, folder, nl_p
 
 def _relearner(pipe, concept: str, images, config: AuditConfig):
     """relearn(state, budget): the relearning attacker on the first K of the images."""
-    from .attack.relearn import RelearnBudget, RelearnConfig, relearn_state
+    from .attack.relearn import RelearnConfig, relearn_state
 
     def relearn(state, budget):
-        b = RelearnBudget(budget.images, budget.steps)
-        return relearn_state(pipe, state, concept, b, RelearnConfig(seed=config.attack.seed),
-                             images=images[: b.images])
+        return relearn_state(pipe, state, concept, budget, RelearnConfig(seed=config.attack.seed),
+                             images=images[: budget.images])
 
     relearn.source = "Fashion-MNIST's test split" if not hasattr(pipe, "pipe") else "the --relearn-images folder"
     return relearn

@@ -58,6 +58,12 @@ def decide(attacks: Mapping[str, Mapping], ladder: Sequence[str], limit: float,
         return "fail", [f"attacker {n} gains {_gain(a, key if 'none' not in n else 'gain')}{beyond}: the whole 95% "
                         f"interval lies above the limit {limit:.2f}" for n, a in fails]
     missing = []
+    if never_learned is not None and never_learned.get("is_release"):
+        missing.append("the never-learned model is the release itself: a release compared with itself shows nothing")
+    floor = (original or {}).get("floor", 0.5)
+    if never_learned is not None and (never_learned.get("erased") or 0.0) >= floor:
+        missing.append(f"the never-learned model draws the concept in {never_learned.get('erased', 0):.2f} of its images "
+                       f"(the original's floor {floor:.2f}): it learned the concept, so it calibrates nothing")
     if never_learned is not None and nl_ci is None:
         missing.append("the never-learned model's images of the concept were not judged: nothing to calibrate against")
     elif nl_ci is not None and nl_ci[1] > limit + _EPS:
