@@ -114,3 +114,25 @@ def test_cli_audit_bad_input(case, testbed_release, tiny_unet, tmp_path, capsys)
                 "no such release": "nope"}[case]
     assert expected in err
     assert not out.exists()
+
+
+def test_the_audit_evaluates_each_distinct_state_once_and_grows_each_once(testbed_model):
+    """Two attackers returning the same weights share one evaluation (by content, not by object);
+    a state differing in one entry gets its own; a later look adds its images to each once."""
+    from revival.audit_result import Evaluations
+
+    pipe, state, clf = testbed_model
+    rows = heldout_prompts(pipe.classes, "sneaker", erased_images=3, preserved_per_class=1)
+    evals = Evaluations(pipe, rows, clf, "sneaker", AuditConfig(inference_steps=4))
+    first = evals.evidence(state)
+    copy = {k: v.clone() for k, v in state.items()}                 # other tensor objects, same bytes
+    assert evals.evidence(copy) is first
+    name = sorted(k for k in state if k.endswith("ff.net.2.weight"))[0]
+    changed = {**state, name: state[name].clone().index_put_((torch.tensor([0]), torch.tensor([0])),
+                                                             torch.tensor(0.0))}
+    other = evals.evidence(changed)
+    assert other is not first
+    from revival.heldout import more_heldout_rows
+
+    evals.more(more_heldout_rows("sneaker", 1000)(3, 5))
+    assert len(first.outcomes) == 3 + 2 and len(other.outcomes) == 3 + 2

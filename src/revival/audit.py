@@ -41,7 +41,7 @@ from .calibrate import NEVER_LEARNED, fill_calibrated, nl_key, relearning_states
 from .errors import RevivalError
 from .exposure import release_exposure
 from .heldout import heldout_prompts, more_heldout_rows
-from .audit_result import Accuracy, AuditResult, Evidence, evaluate_state
+from .audit_result import Accuracy, AuditResult, Evaluations
 from .intervals import paired_difference
 from .layers import audit_layers, is_dense_change, uncovered_changes
 from .metrics import sign_scores
@@ -196,15 +196,13 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
                                    "the layers the release changed and their partners"},
                          threat=config.threat)
     _log(progress, f"evaluating the original model ({len(rows)} images)")
-    res, out = evaluate_state(pipeline, model_state, rows, classifier, concept, config)
-    models = {"original": Evidence(res, out)}
-    states: dict[str, Mapping[str, torch.Tensor]] = {}
+    evals = Evaluations(pipeline, rows, classifier, concept, config, keep=more_rows is not None)
+    models = {"original": evals.evidence(model_state)}
     o_acc = models["original"].accuracy()
     draws = (o_acc.erased.value or 0.0) >= config.original_floor
     result.original = {**o_acc.to_dict(), "floor": config.original_floor, "draws_concept": draws}
     _log(progress, f"evaluating the release ({len(rows)} images)")
-    res, out = evaluate_state(pipeline, release, rows, classifier, concept, config)
-    models["release"] = Evidence(res, out)
+    models["release"] = evals.evidence(release)
     if draws:
         ctx = AttackContext(config=config.attack, fraction=fraction, skill_ratio=ratio, steps=steps, prompts=prompts,
                             activations=release_activations(pipeline, release, steps, config.attack.seed,
@@ -217,18 +215,12 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
             if state is None:
                 _log(progress, f"  {entry['status']}: {entry['reason']}")
                 continue
-            if state is not release:
-                res, out = evaluate_state(pipeline, state, rows, classifier, concept, config)
-                models[name] = Evidence(res, out)
-                states[name] = state
-            else:
-                models[name] = models["release"]
+            models[name] = evals.evidence(state)
         if never_learned is not None:
-            _on_never_learned(pipeline, never_learned, never_learned_path, release, layers, ctx, original, rows,
-                              classifier, concept, config, result, models, states, prompts, progress)
+            _on_never_learned(pipeline, never_learned, never_learned_path, release, layers, ctx, original, len(rows),
+                              config, result, models, evals, prompts, progress)
         if relearn is not None and config.relearn_budgets:
-            _relearning(pipeline, release, never_learned, never_learned_path, relearn, rows, classifier, concept,
-                        config, result, models, states if more_rows is not None else None, progress)
+            _relearning(release, never_learned, never_learned_path, relearn, config, result, models, evals, progress)
     else:
         for name in config.attackers:
             result.attacks[name] = {"status": "refused", "reason": "not run: the original model does not draw the concept"}
@@ -243,11 +235,7 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
         m = min(2 * n, config.max_erased_images)
         extra = more_rows(n, m)
         _log(progress, f"inconclusive: drawing {len(extra)} more images of the concept ({m} in all)")
-        for key, state in [("original", model_state), ("release", release), *states.items()]:
-            if key not in models:
-                continue
-            res, out = evaluate_state(pipeline, state, extra, classifier, concept, config)
-            models[key].add(res, out)
+        evals.more(extra)
         n = m
     result.settings["erased_images"] = n
     grid = {k: ev.images for k, ev in models.items()}
@@ -255,14 +243,12 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
     return result, grid
 
 
-def _on_never_learned(pipeline, never_learned, path, release, layers, ctx, original, rows, classifier, concept,
-                      config, result, models, states, prompts, progress) -> None:
+def _on_never_learned(pipeline, never_learned, path, release, layers, ctx, original, n_rows, config, result,
+                      models, evals: Evaluations, prompts, progress) -> None:
     """The never-learned model evaluated, and every attacker that ran on the release run on it
     too, on the same layers with the same context (its own activations for method-aware)."""
-    _log(progress, f"evaluating the never-learned model ({len(rows)} images)")
-    res, out = evaluate_state(pipeline, never_learned, rows, classifier, concept, config)
-    models[NEVER_LEARNED] = Evidence(res, out)
-    states[NEVER_LEARNED] = never_learned
+    _log(progress, f"evaluating the never-learned model ({n_rows} images)")
+    models[NEVER_LEARNED] = evals.evidence(never_learned)
     result.never_learned = {"path": path, "is_release": all(
         k in release and torch.equal(v, release[k]) for k, v in never_learned.items())}
     if prompts is not None:
@@ -280,13 +266,11 @@ def _on_never_learned(pipeline, never_learned, path, release, layers, ctx, origi
         elif state is never_learned:
             entry["never_learned_same"] = True
         else:
-            res, out = evaluate_state(pipeline, state, rows, classifier, concept, config)
-            models[nl_key(name)] = Evidence(res, out)
-            states[nl_key(name)] = state
+            models[nl_key(name)] = evals.evidence(state)
 
 
-def _relearning(pipeline, release, never_learned, path, relearn, rows, classifier, concept, config, result,
-                models, states, progress) -> None:
+def _relearning(release, never_learned, path, relearn, config, result, models, evals: Evaluations,
+                progress) -> None:
     """The relearning curve: each budget on the release and on the never-learned model."""
     from .attack.relearn import RelearnBudget
 
@@ -298,10 +282,7 @@ def _relearning(pipeline, release, never_learned, path, relearn, rows, classifie
             point.update(status="errored", reason=got)
         else:
             for key, state in got.items():
-                res, out = evaluate_state(pipeline, state, rows, classifier, concept, config)
-                models[key] = Evidence(res, out)
-                if states is not None:
-                    states[key] = state
+                models[key] = evals.evidence(state)
         result.relearn["budgets"].append(point)
 
 

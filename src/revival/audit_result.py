@@ -3,6 +3,7 @@ Markdown and a one-screen summary (`revival.verdict.decide` turns the evidence i
 from __future__ import annotations
 
 import datetime
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -206,6 +207,50 @@ def evaluate_state(pipeline, state: Mapping[str, torch.Tensor], rows, classifier
         res = evaluate_concept(pipeline, rows, classifier, concept, steps=config.inference_steps,
                                guidance=config.guidance)
     return res, list(concept_outcomes(rows, res.predictions, concept, classifier.is_hit))
+
+
+class Evaluations:
+    """Each distinct UNet state evaluated once (`evaluate_state`): two attackers that return the
+    same weights (say two locators that find the same positions) share one `Evidence`, and a later
+    look draws its images once. States are told apart by content: sha256 over each tensor's
+    dtype, shape and bytes, a tensor object hashed once (attacked states share the release's
+    untouched tensors). `keep`: hold each state for later looks (`more`); off, only digests are kept."""
+
+    def __init__(self, pipeline, rows, classifier, concept: str, config, keep: bool = True):
+        self._args = (pipeline, classifier, concept, config)
+        self.rows, self.keep = rows, keep
+        self._tensors: dict[int, tuple[torch.Tensor, bytes]] = {}
+        self._evidence: dict[str, Evidence] = {}
+        self._states: dict[str, Mapping[str, torch.Tensor]] = {}
+
+    def _tensor_digest(self, t: torch.Tensor) -> bytes:
+        got = self._tensors.get(id(t))
+        if got is None or got[0] is not t:
+            h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}".encode())
+            h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
+            got = self._tensors[id(t)] = (t, h.digest())
+        return got[1]
+
+    def digest(self, state: Mapping[str, torch.Tensor]) -> str:
+        h = hashlib.sha256()
+        for name in sorted(state):
+            h.update(name.encode() + b"|" + self._tensor_digest(state[name]))
+        return h.hexdigest()
+
+    def evidence(self, state: Mapping[str, torch.Tensor]) -> Evidence:
+        key = self.digest(state)
+        if key not in self._evidence:
+            pipeline, classifier, concept, config = self._args
+            self._evidence[key] = Evidence(*evaluate_state(pipeline, state, self.rows, classifier, concept, config))
+            if self.keep:
+                self._states[key] = state
+        return self._evidence[key]
+
+    def more(self, extra) -> None:
+        """Every kept state's evidence grown by the rows `extra` (each distinct state once)."""
+        pipeline, classifier, concept, config = self._args
+        for key, state in self._states.items():
+            self._evidence[key].add(*evaluate_state(pipeline, state, extra, classifier, concept, config))
 
 
 class Evidence:
