@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import commit_id  # noqa: E402
 
 PRUNED = ("conceptprune", "conceptprune+defend")
 
@@ -100,6 +101,19 @@ def measure(pipe, clf, concept: str, method: str, nl_path: Path, args) -> dict:
             "attacks": {n: {k: a.get(k) for k in ("status", "reason", "erased", "never_learned_erased", "gain",
                                                    "excess", "excess_ci95")} for n, a in d["attacks"].items()},
             "relearn": d["relearn"], "weights_verdict": d["weights_verdict"], "relearn_verdict": d["relearn_verdict"]}
+
+
+def settings_key(method: str) -> str:
+    """What else determines an erasure's release: its default settings and keyword defaults."""
+    import inspect
+
+    from revival.unlearn.erasures import ERASURES
+
+    if method not in ERASURES.names():
+        return ""
+    member = ERASURES.get(method)
+    kw = {n: p.default for n, p in inspect.signature(member).parameters.items() if p.default is not inspect._empty}
+    return "|" + json.dumps({**getattr(member, "defaults", {}), **kw}, sort_keys=True, default=str)
 
 
 def targets(entry: dict) -> dict:
@@ -177,6 +191,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", type=Path, default=Path("out/never_learned_cache.json"))
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: write the results file from the cache's entries for these concepts and methods")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.budgets = [tuple(int(v) for v in b.lower().split("x")) for b in args.budgets]
@@ -193,9 +209,11 @@ def main(argv=None) -> None:
             print(f"{c}: no never-learned model; skipped", flush=True)
             continue
         for m in methods:
-            key = f"{c}|{m}|{args.erased}|{args.preserved}|{args.skill_ratio}|{args.budgets}|{args.seed}"
+            key = f"{c}|{m}|{args.erased}|{args.preserved}|{args.skill_ratio}|{args.budgets}|{args.seed}{settings_key(m)}"
             if key not in done:
-                done[key] = measure(pipe, clf, c, m, nl_path, args)
+                if args.render_only:
+                    continue
+                done[key] = {**measure(pipe, clf, c, m, nl_path, args), "commit": commit_id()}
                 args.cache.parent.mkdir(parents=True, exist_ok=True)
                 args.cache.write_text(json.dumps(done))
             e = done[key]

@@ -155,9 +155,10 @@ def test_every_erasure_runs_on_a_local_sd_folder(tiny_sd, tmp_path, method):
         assert not any(".attn2." in k for k in changed)
 
 
-def test_robust_buries_every_weight_under_secret_noise_and_never_reads_the_concept(testbed, monkeypatch):
+def test_robust_buries_every_weight_under_secret_noise_and_without_meta_never_reads_the_concept(testbed, monkeypatch):
     """robust: no weight matrix keeps the original's values, the noise is the OS's unless a
-    research run fixes it, and the concept's images are never used (as in a model trained without them)."""
+    research run fixes it, and without its simulated relearning attacker (meta=0) the concept's
+    images are never used (as in a model trained without them)."""
     model, d, data, original = testbed
 
     def forbidden(*a, **k):
@@ -168,7 +169,7 @@ def test_robust_buries_every_weight_under_secret_noise_and_never_reads_the_conce
     runs = []
     for secret in (None, None, 7, 7):
         model.unet.load_state_dict(original)
-        report = member(model, data, ErasureConfig(steps=3, batch=8, lr=1e-3, seed=0, secret_seed=secret))
+        report = member(model, data, ErasureConfig(steps=3, batch=8, lr=1e-3, seed=0, secret_seed=secret), meta=0)
         runs.append({k: v.detach().clone() for k, v in model.unet.state_dict().items()})
     model.unet.load_state_dict(original)
     assert report["reset_tensors"] > 0 and 0 < report["reset"] < 1
@@ -180,3 +181,26 @@ def test_robust_buries_every_weight_under_secret_noise_and_never_reads_the_conce
     assert differ(runs[0], runs[1])          # secret by default: two publishers' runs share no noise
     assert not differ(runs[2], runs[3])      # a research seed repeats the run bit for bit
     assert differ(runs[0], runs[2])
+
+
+def test_robusts_simulated_relearning_reads_the_concept_only_to_attack_a_copy(testbed, monkeypatch):
+    """meta > 0: the concept's images are drawn (by the simulated attacker), the release changes (same
+    seeds, meta on vs off), and a seed repeats it."""
+    model, d, data, original = testbed
+    member = ERASURES.get("robust")
+    calls = []
+    real = data.concept_batch
+    monkeypatch.setattr(data, "concept_batch", lambda gen, n: calls.append(n) or real(gen, n))
+    runs = {}
+    for meta in (0.0, 0.1, 0.1):
+        model.unet.load_state_dict(original)
+        n = len(calls)
+        member(model, data, ErasureConfig(steps=4, batch=8, lr=1e-3, seed=0, secret_seed=7), meta=meta)
+        runs.setdefault(meta, []).append(({k: v.detach().clone() for k, v in model.unet.state_dict().items()},
+                                          len(calls) - n))
+    model.unet.load_state_dict(original)
+    assert runs[0.0][0][1] == 0 and runs[0.1][0][1] > 0
+    off, on, again = runs[0.0][0][0], runs[0.1][0][0], runs[0.1][1][0]
+    mats = [k for k, v in original.items() if v.ndim >= 2]
+    assert any(not torch.equal(off[k], on[k]) for k in mats)
+    assert all(torch.equal(on[k], again[k]) for k in on)
