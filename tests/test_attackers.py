@@ -73,9 +73,9 @@ def test_every_attacker_runs_and_changes_only_what_it_located(name):
 
 
 def _located(name, tensors, ctx):
-    from revival.attack.attackers import _registry
+    from revival.attack.attackers import LOCATORS
 
-    return _registry()[name](tensors, [NAME], ctx).masks[NAME]
+    return LOCATORS.get(name)(tensors, [NAME], ctx).masks[NAME]
 
 
 def test_zeros_and_reprune_read_exact_zeros_and_the_smallest_weights():

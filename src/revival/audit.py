@@ -34,7 +34,8 @@ from statistics import NormalDist
 import torch
 
 from .attack.activations import release_activations
-from .attack.attackers import ATTACKERS, AttackContext, check_attacker, run_attacker
+from .attack.attackers import ATTACKERS, AttackContext, check_attacker
+from .attack.ladder import run_one
 from .attack.truth import changed_share, true_mask
 from .attack.config import AttackConfig
 from .calibrate import NEVER_LEARNED, fill_calibrated, nl_key, relearning_states
@@ -287,21 +288,14 @@ def _relearning(release, never_learned, path, relearn, config, result, models, e
 
 
 def _run_one(name, release, layers, ctx, truth, original):
-    """(entry, attacked state or None): one attacker run; a crash is recorded, never raised."""
-    ta = time.perf_counter()
-    try:
-        updates, res = run_attacker(name, release, layers, ctx, truth=truth)
-    except Exception as exc:   # an attacker that cannot run leaves the verdict without its evidence
-        kind = "refused" if isinstance(exc, RevivalError) else "errored"
-        return {"status": kind, "reason": f"{type(exc).__name__}: {exc}" if kind == "errored" else str(exc),
-                "erased": None, "preserved": None, "gain": None, "gain_ci95": None}, None
-    entry = {**res.to_dict(), "status": "ran", "reason": None}
-    entry.pop("attacker", None)
-    if not updates:   # it located nothing: the release itself is what it gets
-        entry["reason"] = f"located nothing ({res.refused})" if res.refused else "located nothing"
-    entry["signs"] = sign_scores(original, release, updates, truth)
-    entry["seconds"] = round(time.perf_counter() - ta, 2)
-    return entry, ({**release, **updates} if updates else release)
+    """(entry, attacked state or None): one rung of the ladder, with its sign scores."""
+    o = run_one(name, release, layers, ctx, truth)
+    if o.status != "ran":
+        return {"status": o.status, "reason": o.reason, "erased": None, "preserved": None, "gain": None,
+                "gain_ci95": None}, None
+    entry = o.to_dict()
+    entry["signs"] = sign_scores(original, release, o.updates, truth)
+    return entry, o.state(release)
 
 
 def _fill(result: AuditResult, models: dict, exposure, z: float) -> None:

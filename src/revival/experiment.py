@@ -91,11 +91,11 @@ class _Run:
                                            attack=self.cfg.attack_config(), skill_ratio=self.c.skill_ratio,
                                            steps=self.c.steps, measure=self.measure,
                                            inference_steps=self.cfg.inference_steps, guidance=self.cfg.guidance)
-        self.attackers = {n: {k: f.get(k) for k in ("status", "located", "erased", "reason", "refused") if k in f}
+        self.attackers = {n: {k: f.get(k) for k in ("status", "reason", "located", "erased") if k in f}
                           for n, f in facts["attackers"].items()}
         if not any(f["status"] == "ran" for f in self.attackers.values()):
             raise RevivalError(f"no attacker could run on the obfuscated model of {self.c.name!r}: "
-                               + "; ".join(f"{n}: {f.get('reason') or f.get('refused')}" for n, f in self.attackers.items()))
+                               + "; ".join(f"{n}: {f['reason']}" for n, f in self.attackers.items()))
         return state
 
     def weights(self, stage: str) -> dict[str, torch.Tensor]:

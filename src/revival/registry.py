@@ -18,13 +18,18 @@ class Registry:
         self.kind = kind
         self._members: dict[str, Callable] = {}
         self._help: dict[str, str] = {}
+        self._rank: dict[str, float] = {}
 
-    def register(self, name: str, help: str = "") -> Callable[[Callable], Callable]:
+    def register(self, name: str, help: str = "", rank: float | None = None) -> Callable[[Callable], Callable]:
+        """`rank`: the member's place in `names()` (ascending; unranked members follow in the
+        order they registered), for families whose order means something (the attackers'
+        ladder runs cheapest first), whatever order their files were imported in."""
         def add(member: Callable) -> Callable:
             if name in self._members:
                 raise ValueError(f"{self.kind} {name!r} is registered twice.")
             self._members[name] = member
             self._help[name] = help
+            self._rank[name] = float("inf") if rank is None else float(rank)
             return member
 
         return add
@@ -35,10 +40,11 @@ class Registry:
         return self._members[name]
 
     def names(self) -> tuple[str, ...]:
-        return tuple(self._members)
+        order = list(self._members)
+        return tuple(sorted(order, key=lambda n: (self._rank[n], order.index(n))))
 
     def help(self) -> str:
-        return "; ".join(f"{n} ({h})" if h else n for n, h in self._help.items())
+        return "; ".join(f"{n} ({self._help[n]})" if self._help[n] else n for n in self.names())
 
     def __contains__(self, name: str) -> bool:
         return name in self._members

@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 import torch
 
 from .attack.activations import release_activations
-from .attack.attackers import ATTACKERS, AttackContext, run_attacker
+from .attack.attackers import AttackContext
+from .attack.ladder import ladder
 from .attack.config import AttackConfig
 from .attack.truth import changed_share, true_mask
-from .errors import RevivalError
 from .layers import audit_layers
 
 
@@ -27,7 +27,8 @@ def strongest_attack(pipeline, release: Mapping[str, torch.Tensor], original: Ma
     unlearning; the attacked layers are those the release changed or is found pruned in and the
     other linear of their hidden units (`revival.layers.audit_layers`), each attacker told the
     share of entries changed there and its localisation scored against them. An attacker that
-    finds nothing to revive is "refused", one that crashes "errored" (recorded, never raised).
+    finds nothing ran and says so in its reason; one that refuses or crashes is recorded as
+    such (`revival.attack.ladder.Outcome`), never raised.
 
     Returns (the strongest state -- the release itself when no attacker revived anything --, its
     measurement or None, {"attackers": {name: facts}, "strongest": name or None})."""
@@ -39,27 +40,19 @@ def strongest_attack(pipeline, release: Mapping[str, torch.Tensor], original: Ma
                         activations=release_activations(pipeline, release, steps, attack.seed, inference_steps,
                                                         guidance, halves=halves, layers=layers))
     facts, best = {}, (None, release, None)
-    for name in ATTACKERS:
-        try:
-            updates, res = run_attacker(name, release, layers, ctx, truth=truth)
-        except Exception as exc:   # recorded: the caller decides what a missing attacker means
-            kind = "refused" if isinstance(exc, RevivalError) else "errored"
-            facts[name] = {"status": kind, "refused" if kind == "refused" else "reason": str(exc)}
-            _log(progress, f"  {name:<13} {kind}: {exc}")
+    for o in ladder(release, layers, ctx, truth=truth):
+        facts[o.name] = o.to_dict()
+        if not o.revived:
+            _log(progress, f"  {o.name:<13} {o.status}: {o.reason}")
             continue
-        entry = {**res.to_dict(), "status": "ran"}
-        if not updates:
-            facts[name] = entry
-            _log(progress, f"  {name:<13} {entry.get('refused') or 'revived nothing'}")
-            continue
-        measured = measure({**release, **updates})
-        entry.update(erased=measured[0], preserved=measured[1])
-        facts[name] = entry
-        loc = entry.get("localisation") or {}
-        _log(progress, f"  {name:<13} erased {measured[0]:.3f}  preserved {measured[1]:.3f}  (located "
-                       f"{entry.get('located', 0)}, entry AUC {loc.get('entry_auc', float('nan')):.2f})")
+        state = o.state(release)
+        measured = measure(state)
+        facts[o.name].update(erased=measured[0], preserved=measured[1])
+        loc = facts[o.name].get("localisation") or {}
+        _log(progress, f"  {o.name:<13} erased {measured[0]:.3f}  preserved {measured[1]:.3f}  (located "
+                       f"{facts[o.name].get('located', 0)}, entry AUC {loc.get('entry_auc', float('nan')):.2f})")
         if best[0] is None or measured[0] > best[2][0]:
-            best = (name, {**release, **updates}, measured)
+            best = (o.name, state, measured)
     return best[1], best[2], {"attackers": facts, "strongest": best[0]}
 
 

@@ -29,7 +29,7 @@ Example::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -38,7 +38,7 @@ from ..errors import RevivalError
 from .magnitudes import get_magnitude
 from ..seeding import item_seed
 from .config import AttackConfig
-from .located import AttackContext, Located, top_fraction  # noqa: F401 (attackers' public names)
+from .located import LOCATORS, AttackContext, Located, top_fraction  # noqa: F401 (attackers' public names)
 from .partners import revive_layer
 from .signs import top_k_signs
 from .truth import true_mask
@@ -233,27 +233,12 @@ def _revive_estimate(zeroed: torch.Tensor, missing: torch.Tensor, estimate: torc
     return out
 
 
-# --------------------------------------------------------------------------- registry
+# --------------------------------------------------------------------------- the ladder's members
 
-def _zeros(tensors, layers, context: AttackContext) -> Located:
-    """The paper's attacker: the pruned positions are the exact zeros."""
-    masks = {n: (tensors[n] == 0).cpu() for n in layers}
-    scores = {n: m.float() for n, m in masks.items()}
-    return Located(masks, scores)
+# imported for their registration, in the ladder's order (cheapest first): an attacker is one file
+from . import zeros, replay, locate, method_aware, columns, reprune  # noqa: E402,F401
 
-
-def _registry() -> dict[str, Callable[..., Located]]:
-    from .columns import locate_columns
-    from .locate import locate_residual
-    from .method_aware import locate_method_aware
-    from .replay import locate_replay
-    from .reprune import locate_reprune
-
-    return {"zeros": _zeros, "replay": locate_replay, "residual": locate_residual, "method-aware": locate_method_aware,
-            "columns": locate_columns, "reprune": locate_reprune}
-
-
-ATTACKERS = ("zeros", "replay", "residual", "method-aware", "columns", "reprune")
+ATTACKERS = LOCATORS.names()
 
 
 def check_attacker(name: str) -> str:
@@ -276,7 +261,7 @@ def run_attacker(name: str, tensors: Mapping[str, torch.Tensor], layers: Sequenc
 
     check_matrices(tensors, layers, "the attacker")
     t0 = time.perf_counter()
-    located = _registry()[name](tensors, layers, context)
+    located = LOCATORS.get(name)(tensors, layers, context)
     n_loc = sum(int(m.sum()) for m in located.masks.values())
     result = AttackerResult(attacker=name, located=n_loc, revived=0, layers=0, seconds=0.0, info=dict(located.info))
     if truth is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from .locate import residual_scores
+from .located import LOCATORS
 
 
 def column_misfit(w: torch.Tensor, side: torch.Tensor, rank: int = 32) -> torch.Tensor:
@@ -74,6 +75,7 @@ def fit_column_map(w: torch.Tensor, side: torch.Tensor, suspects: torch.Tensor, 
     return out.float(), res
 
 
+@LOCATORS.register("columns", "hidden units whose output column fits its side information worst, revived whole", rank=4)
 def locate_columns(tensors, layers, context):
     """The `columns` attacker (`revival.attack.attackers`)."""
     from .located import Located

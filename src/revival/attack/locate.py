@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import RevivalError
+from .located import LOCATORS
 
 
 def residual_scores(w: torch.Tensor, side: torch.Tensor | None = None, *, rank: int = 32,
@@ -65,6 +66,7 @@ def locate(w: torch.Tensor, fraction: float, side: torch.Tensor | None = None, *
     return mask.view(w.shape)
 
 
+@LOCATORS.register("residual", "entries that fit the matrix's structure worst", rank=2)
 def locate_residual(tensors, layers, context):
     """The `residual` attacker (`revival.attack.attackers`): per layer, the `context.share`
     worst-fitting entries (side information + low-rank basis), scored by `residual_scores`."""

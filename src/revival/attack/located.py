@@ -1,6 +1,10 @@
-"""What every attacker shares: what it knows besides the release (`AttackContext`) and its guess
-of the hidden positions (`Located`). The attackers (one file each) build on these; the registry
-that runs them is `attackers.py`."""
+"""What every attacker shares: what it knows besides the release (`AttackContext`), its guess
+of the hidden positions (`Located`), and the registry the attackers enter by a decorator in
+their own file (`LOCATORS`; `attackers.py` imports them in the ladder's order and runs them).
+
+    @LOCATORS.register("residual", "entries that fit the matrix's structure worst")
+    def locate_residual(tensors, layers, context) -> Located: ...
+"""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -9,7 +13,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import RevivalError
+from ..registry import Registry
 from .config import AttackConfig
+
+LOCATORS = Registry("attacker")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import RevivalError
+from .located import LOCATORS
 
 
 def method_scores(w: torch.Tensor, a_target: torch.Tensor, a_base: torch.Tensor, steps: int) -> torch.Tensor:
@@ -28,6 +29,7 @@ def method_scores(w: torch.Tensor, a_target: torch.Tensor, a_base: torch.Tensor,
     return col[None, :] * (mag + mag.mean())
 
 
+@LOCATORS.register("method-aware", "reruns ConceptPrune's statistics on the release for the concept's public prompts", rank=3)
 def locate_method_aware(tensors, layers, context):
     """The `method-aware` attacker (`revival.attack.attackers`); needs `context.prompts` and
     `context.activations` (statistics collected on the release)."""

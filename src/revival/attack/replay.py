@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..seeding import item_seed
+from .located import LOCATORS
 
 REPLAY_SEEDS = tuple(range(16))   # the old default (0) and the small seeds a user may have typed
 _TOL_Z = 0.35                     # candidate search: |standardised value - stream value| (approximate stats)
@@ -370,6 +371,7 @@ def hole_candidates(w: torch.Tensor, name: str, tensors: Mapping[str, torch.Tens
     return out
 
 
+@LOCATORS.register("replay", "replays this project's old fill recipes (public default and small seeds)", rank=1)
 def locate_replay(tensors: Mapping[str, torch.Tensor], layers: Sequence[str], context=None,
                   seeds: Sequence[int] = REPLAY_SEEDS):
     """The `replay` attacker (`revival.attack.attackers`): per layer, the positions whose values

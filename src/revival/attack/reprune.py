@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import RevivalError
+from .located import LOCATORS
 
 MODES = ("global", "row")
 DEFAULT_SHARE = 0.02
@@ -36,6 +37,7 @@ def reprune_mask(w: torch.Tensor, share: float, mode: str = "global") -> torch.T
     return mask | (w == 0).cpu()
 
 
+@LOCATORS.register("reprune", "zeroes the smallest weights, then reads the zeros", rank=5)
 def locate_reprune(tensors, layers, context, mode: str = "global"):
     """The `reprune` attacker (`revival.attack.attackers`)."""
     from .located import Located

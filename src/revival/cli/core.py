@@ -20,6 +20,8 @@ from . import options as O
 
 
 def register(sub) -> None:
+    from ..attack.attackers import LOCATORS
+
     p = O.verb(sub, "inspect", "format, dtype, target layers and pruned positions of a checkpoint",
                "Describe a UNet checkpoint (diffusers folder, .safetensors, .ckpt/.pt): format, naming, dtypes, the "
                "target layers and their pruned (exactly zero) positions with their row/column clustering.",
@@ -40,8 +42,8 @@ def register(sub) -> None:
                    help="do not use the intact ff.net.0.proj rows as side information")
     a.add_argument("--max-iters", type=int, default=None, help="solver iteration cap (default: the solver's)")
     a.add_argument("--attacker", default="zeros",
-                   help="how the pruned positions are found: zeros (the paper's, default), residual, method-aware "
-                        "(with --model and --concept), columns, reprune (see revival.attack.attackers)")
+                   help="how the pruned positions are found (default zeros; method-aware needs --model and "
+                        "--concept): " + LOCATORS.help())
     a.add_argument("--fraction", type=float, default=None,
                    help="residual/columns/reprune: share of each matrix's entries to locate")
     a.set_defaults(func=_attack)

@@ -234,7 +234,7 @@ class _Stages:
             finally:
                 self.pipe.unet.load_state_dict(self.original)
             attackers = {name: {k: (None if isinstance(f[k], float) and math.isnan(f[k]) else f[k])
-                                for k in ("erased", "preserved", "located", "refused") if k in f}
+                                for k in ("status", "reason", "erased", "preserved", "located") if k in f}
                          for name, f in facts["attackers"].items()}
             self.log(f"revival: the strongest attacker of the defended release: {facts['strongest']}")
             # every tensor the defense and the attacker changed (they may touch more than `layers`:
