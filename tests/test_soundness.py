@@ -99,7 +99,7 @@ def test_attackers_that_crash_leave_the_verdict_inconclusive(testbed, conceptpru
     def boom(*a, **k):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr("revival.audit.run_attacker", boom)
+    monkeypatch.setattr("revival.attack.ladder.run_attacker", boom)   # every rung of the ladder crashes
     rows = heldout_prompts(pipe.classes, "sneaker", 8, 1)
     res, _ = audit_states(pipe, state, release, layers, "sneaker", rows, clf, AuditConfig(erased_images=8))
     assert {a["status"] for a in res.attacks.values()} == {"errored"}
