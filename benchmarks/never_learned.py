@@ -112,7 +112,7 @@ def settings_key(method: str) -> str:
     if method not in ERASURES.names():
         return ""
     member = ERASURES.get(method)
-    kw = {n: p.default for n, p in inspect.signature(member).parameters.items() if p.default is not inspect._empty}
+    kw = {n: p.default for n, p in inspect.signature(member).parameters.items() if p.default is not inspect.Parameter.empty}
     return "|" + json.dumps({**getattr(member, "defaults", {}), **kw}, sort_keys=True, default=str)
 
 
