@@ -80,7 +80,7 @@ def build_full_unet(folder: Path, *, ratio: float, seed: int = 0) -> dict:
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
 
-    from revival.masks import synthetic_prune_mask
+    from revival.release.masks import synthetic_prune_mask
 
     with torch.device("meta"):
         model = UNet2DConditionModel(**SD15_UNET)
@@ -175,7 +175,7 @@ def full_unet(args) -> dict:
 def build_checkpoint(path: Path, *, ratio: float, with_proj: bool, seed: int = 0) -> dict:
     from safetensors.torch import save_file
 
-    from revival.masks import synthetic_prune_mask
+    from revival.release.masks import synthetic_prune_mask
 
     g = torch.Generator().manual_seed(seed)
     tensors, pruned, total = {}, 0, 0

@@ -5,10 +5,10 @@ ff.net.0.proj; CAD-like in both feed-forward linears) gives the unlearned model,
 least-damage ratio (--target-erasure, as `revival demo` chooses it) or a fixed one; each
 release (the unlearned model itself = "zeros", and the unlearned model defended by each
 --defenses entry, the default defense by default, its randomness from the OS as a publisher
-runs it) is audited by `revival.audit.audit_states`: every attacker of the ladder on every layer
+runs it) is audited by `revival.audit.run.audit_states`: every attacker of the ladder on every layer
 the release changed, the original's, the release's and every attacked model's images judged on
 held-out captions and seeds from 1000; more images of the concept while an interval straddles
-the limit (up to --max-erased). The verdict is pass / fail / inconclusive (`revival.verdict`).
+the limit (up to --max-erased). The verdict is pass / fail / inconclusive (`revival.audit.verdict`).
 
 Targets: every zeros release fails with certainty; every default-defended release passes with
 certainty (no inconclusive); the defense's preserved cost per concept (mean toward <= 0.02).
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from revival.attack.attackers import ATTACKERS
-from revival.audit import AuditConfig, audit_states, heldout_prompts, more_heldout_rows
+from revival.audit.run import AuditConfig, audit_states, heldout_prompts, more_heldout_rows
 from revival.defense import DEFAULT_DEFENSE, DEFENSES, apply_defense
 from revival.io import write_json
 
@@ -49,7 +49,7 @@ def unlearned_model(pipe, concept: str, args):
     """(unlearned state, pruned layers, ratio) of `args.method` for `concept`."""
     from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, concept_statistics
     from revival.unlearn.least_damage import least_damage
-    from revival.unlearning import testbed_erased_fn
+    from revival.unlearn.run import testbed_erased_fn
 
     method, modules, fixed = METHODS[args.method]
     original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
@@ -185,7 +185,7 @@ def write_defense_results(args, done: dict, argv, measured_by: list[str] | None 
                     + [lg[d]["attacker"] for d in defenses]
                     + [summ["cost"][d]["per_concept"][c]["preserved"] for d in defenses if d in summ["cost"]])
     tables = [table(f"Every attacker against each release ({args.method}, least-damage ratio)", cols, rows,
-                    note="verdict: pass / fail / inconclusive (revival.verdict); largest gain: attacked erased accuracy - "
+                    note="verdict: pass / fail / inconclusive (revival.audit.verdict); largest gain: attacked erased accuracy - "
                          "release erased accuracy, with its 95% paired interval; preserved - zeros: the defense's cost.")]
     label = args.method + (f", target erasure {args.target_erasure}" if args.target_erasure not in (None, 0.2) else "")
     data = {"title": f"Audit of zeros and defended releases: {label}", "page": "results",

@@ -53,7 +53,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sign_recovery import conceptprune_like_mask, conceptprune_like_mask_with_stats, load_layers, load_testbed_layers, minilm_path  # noqa: E402
 
-from revival.attack.locate import residual_scores  # noqa: E402
+from revival.attack.attackers.residual import residual_scores  # noqa: E402
 from revival.defense.obfuscate import obfuscate_matrix  # noqa: E402
 
 
@@ -85,9 +85,9 @@ def end_to_end(concept: str, seeds_per_class: int, factors: list[float]) -> None
     """The demo's unlearned + obfuscated testbed model; the attacker locates the fraction
     factor x (true pruned share of each layer) of worst-fitting entries, zeroes them, runs the
     revival attack on them and puts back the observed value wherever the attack left a zero."""
-    from revival.attack.locate import locate
+    from revival.attack.attackers.residual import locate
     from revival.attack.revive import AttackConfig, revive, side_features
-    from revival.demo import DemoConfig, testbed_evaluator
+    from revival.story.demo import DemoConfig, testbed_evaluator
     from revival.defense.obfuscate import obfuscate
     from revival.testbed import load_pipeline
     from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
@@ -150,7 +150,7 @@ def attackers_table(sets, quick: bool) -> None:
             # the activation side alone (every weight of ff.net.2 treated as equal): what the
             # method-aware attacker's ranking keeps whatever a defense writes into ff.net.2
             from revival.attack.attackers import Located, localisation, top_fraction
-            from revival.attack.method_aware import method_scores
+            from revival.attack.attackers.method_aware import method_scores
 
             s = method_scores(torch.ones_like(w), a_t, a_b, 10)
             loc = localisation(Located({name: top_fraction(s, float(mask.float().mean()))}, {name: s}),

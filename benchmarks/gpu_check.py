@@ -69,7 +69,7 @@ def cli(*argv: str) -> None:
 
 @check("policy")
 def policy(device: str, dtype: str | None) -> str:
-    from revival.device import placement
+    from revival.runtime.device import placement
 
     p = placement(device, dtype)
     if device.startswith("cuda"):
@@ -84,7 +84,7 @@ def tiny_sd(tmp: Path, device: str, dtype: str) -> str:
     tiny = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tiny)
     sd = tiny.make_tiny_sd(tmp / "tiny")
-    from revival.models import load_model
+    from revival.model.loader import load_model
     from revival.unlearn.conceptprune import ConceptPruneConfig, collect_activations, make_pipeline_call, object_prompts
 
     gen = load_model(sd, device=device, dtype=dtype)
@@ -126,7 +126,7 @@ def audit_run(tmp: Path, release: Path, device: str, label: str) -> dict:
     rc = main(["audit", "--model", "testbed", "--release", str(release), "--concept", "sneaker", "--out", str(out),
                "--erased-images", "20", "--preserved-images", "1", "--device", device, "--quiet"])
     data = json.loads((out / "audit.json").read_text())
-    from revival.verdict import exit_code
+    from revival.audit.verdict import exit_code
 
     assert rc == exit_code(data["verdict"]), (rc, data["verdict"])
     return data
@@ -153,7 +153,7 @@ def audit_check(tmp: Path, device: str) -> str:
 def full_unet(tmp: Path, device: str) -> str:
     from diffusers import UNet2DConditionModel
 
-    from revival.masks import synthetic_prune_mask
+    from revival.release.masks import synthetic_prune_mask
 
     torch.manual_seed(0)
     with torch.device(device if device.startswith("cuda") else "cpu"):

@@ -120,9 +120,9 @@ def main(argv=None) -> int:
     from revival.errors import RevivalError
     from revival.evaluate.classifiers import get_classifier
     from revival.evaluate.evaluate import evaluate_concept
-    from revival.layers import detect_pruned_layers
-    from revival.masks import guess_method
-    from revival.report import write_json, write_markdown
+    from revival.release.layers import detect_pruned_layers
+    from revival.release.masks import guess_method
+    from revival.story.demo_report import write_json, write_markdown
     from revival.testbed import load_pipeline
     from revival.unlearn.conceptprune import apply_masks, concept_prompts
     from revival.unlearn.methods import make_masks

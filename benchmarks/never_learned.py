@@ -5,14 +5,14 @@ holding CONCEPT/unet from `revival testbed train --without CONCEPT --task-steps 
 -- the never-learned model itself (the control: every excess must be ~0), ConceptPrune (ff.net.2,
 --skill-ratio), ConceptPrune + the default defense (secret randomness), and every fine-tuning
 erasure of the registry (anchor, esd, robust; their default settings) -- is audited by
-`revival.audit.audit_states` with the never-learned model given and the relearning attacker on:
+`revival.audit.run.audit_states` with the never-learned model given and the relearning attacker on:
 
     erased / preserved          the release on held-out captions, seeds from 1000
     weight-only ladder          each attacker's erased accuracy beyond the same attack on the
                                 never-learned model (excess, paired 95% interval)
     relearning curve            per budget (K test-split images, S steps), the relearned release
                                 beside the relearned never-learned model (excess, paired 95%)
-    verdicts                    weights-only and relearning (revival.verdict)
+    verdicts                    weights-only and relearning (revival.audit.verdict)
 
 The targets of `--method robust` are checked and printed: erased <= never-learned + 0.05,
 preserved >= original - 0.02, every weight-only attacker and every relearning budget within the
@@ -42,7 +42,7 @@ PRUNED = ("conceptprune", "conceptprune+defend")
 
 def releases_for(pipe, concept: str, method: str, original: dict, args) -> tuple[dict, dict]:
     """(release state, facts) of one method on `concept`; pipe.unet is left with `original`."""
-    from revival.denoise import Denoiser
+    from revival.model.denoise import Denoiser
     from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, concept_statistics
     from revival.unlearn.erasures import ERASURES, ErasureConfig, testbed_data
 
@@ -74,10 +74,10 @@ def releases_for(pipe, concept: str, method: str, original: dict, args) -> tuple
 
 
 def measure(pipe, clf, concept: str, method: str, nl_path: Path, args) -> dict:
-    from revival.audit import AuditConfig, _relearner, audit_states
-    from revival.attack.relearn import relearn_images
-    from revival.heldout import heldout_prompts
-    from revival.never_learned import load_never_learned
+    from revival.audit.run import AuditConfig, _relearner, audit_states
+    from revival.attack.attackers.relearn import relearn_images
+    from revival.concepts.heldout import heldout_prompts
+    from revival.audit.never_learned import load_never_learned
     from revival.unlearn.conceptprune import concept_prompts
 
     original = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
@@ -161,7 +161,7 @@ def write(done: dict, args, argv) -> Path:
         "strongest weight-only attacker", "its excess over never-learned [95%]", "weights verdict",
         "relearning verdict", "unlearning s"], rows,
         note="excess = erased accuracy of the attacked release - that of the same attack on the never-learned model "
-             "(paired 95% interval); verdicts from revival.verdict with the never-learned model given."),
+             "(paired 95% interval); verdicts from revival.audit.verdict with the never-learned model given."),
         table("Relearning curve: relearned release vs relearned never-learned model (erased accuracy)",
               ["concept", "release", *budgets], rl_rows,
               note="fine-tuning on K Fashion-MNIST test-split images of the concept for S steps (lr 3e-4); the "
@@ -177,7 +177,7 @@ def write(done: dict, args, argv) -> Path:
 
 
 def main(argv=None) -> None:
-    from revival.never_learned import shipped_concepts, shipped_never_learned
+    from revival.audit.never_learned import shipped_concepts, shipped_never_learned
     from revival.unlearn.erasures import ERASURES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -199,7 +199,7 @@ def main(argv=None) -> None:
     methods = args.methods or ["never-learned", *PRUNED, *ERASURES.names()]
     concepts = args.concepts or shipped_concepts()
     from revival.evaluate.classifiers import get_classifier
-    from revival.models import load_model
+    from revival.model.loader import load_model
 
     pipe, clf = load_model("testbed", device="cpu"), get_classifier("testbed")
     done = json.loads(args.cache.read_text()) if args.cache.is_file() else {}

@@ -27,12 +27,12 @@ def main() -> None:
     from results import estimate, table, write_results
 
     from revival.attack.attackers import AttackContext, run_attacker
-    from revival.attack.truth import true_mask
-    from revival.audit import AuditConfig, heldout_prompts
-    from revival.audit_result import evaluate_state
+    from revival.attack.attackers.truth import true_mask
+    from revival.audit.run import AuditConfig, heldout_prompts
+    from revival.audit.result import evaluate_state
     from revival.evaluate.classifiers import get_classifier
     from revival.intervals import paired_difference, wilson
-    from revival.pairs import present_partner
+    from revival.release.pairs import present_partner
     from revival.testbed import load_pipeline
     from revival.unlearn.conceptprune import concept_prompts
 

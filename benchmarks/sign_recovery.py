@@ -182,7 +182,7 @@ def both_layers(seeds: list[int], keep: float = 0.6, compare: bool = False, save
     from safetensors.torch import load_file
 
     from revival.attack.revive import AttackConfig, revive
-    from revival.layers import detect_pruned_layers
+    from revival.release.layers import detect_pruned_layers
 
     sd = {k: v.float() for k, v in load_file(minilm_path()).items()}
     kinds = {"intermediate.dense": "intermediate.dense (input linear, rows = units)",

@@ -51,9 +51,9 @@ def main(argv=None) -> int:
     if args.sweep:
         return sweep(args)
 
-    from revival._threads import set_threads
-    from revival.demo import DemoConfig, run_demo
-    from revival.report import concept_table, write_markdown
+    from revival.runtime.threads import set_threads
+    from revival.story.demo import DemoConfig, run_demo
+    from revival.story.demo_report import concept_table, write_markdown
     from revival.testbed import load_pipeline
 
     set_threads(args.threads if args.threads is not None else 1)  # pinned: a shared machine
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
 def save(reports: list[dict], args, overrides: dict, seconds: float) -> Path:
     """benchmarks/results/testbed_table.json: per concept and pooled, erased and preserved accuracy per stage."""
     from revival.intervals import wilson
-    from revival.report import STAGES
+    from revival.story.demo_report import STAGES
 
     svt = bool(reports) and all("paper_recipe" in r for r in reports)
     ctl = bool(reports) and all("random_signs" in r.get("controls", {}) for r in reports)
@@ -124,7 +124,7 @@ def save(reports: list[dict], args, overrides: dict, seconds: float) -> Path:
     n_stage = len(STAGES) + svt + ctl
     return write_results("testbed_table", {
         "title": "The demo's stages on every testbed concept",
-        "about": f"Each concept through the demo (`revival.demo.run_demo`): ConceptPrune at the least-damage ratio "
+        "about": f"Each concept through the demo (`revival.story.demo.run_demo`): ConceptPrune at the least-damage ratio "
                  f"unless set, the attack, the default defense, every attacker against it (the strongest is "
                  f"'obfuscated_revived'); {args.seeds_per_class} held-out images per class per stage (seeds from "
                  f"1000), 95% Wilson intervals; the pooled row pools the images of every concept. Settings: "
@@ -138,13 +138,13 @@ def save(reports: list[dict], args, overrides: dict, seconds: float) -> Path:
 
 def sweep(args) -> int:
     """Every magnitude rule x keep ratio, attacking the ConceptPrune-unlearned testbed."""
-    from revival._threads import set_threads
+    from revival.runtime.threads import set_threads
     from revival.attack.magnitudes import MAGNITUDES
     from revival.attack.revive import AttackConfig, revive
-    from revival.layers import select_layers
-    from revival.controls import sign_recovery
-    from revival.demo import DemoConfig, testbed_evaluator
-    from revival.report import write_markdown
+    from revival.release.layers import select_layers
+    from revival.story.controls import sign_recovery
+    from revival.story.demo import DemoConfig, testbed_evaluator
+    from revival.story.demo_report import write_markdown
     from revival.testbed import load_pipeline
     from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
 

@@ -308,8 +308,8 @@ def main(argv=None) -> int:
     ap.add_argument("--classifier-path", default=None, help="--judges with other testbed classifier weights")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from revival.demo import DemoConfig, run_demo
-    from revival.report import STAGES, STAGE_LABELS
+    from revival.story.demo import DemoConfig, run_demo
+    from revival.story.demo_report import STAGES, STAGE_LABELS
     from revival.testbed import load_pipeline
 
     if args.variants:

@@ -38,7 +38,7 @@ def best_of(fn, repeat: int) -> float:
 def attack_cases():
     from attack_speed import synthetic_weight
 
-    from revival.masks import synthetic_prune_mask
+    from revival.release.masks import synthetic_prune_mask
 
     g = torch.Generator().manual_seed(0)
     for out, inp in ((320, 1280), (640, 2560), (1280, 5120)):

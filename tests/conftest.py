@@ -56,7 +56,7 @@ def make_tiny_unet(seed: int = 0):
 
 def prune_state(sd: dict[str, torch.Tensor], ratio: float = 0.05, seed: int = 0) -> dict[str, torch.Tensor]:
     """ConceptPrune-like pruning of every ff.net.2 weight (exact zeros, column-clustered)."""
-    from revival.masks import synthetic_prune_mask
+    from revival.release.masks import synthetic_prune_mask
 
     out = dict(sd)
     for i, (name, w) in enumerate(sd.items()):
@@ -153,7 +153,7 @@ def file_bytes(path: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def _testbed_session():
     from revival.evaluate.classifiers import get_classifier
-    from revival.models import load_model
+    from revival.model.loader import load_model
 
     pipe = load_model("testbed", device="cpu", dtype="fp32")
     state = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}

@@ -9,12 +9,12 @@ import torch
 
 from revival.attack.attackers import (ATTACKERS, AttackContext, Located, auc, concentrated_columns, localisation,
                                       run_attacker, top_fraction, true_mask)
-from revival.attack.columns import column_misfit, predict_columns
-from revival.attack.method_aware import method_scores
-from revival.attack.reprune import reprune_mask
+from revival.attack.attackers.columns import column_misfit, predict_columns
+from revival.attack.attackers.method_aware import method_scores
+from revival.attack.attackers.reprune import reprune_mask
 from revival.defense.obfuscate import obfuscate_matrix
 from revival.errors import RevivalError
-from revival.masks import synthetic_prune_mask
+from revival.release.masks import synthetic_prune_mask
 
 NAME = "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2.weight"
 PROJ = "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"
@@ -175,7 +175,7 @@ def test_cli_attack_with_a_named_attacker(tiny_unet, tmp_path, capsys):
 def test_column_map_leave_one_out_residuals_equal_refits(shape):
     """fit_column_map's closed-form leave-one-out residuals equal the residuals of refitting the
     map without each column, in both the primal and the kernel form."""
-    from revival.attack.columns import fit_column_map
+    from revival.attack.attackers.columns import fit_column_map
 
     out, n, d = shape
     g = torch.Generator().manual_seed(0)

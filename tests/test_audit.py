@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from revival.audit import AuditConfig, AuditResult, heldout_prompts
+from revival.audit.run import AuditConfig, AuditResult, heldout_prompts
 from revival.errors import RevivalError
 
 
@@ -15,7 +15,7 @@ def testbed_release(tmp_path_factory):
     """The testbed UNet with every ff.net.2 pruned ConceptPrune-like (exact zeros), as a file."""
     from safetensors.torch import load_file, save_file
 
-    from revival.masks import synthetic_prune_mask
+    from revival.release.masks import synthetic_prune_mask
     from revival.testbed import TESTBED_UNET_DIR
 
     root = tmp_path_factory.mktemp("audit")
@@ -119,7 +119,7 @@ def test_cli_audit_bad_input(case, testbed_release, tiny_unet, tmp_path, capsys)
 def test_the_audit_evaluates_each_distinct_state_once_and_grows_each_once(testbed_model):
     """Two attackers returning the same weights share one evaluation (by content, not by object);
     a state differing in one entry gets its own; a later look adds its images to each once."""
-    from revival.audit_result import Evaluations
+    from revival.audit.result import Evaluations
 
     pipe, state, clf = testbed_model
     rows = heldout_prompts(pipe.classes, "sneaker", erased_images=3, preserved_per_class=1)
@@ -132,7 +132,7 @@ def test_the_audit_evaluates_each_distinct_state_once_and_grows_each_once(testbe
                                                              torch.tensor(0.0))}
     other = evals.evidence(changed)
     assert other is not first
-    from revival.heldout import more_heldout_rows
+    from revival.concepts.heldout import more_heldout_rows
 
     evals.more(more_heldout_rows("sneaker", 1000)(3, 5))
     assert len(first.outcomes) == 3 + 2 and len(other.outcomes) == 3 + 2

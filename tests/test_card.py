@@ -1,4 +1,4 @@
-"""revival.card.model_card: the audit's dict (audit.json) as a model-card section with YAML front
+"""revival.audit.card.model_card: the audit's dict (audit.json) as a model-card section with YAML front
 matter under `revival:`; everything the audit decided, None as n/a (never 0), nothing else."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from revival.card import model_card
+from revival.audit.card import model_card
 from revival.errors import RevivalError
 
 LADDER = ["zeros", "residual", "method-aware", "columns", "reprune"]

@@ -8,7 +8,7 @@ import torch
 from conftest import file_bytes
 
 from revival.io import load_checkpoint
-from revival.layers import select_layers
+from revival.release.layers import select_layers
 from revival.cli import main
 
 

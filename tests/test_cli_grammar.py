@@ -173,9 +173,9 @@ def test_attack_and_defend_check_outputs_before_any_work(tiny_unet, tmp_path, ca
 def test_unlearn_checks_outputs_before_loading_the_model(tmp_path, capsys, monkeypatch, case):
     from revival.cli.options import testbed_unet
 
-    calls = forbid(monkeypatch, "revival.unlearning", "unlearn")
-    calls += forbid(monkeypatch, "revival.unlearning", "unlearn_method")
-    calls += forbid(monkeypatch, "revival.models", "load_model")
+    calls = forbid(monkeypatch, "revival.unlearn.run", "unlearn")
+    calls += forbid(monkeypatch, "revival.unlearn.run", "unlearn_method")
+    calls += forbid(monkeypatch, "revival.model.loader", "load_model")
     out, extra = tmp_path / "pruned", []
     if case == "existing output":
         out.mkdir()
@@ -213,7 +213,7 @@ def test_testbed_training_checks_its_output_before_training(tmp_path, capsys, mo
 
 
 def test_audit_checks_its_folder_before_any_work(tiny_unet, tmp_path, capsys, monkeypatch):
-    calls = forbid(monkeypatch, "revival.audit", "audit")
+    calls = forbid(monkeypatch, "revival.audit.run", "audit")
     (tmp_path / "audit").mkdir()
     (tmp_path / "audit" / "audit.json").write_text("{}")
     rc, _, err = run(capsys, "audit", "--release", tiny_unet.pruned_dir, "--concept", "sneaker", "-o",
@@ -242,7 +242,7 @@ def test_score_and_audit_take_original_testbed(tmp_path, capsys, monkeypatch):
     from safetensors.torch import save_file
 
     from revival.cli.options import testbed_unet
-    from revival.layers import select_layers
+    from revival.release.layers import select_layers
 
     ckpt = load_checkpoint(testbed_unet())
     state = {k: ckpt.tensors[k].clone() for k in ckpt.tensors}
@@ -269,7 +269,7 @@ def test_score_and_audit_take_original_testbed(tmp_path, capsys, monkeypatch):
         seen.update(kwargs, release=release)
         return Result()
 
-    monkeypatch.setattr("revival.audit.audit", fake_audit)
+    monkeypatch.setattr("revival.audit.run.audit", fake_audit)
     rc, out, _ = run(capsys, "audit", "--release", tmp_path / "pruned.safetensors", "--concept", "sneaker",
                      "--original", "testbed", "--task", "artists", "-o", tmp_path / "a", "--device", "cpu",
                      "--dtype", "float16", "--quiet")

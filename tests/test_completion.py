@@ -146,7 +146,7 @@ import os
 
 from revival.attack import AttackConfig, revive
 from revival.attack.partners import find_partner, side_info
-from revival.masks import synthetic_prune_mask
+from revival.release.masks import synthetic_prune_mask
 
 
 def test_regress_leaves_unknown_side_entries_out_of_the_fit():

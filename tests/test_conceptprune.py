@@ -254,7 +254,7 @@ def test_task_prompts_from_word_lists():
 
 def test_reference_pairs_for_church_and_garbage_truck():
     """The paper's two objects with their own (base, target) pairs come from the registry."""
-    from revival.concepts import lookup, registry, unlearning_prompts
+    from revival.concepts.catalog import lookup, registry, unlearning_prompts
     from revival.unlearn.conceptprune import task_prompts
 
     t, b = task_prompts("objects", "church")

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from revival.attack.replay import locate_replay, old_stream
+from revival.attack.attackers.replay import locate_replay, old_stream
 from revival.defense import SEED_WARNING, apply_defense
 from revival.defense.resample import resample, unit_axis
 from revival.errors import RevivalError
-from revival.exposure import release_exposure, repeated_values
-from revival.masks import synthetic_prune_mask
+from revival.release.exposure import release_exposure, repeated_values
+from revival.release.masks import synthetic_prune_mask
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_replay_finds_nothing_in_a_wide_secretly_filled_layer_nor_in_zeros():
 def test_old_stream_is_the_old_draw():
     """The replay's stream is the old fill's: mean + std x torch.randn from item_seed(seed, name)."""
     from revival.defense.base import obfuscate_matrix
-    from revival.seeding import item_seed
+    from revival.runtime.seeding import item_seed
 
     w = torch.randn(8, 64, generator=torch.Generator().manual_seed(1))
     w[:, ::4] = 0

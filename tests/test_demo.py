@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from revival.errors import RevivalError
-from revival.report import STAGES, concept_table, image_grid, markdown_table, validate_report
+from revival.story.demo_report import STAGES, concept_table, image_grid, markdown_table, validate_report
 
 
 def _check_shape(report: dict) -> None:

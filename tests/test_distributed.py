@@ -50,7 +50,7 @@ def test_unlearn_statistics_all_reduced(tmp_path):
 
 AGREE = """
 import os, sys
-from revival.distributed import agree
+from revival.runtime.distributed import agree
 from revival.errors import RevivalError
 try:
     agree("config-" + os.environ["RANK"] if os.environ.get("DISAGREE") else "same", "the experiment config")

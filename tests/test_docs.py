@@ -158,7 +158,7 @@ def test_the_design_notes_name_every_module():
         if len(rel.parts) == 1:
             ok = any(f"`{rel.name}`" in first for first, _ in rows)
         else:
-            pkg = f"`{rel.parts[0]}/`"
+            pkg = "`" + "/".join(rel.parts[:-1]) + "/`"
             ok = any(pkg in first and f"`{rel.name}`" in second for first, second in rows)
         if not ok:
             missing.append(rel.as_posix())

@@ -18,8 +18,8 @@ FAST = dict(steps=20, batch=8, lr=3e-4, seed=0)
 
 @pytest.fixture(scope="module")
 def testbed():
-    from revival.denoise import Denoiser
-    from revival.models import load_model
+    from revival.model.denoise import Denoiser
+    from revival.model.loader import load_model
     from revival.unlearn import testbed_data
 
     model = load_model("testbed", device="cpu")
@@ -117,7 +117,7 @@ def test_the_cli_refuses_bad_options_in_one_sentence_and_writes_nothing(tmp_path
 
 
 def test_erase_checks_the_method_before_loading_anything(tmp_path):
-    from revival.unlearning import erase
+    from revival.unlearn.run import erase
 
     with pytest.raises(RevivalError, match="unknown erasure method 'forget'"):
         erase("forget", tmp_path / "no-such-model", CONCEPT, tmp_path / "out", config=ErasureConfig())
@@ -136,7 +136,7 @@ def tiny_sd(tmp_path_factory):
 @pytest.mark.parametrize("method", sorted(set(ERASURES.names()) | {"robust"}))
 def test_every_erasure_runs_on_a_local_sd_folder(tiny_sd, tmp_path, method):
     from revival.io import load_checkpoint
-    from revival.unlearning import erase
+    from revival.unlearn.run import erase
 
     if method not in ERASURES:
         pytest.skip(f"{method!r} is not registered (yet)")

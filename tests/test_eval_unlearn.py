@@ -6,7 +6,7 @@ seeds, the example configs, the cache, and bad input.
 Every stage is built once for the module (a shared cache folder) with the example configs'
 settings (the demo's defaults) but fewer images (`FEW`: the least-damage search's validation
 images, the images that pick the strongest attacker and the images judged; the demo gets the same
-numbers); the demo's figures come from `revival.demo.run_demo` itself, with an evaluator that
+numbers); the demo's figures come from `revival.story.demo.run_demo` itself, with an evaluator that
 judges the concept and one preserved class only (the erased figure is over the same rows as the
 full demo's)."""
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_eval_unlearn_plugins_lists_the_four_techniques():
 def demo_report(tmp_path_factory):
     """`revival demo`'s report for the example's concept with the demo's defaults but `FEW` images,
     judged on the concept and one preserved class (IMAGES held-out images each, seeds from 1000)."""
-    from revival.demo import DemoConfig, run_demo, testbed_evaluator
+    from revival.story.demo import DemoConfig, run_demo, testbed_evaluator
 
     def evaluator(pipeline, classes, concept, seeds_per_class, config, first_seed=None):
         keep = [concept] if len(classes) == 1 else [concept, "sandal"]
@@ -233,7 +233,7 @@ def test_without_eval_unlearn_one_sentence(monkeypatch):
 
 
 def test_revival_imports_nothing_of_eval_unlearn():
-    code = ("import sys, revival, revival.cli, revival.demo, revival.audit, revival.card; "
+    code = ("import sys, revival, revival.cli, revival.story.demo, revival.audit.run, revival.audit.card; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'eval_unlearn' or 'eval_unlearn' in m))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -232,7 +232,7 @@ def test_cli_errors(tmp_path, capsys):
 def test_image_cache_is_keyed_by_the_weights_content(tmp_path):
     """Re-attacking into the same UNet path and evaluating again must not reuse the old images:
     the folder records the UNet's content digest, and other weights are refused."""
-    from revival.models import load_model
+    from revival.model.loader import load_model
 
     rows = default_prompts(["bag", "sneaker"], 1)
     unet_path = tmp_path / "attacked-unet"

@@ -83,7 +83,7 @@ def test_reproduce_from_the_manifest(first):
     man["model_files"]["unet/config.json"] = "0" * 64
     (first / "changed.json").write_text(json.dumps(man))
     with pytest.raises(RevivalError, match="differ from the manifest"):
-        from revival.experiment import reproduce
+        from revival.story.experiment import reproduce
 
         reproduce(first / "changed.json", first / "d", device="cpu", progress=False)
     assert not (first / "d").exists()
@@ -127,7 +127,7 @@ def test_bad_stage_model_folder_and_other_experiment(tmp_path, capsys, first):
 
 
 def test_defense_method_is_read(tmp_path):
-    from revival.experiment import load_config
+    from revival.story.experiment import load_config
 
     cfg = tmp_path / "d.toml"
     cfg.write_text(SMALL + "[defense]\nmethod = 'resample'\n")
@@ -135,8 +135,8 @@ def test_defense_method_is_read(tmp_path):
 
 
 def test_shipped_config_names_every_testbed_concept():
-    from revival.concepts import registry
-    from revival.experiment import STAGES, load_config
+    from revival.concepts.catalog import registry
+    from revival.story.experiment import STAGES, load_config
     from revival.testbed import CLASSES
 
     cfg = load_config("testbed")

@@ -7,7 +7,7 @@ import torch
 from conftest import FF2, file_bytes
 
 from revival.io import TensorStore, check_output_path, diffusers_to_ldm, ldm_to_diffusers, load_checkpoint, save_checkpoint, write_report
-from revival.layers import DEFAULT_LAYERS, check_finite, select_layers
+from revival.release.layers import DEFAULT_LAYERS, check_finite, select_layers
 from revival.errors import RevivalError
 
 BYTE_EXACT = ["folder", "folder_fp16", "folder_bf16", "folder_sharded", "safetensors_fp16",

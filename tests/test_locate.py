@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from revival.attack.locate import locate, residual_scores
+from revival.attack.attackers.residual import locate, residual_scores
 from revival.defense.obfuscate import obfuscate_matrix
 from revival.errors import RevivalError
-from revival.masks import synthetic_prune_mask
+from revival.release.masks import synthetic_prune_mask
 
 
 def _planted(seed: int = 0, side: bool = False):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from revival.errors import RevivalError
-from revival.masks import MaskReport, mask_report, mask_stats, pruned_mask, synthetic_prune_mask
+from revival.release.masks import MaskReport, mask_report, mask_stats, pruned_mask, synthetic_prune_mask
 
 
 def test_pruned_mask_is_exact_zeros_of_either_sign():
@@ -61,8 +61,8 @@ def test_synthetic_mask_is_column_clustered_and_seeded():
 # --------------------------------------------------------------------------- found by their zeros
 import os
 
-from revival.layers import detect_pruned_layers, target_layers
-from revival.masks import chance_zeros, guess_method, layer_zero_test, poisson_tail, rounding_zero_bound, zero_pattern
+from revival.release.layers import detect_pruned_layers, target_layers
+from revival.release.masks import chance_zeros, guess_method, layer_zero_test, poisson_tail, rounding_zero_bound, zero_pattern
 
 
 def _minilm():
@@ -137,7 +137,7 @@ def test_zero_pattern_columns_all_and_none():
 
 def test_guess_method_over_layers():
     def layer(name, method, kind="entries"):
-        from revival.masks import PrunedLayer, ZeroPattern
+        from revival.release.masks import PrunedLayer, ZeroPattern
 
         return PrunedLayer(name, (4, 4), "float32", 3, 0.0, 0.0,
                            ZeroPattern(3, 0.2, kind, 0, 0, 0.0, 0.0, 1.0, 1.0, 1.0, method))

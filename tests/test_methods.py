@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from revival.cli import main as cli
-from revival.layers import detect_pruned_layers
-from revival.masks import guess_method
+from revival.release.layers import detect_pruned_layers
+from revival.release.masks import guess_method
 from revival.unlearn.conceptprune import apply_masks, concept_prompts
 from revival.unlearn.methods import CONCEPTPRUNE_MODULES, make_masks
 
@@ -149,7 +149,7 @@ def test_full_single_file_with_text_encoder_every_pruned_layer_found_and_attacke
 
     from conftest import to_ldm_full
     from revival.io import diffusers_to_ldm
-    from revival.masks import synthetic_prune_mask
+    from revival.release.masks import synthetic_prune_mask
 
     sd = {k: v.clone() for k, v in tiny_unet.original.items()}
     g = torch.Generator().manual_seed(9)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from revival.errors import RevivalError
-from revival.metrics import score, score_matrix
+from revival.attack.recovery import score, score_matrix
 
 
 def test_score_on_a_hand_made_case():

@@ -9,7 +9,7 @@ import torch
 
 from revival.attack.attackers import ATTACKERS
 from revival.errors import RevivalError
-from revival.verdict import combine, decide, decide_relearning
+from revival.audit.verdict import combine, decide, decide_relearning
 
 DREW = {"draws_concept": True, "erased": 0.95, "floor": 0.5}
 
@@ -97,7 +97,7 @@ def _nl_folder(tmp_path, record: dict | None, name="testbed.json"):
 
 
 def test_a_never_learned_model_must_say_it_never_learned_the_audited_concept(tmp_path):
-    from revival.never_learned import check_never_learned, load_never_learned
+    from revival.audit.never_learned import check_never_learned, load_never_learned
     from revival.testbed.pipeline import TESTBED_UNET_DIR
 
     with pytest.raises(RevivalError, match="does not say which concept"):
@@ -120,7 +120,7 @@ def test_a_never_learned_model_must_say_it_never_learned_the_audited_concept(tmp
 
 
 def test_a_dense_release_is_attacked_in_every_feed_forward_linear():
-    from revival.layers import audit_layers, is_dense_change
+    from revival.release.layers import audit_layers, is_dense_change
 
     g = torch.Generator().manual_seed(0)
     model = {f"down.{i}.transformer_blocks.0.ff.net.2.weight": torch.randn(4, 8, generator=g) for i in range(3)}
@@ -148,7 +148,7 @@ def _audit(tmp_path, release, *extra, concept="sneaker", out="audit"):
 
 
 def test_the_never_learned_model_audited_as_a_release_gets_nothing_beyond_itself(tmp_path, capsys):
-    from revival.never_learned import shipped_never_learned
+    from revival.audit.never_learned import shipped_never_learned
 
     nl = shipped_never_learned("sneaker")
     assert nl is not None, "the testbed ships the never-learned model of its demo concept"
@@ -177,7 +177,7 @@ def test_the_never_learned_model_audited_as_a_release_gets_nothing_beyond_itself
 
 @pytest.mark.parametrize("case", ["another concept", "no record", "zero budget", "non-images", "too few images"])
 def test_bad_calibration_input_is_refused_before_any_work(case, tmp_path, capsys):
-    from revival.never_learned import shipped_never_learned
+    from revival.audit.never_learned import shipped_never_learned
     from revival.testbed.pipeline import TESTBED_UNET_DIR
 
     extra = []

@@ -4,7 +4,7 @@ import torch
 from conftest import file_bytes
 
 from revival.io import load_checkpoint
-from revival.layers import select_layers
+from revival.release.layers import select_layers
 from revival.defense.obfuscate import defend, obfuscate, obfuscate_matrix, strip_pruning_metadata
 from revival.errors import RevivalError
 

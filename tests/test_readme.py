@@ -15,7 +15,7 @@ Not run, by rule:
 
 Replaced, by rule: a `revival unlearn ... --method robust -o OUT` line retrains the testbed for
 minutes; its output is the release the same command wrote into the package
-(`revival.demo_holds.shipped_robust`), copied to OUT with its report, after checking that the
+(`revival.story.demo_holds.shipped_robust`), copied to OUT with its report, after checking that the
 report names the same method and concept. The robust erasure itself runs in
 tests/test_erasures.py; the walkthrough's later lines (the audit that must pass) run as written.
 
@@ -93,7 +93,7 @@ def _robust_copy(cmd: str) -> int:
     import json
     import shutil
 
-    from revival.demo_holds import shipped_robust
+    from revival.story.demo_holds import shipped_robust
 
     args = shlex.split(cmd)[1:]
     concept, out = args[args.index("--concept") + 1], Path(args[args.index("-o") + 1])

@@ -1,4 +1,4 @@
-"""The relearning attacker (`revival.attack.relearn`, `revival relearn`): on the testbed's
+"""The relearning attacker (`revival.attack.attackers.relearn`, `revival relearn`): on the testbed's
 ConceptPrune-erased sneaker, on a tiny random Stable Diffusion, and its refusals of bad input."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from revival.attack.relearn import (RELEARN_BUDGETS, RelearnBudget, RelearnConfig, relearn_images,
+from revival.attack.attackers.relearn import (RELEARN_BUDGETS, RelearnBudget, RelearnConfig, relearn_images,
                                     relearn_state)
 from revival.errors import RevivalError
 
@@ -18,7 +18,7 @@ CONCEPT, OTHER = "sneaker", "bag"
 def testbed():
     """The testbed (fp32, CPU), its own UNet state, and a strong ConceptPrune erasure of the
     sneaker (skill ratio 0.1: its loss rises well above the original's, leaving much to relearn)."""
-    from revival.models import load_model
+    from revival.model.loader import load_model
     from revival.testbed.text import CLASSES
     from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_prompts, conceptprune
 
@@ -66,7 +66,7 @@ def test_relearning_changes_the_state_restores_the_model_and_is_seeded(testbed):
 
 def _held_out_loss(model, state, cls, images) -> float:
     """The denoising loss of `images` of `cls` under `state`, at fixed timesteps and noise."""
-    from revival.denoise import Denoiser
+    from revival.model.denoise import Denoiser
     from revival.testbed.text import class_captions
 
     d, own = Denoiser(model), {k: v.clone() for k, v in model.unet.state_dict().items()}
@@ -84,7 +84,7 @@ def _held_out_loss(model, state, cls, images) -> float:
 def test_relearning_on_the_concept_brings_the_concept_back(testbed):
     """K=16, S=30 on real sneakers lowers held-out sneakers' loss more than bags', and more than
     the same budget spent on bags does: the training images matter, not the steps alone."""
-    from revival.concept_images import testbed_images
+    from revival.concepts.images import testbed_images
 
     model, _, erased = testbed
     budget = RelearnBudget(16, 30)
@@ -133,13 +133,13 @@ def _pngs(folder, n, extra=None):
 
 @pytest.mark.parametrize("case", ["more images than the folder", "a text file", "zero steps", "other shapes"])
 def test_cli_relearn_refuses_bad_input_before_any_work(case, tiny_unet, tmp_path, capsys, monkeypatch):
-    import revival.models
+    import revival.model.loader
     from revival.cli import main
 
     def never(*a, **k):
         raise AssertionError("the model was loaded although the input was bad")
 
-    monkeypatch.setattr(revival.models, "load_model", never)
+    monkeypatch.setattr(revival.model.loader, "load_model", never)
     folder = _pngs(tmp_path / "imgs", 3, extra="notes.txt" if case == "a text file" else None)
     release = tiny_unet.pruned_dir if case == "other shapes" else "testbed"
     images, steps = {"more images than the folder": ("5", "2"), "zero steps": ("2", "0")}.get(case, ("2", "2"))
@@ -157,8 +157,8 @@ def test_relearn_on_a_tiny_stable_diffusion(tmp_path, capsys):
     from tiny_models import make_tiny_sd
 
     from revival.cli import main
-    from revival.denoise import Denoiser
-    from revival.models import load_model
+    from revival.model.denoise import Denoiser
+    from revival.model.loader import load_model
 
     sd = make_tiny_sd(tmp_path)
     folder = _pngs(tmp_path / "imgs", 3)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from revival.attack.attackers import ATTACKERS, AttackContext, run_attacker
-from revival.audit import AuditConfig, audit_states, heldout_prompts
+from revival.audit.run import AuditConfig, audit_states, heldout_prompts
 from revival.errors import RevivalError
-from revival.verdict import EXIT_CODES, decide
+from revival.audit.verdict import EXIT_CODES, decide
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 PROJ = r"transformer_blocks\.\d+\.ff\.net\.0\.proj$"
@@ -99,7 +99,7 @@ def test_attackers_that_crash_leave_the_verdict_inconclusive(testbed, conceptpru
     def boom(*a, **k):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr("revival.attack.ladder.run_attacker", boom)   # every rung of the ladder crashes
+    monkeypatch.setattr("revival.attack.attackers.ladder.run_attacker", boom)   # every rung of the ladder crashes
     rows = heldout_prompts(pipe.classes, "sneaker", 8, 1)
     res, _ = audit_states(pipe, state, release, layers, "sneaker", rows, clf, AuditConfig(erased_images=8))
     assert {a["status"] for a in res.attacks.values()} == {"errored"}
@@ -108,7 +108,7 @@ def test_attackers_that_crash_leave_the_verdict_inconclusive(testbed, conceptpru
 
 
 def test_a_model_that_never_drew_the_concept_is_inconclusive(testbed):
-    from revival.masks import synthetic_prune_mask
+    from revival.release.masks import synthetic_prune_mask
 
     pipe, state, clf = testbed
     g = torch.Generator().manual_seed(0)
@@ -181,7 +181,7 @@ def test_every_attacker_revives_through_the_attack_path(testbed):
     partners treated as missing): on a release pruned in both linears, the zeros attacker writes
     exactly what `revive` writes."""
     from revival.attack.revive import AttackConfig, revive
-    from revival.masks import synthetic_prune_mask
+    from revival.release.masks import synthetic_prune_mask
 
     _, state, _ = testbed
     release = dict(state)
@@ -200,7 +200,7 @@ def test_every_attacker_revives_through_the_attack_path(testbed):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 def test_method_aware_on_any_device_matches_the_cpu_reference(testbed, conceptprune_release, device):
     """Statistics collected on the pipeline's device meet the weights on one device."""
-    from revival.attack.activations import release_activations
+    from revival.attack.attackers.activations import release_activations
     from revival.unlearn.conceptprune import concept_prompts
 
     pipe, state, _ = testbed
@@ -209,7 +209,7 @@ def test_method_aware_on_any_device_matches_the_cpu_reference(testbed, conceptpr
     ref = run_attacker("method-aware", release, layers, AttackContext(
         prompts=prompts, activations=release_activations(pipe, release, 10, layers=layers)))[0]
     from revival.attack.config import AttackConfig
-    from revival.models import load_model
+    from revival.model.loader import load_model
 
     dev_pipe = load_model("testbed", device=device, dtype="fp32")
     dev_release = {k: v.to(device) for k, v in release.items()}
@@ -225,7 +225,7 @@ def test_method_aware_on_any_device_matches_the_cpu_reference(testbed, conceptpr
 # ---------------------------------------------------------------- research runs
 
 def test_reproduce_refuses_changed_inputs(tmp_path):
-    from revival.experiment import ExperimentConfig, manifest, reproduce
+    from revival.story.experiment import ExperimentConfig, manifest, reproduce
 
     csv = tmp_path / "p.csv"
     csv.write_text("case_number,prompt,class,seed\n0,a photo of a sneaker,sneaker,1000\n1,a bag,bag,1000\n")
@@ -247,7 +247,7 @@ def test_reproduce_refuses_changed_inputs(tmp_path):
 
 
 def test_the_obfuscated_attack_stage_runs_every_attacker(tmp_path):
-    from revival.experiment import ExperimentConfig, run_experiment
+    from revival.story.experiment import ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig.from_dict({"model": "testbed", "concepts": [{"name": "sneaker"}], "seeds_per_class": 1,
                                       "inference_steps": 4, "unlearn_steps": 3,
@@ -274,12 +274,12 @@ def test_auditing_a_concept_the_release_did_not_erase_is_inconclusive(testbed, c
 
 
 def test_changes_no_attacker_can_revive_leave_the_verdict_inconclusive(testbed, conceptprune_release):
-    from revival.verdict import decide
+    from revival.audit.verdict import decide
 
     pipe, state, _ = testbed
     release, layers = conceptprune_release(pipe, state, "sneaker")
     release["conv_in.weight"] = release["conv_in.weight"] * 1.01      # a change outside any matrix
-    from revival.audit import uncovered_changes
+    from revival.audit.run import uncovered_changes
 
     assert uncovered_changes(state, release, layers) == ["conv_in.weight"]
     ok = {n: {"status": "ran", "gain": 0.0, "gain_ci95": [-0.01, 0.01]} for n in ATTACKERS}

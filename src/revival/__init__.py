@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import importlib
 
-from .attack import AttackConfig, AttackResult, LayerResult, revive
-from .attack.revive import revive_checkpoint
-from .inspect import exposure, inspect_checkpoint
-from .intervals import Proportion, paired_difference, wilson
-from .io import Checkpoint, load_checkpoint, save_checkpoint
-from .layers import DEFAULT_LAYERS, detect_pruned_layers, select_layers, target_layers
-from .defense.obfuscate import ObfuscateResult, defend, obfuscate
-from .errors import RevivalError
-from .masks import MaskReport, guess_method, mask_report, pruned_mask, zero_pattern
-from .metrics import ScoreResult, score, score_checkpoints
+from revival.attack import AttackConfig, AttackResult, LayerResult, revive
+from revival.attack.revive import revive_checkpoint
+from revival.release.inspect import exposure, inspect_checkpoint
+from revival.intervals import Proportion, paired_difference, wilson
+from revival.io import Checkpoint, load_checkpoint, save_checkpoint
+from revival.release.layers import DEFAULT_LAYERS, detect_pruned_layers, select_layers, target_layers
+from revival.defense.obfuscate import ObfuscateResult, defend, obfuscate
+from revival.errors import RevivalError
+from revival.release.masks import MaskReport, guess_method, mask_report, pruned_mask, zero_pattern
+from revival.attack.recovery import ScoreResult, score, score_checkpoints
 
 __version__ = "0.1.0"
 
@@ -36,36 +36,36 @@ _LAZY = {
     "conceptprune": "revival.unlearn.conceptprune",
     "ErasureConfig": "revival.unlearn.erasures",
     "ERASURES": "revival.unlearn",
-    "erase": "revival.unlearning",
-    "unlearn_method": "revival.unlearning",
+    "erase": "revival.unlearn.run",
+    "unlearn_method": "revival.unlearn.run",
     "load_pipeline": "revival.testbed",
     "CLASSES": "revival.testbed",
     "EvalResult": "revival.evaluate",
     "evaluate_concept": "revival.evaluate",
     "generate": "revival.evaluate",
     "get_classifier": "revival.evaluate",
-    "DemoConfig": "revival.demo",
-    "AuditConfig": "revival.audit",
-    "AuditResult": "revival.audit_result",
-    "audit_states": "revival.audit",
-    "decide": "revival.verdict",
-    "exit_code": "revival.verdict",
-    "model_card": "revival.card",
-    "strongest_attack": "revival.strongest",
+    "DemoConfig": "revival.story.demo",
+    "AuditConfig": "revival.audit.run",
+    "AuditResult": "revival.audit.result",
+    "audit_states": "revival.audit.run",
+    "decide": "revival.audit.verdict",
+    "exit_code": "revival.audit.verdict",
+    "model_card": "revival.audit.card",
+    "strongest_attack": "revival.attack.attackers.strongest",
     "run_attacker": "revival.attack.attackers",
     "AttackContext": "revival.attack.attackers",
     "apply_defense": "revival.defense",
-    "run_demo": "revival.demo",
+    "run_demo": "revival.story.demo",
     "least_damage": "revival.unlearn.least_damage",
     "feature_distance": "revival.evaluate.fid",
-    "load_model": "revival.models",
-    "ExperimentConfig": "revival.experiment",
-    "load_config": "revival.experiment",
-    "run_experiment": "revival.experiment",
-    "relearn_state": "revival.attack.relearn",
-    "RelearnBudget": "revival.attack.relearn",
-    "RELEARN_BUDGETS": "revival.attack.relearn",
-    "load_never_learned": "revival.never_learned",
+    "load_model": "revival.model.loader",
+    "ExperimentConfig": "revival.story.experiment",
+    "load_config": "revival.story.experiment",
+    "run_experiment": "revival.story.experiment",
+    "relearn_state": "revival.attack.attackers.relearn",
+    "RelearnBudget": "revival.attack.attackers.relearn",
+    "RELEARN_BUDGETS": "revival.attack.attackers.relearn",
+    "load_never_learned": "revival.audit.never_learned",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .errors import RevivalError
+from revival.errors import RevivalError
 
 
 class Registry:

@@ -39,10 +39,10 @@ from typing import Callable
 
 import torch
 
-from ..errors import RevivalError
-from .lowrank import Completion, column_mean_fill, holdout_mask, kept_sign_accuracy  # noqa: F401 (public names)
-from .regress import regress
-from .svt import softimpute, svt
+from revival.errors import RevivalError
+from revival.attack.lowrank import Completion, column_mean_fill, holdout_mask, kept_sign_accuracy  # noqa: F401 (public names)
+from revival.attack.regress import regress
+from revival.attack.svt import softimpute, svt
 
 
 Solver = Callable[..., Completion]

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import RevivalError
-from .completion import SOLVERS
-from .magnitudes import MAGNITUDES
+from revival.errors import RevivalError
+from revival.attack.completion import SOLVERS
+from revival.attack.magnitudes import MAGNITUDES
 
 # solvers that take side information (the partner matrix's vectors of the same hidden units)
 SOLVERS_TAKE_SIDE = frozenset({"regress"})

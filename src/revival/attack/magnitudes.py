@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 
 def row_stats(w: torch.Tensor, surviving: torch.Tensor, chunk: int = 128) -> dict[str, torch.Tensor]:

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..seeding import item_seed
-from .completion import complete
-from .magnitudes import get_magnitude
-from .signs import top_k_signs
+from revival.runtime.seeding import item_seed
+from revival.attack.completion import complete
+from revival.attack.magnitudes import get_magnitude
+from revival.attack.signs import top_k_signs
 
 if TYPE_CHECKING:
-    from .config import AttackConfig
+    from revival.attack.config import AttackConfig
 
 
 def side_features(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int, int],

@@ -15,7 +15,7 @@ When the partner is itself pruned (CAD-Erase prunes both linears), its pruned en
 unknown: `side_missing` marks them so the solver leaves those rows out of each column's fit,
 and the side values there are a first, side-free estimate of the partner (`fill`).
 
-Pairs known by name (`revival.pairs`: diffusers UNet, CLIP and BERT-style text encoders):
+Pairs known by name (`revival.release.pairs`: diffusers UNet, CLIP and BERT-style text encoders):
 ``ff.net.0.proj`` -> ``ff.net.2``; ``mlp.fc1`` -> ``mlp.fc2``; ``intermediate.dense`` ->
 ``output.dense`` (not ``attention.output.dense``); and the attention value chain
 ``to_v`` -> ``to_out.0`` (validated like every other side information).
@@ -27,15 +27,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ..masks import layer_zero_test
-from ..pairs import present_partner
-from ..seeding import item_seed
-from .completion import complete
-from .config import SOLVERS_TAKE_SIDE
-from .magnitudes import get_magnitude
-from .matrix import revive_matrix, side_features
-from .rows import RowEstimate, estimate_unit_rows
-from .signs import top_k_signs
+from revival.release.masks import layer_zero_test
+from revival.release.pairs import present_partner
+from revival.runtime.seeding import item_seed
+from revival.attack.completion import complete
+from revival.attack.config import SOLVERS_TAKE_SIDE
+from revival.attack.magnitudes import get_magnitude
+from revival.attack.matrix import revive_matrix, side_features
+from revival.attack.rows import RowEstimate, estimate_unit_rows
+from revival.attack.signs import top_k_signs
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Partner:
 
 
 def find_partner(name: str, tensors: Mapping[str, torch.Tensor]) -> Partner | None:
-    """The partner of `name` present in `tensors` (`revival.pairs`), or None."""
+    """The partner of `name` present in `tensors` (`revival.release.pairs`), or None."""
     p = present_partner(name, tensors)
     return Partner(*p) if p is not None else None
 

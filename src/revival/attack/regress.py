@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import RevivalError
-from .lowrank import Completion, column_mean_fill, holdout_mask, init_basis, kept_sign_accuracy
+from revival.errors import RevivalError
+from revival.attack.lowrank import Completion, column_mean_fill, holdout_mask, init_basis, kept_sign_accuracy
 
 
 def _left_basis(x: torch.Tensor, k: int, seed: int, power: int = 4,

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..errors import RevivalError
-from .config import SOLVERS_TAKE_SIDE, AttackConfig
-from .matrix import revive_matrix, side_features
-from .partners import revive_layer
+from revival.errors import RevivalError
+from revival.attack.config import SOLVERS_TAKE_SIDE, AttackConfig
+from revival.attack.matrix import revive_matrix, side_features
+from revival.attack.partners import revive_layer
 
 __all__ = ["AttackConfig", "AttackResult", "LayerResult", "SOLVERS_TAKE_SIDE", "revive", "revive_checkpoint",
            "revive_matrix", "side_features"]
@@ -101,7 +101,7 @@ def revive(
     """
     config = config or AttackConfig()
     device = torch.device(config.device) if config.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from ..layers import check_matrices
+    from revival.release.layers import check_matrices
 
     check_matrices(tensors, layers, "the attack")
     if not any(bool((tensors[n] == 0).any()) for n in layers):
@@ -145,9 +145,9 @@ def revive_checkpoint(path, output, config: AttackConfig | None = None, *, layer
     without `overwrite`) raises RevivalError before anything is written; an interruption leaves
     no output. Returns the report dict (also written to disk).
     """
-    from ..io import CheckpointWriter, TensorStore, load_checkpoint, plan_outputs, write_report
-    from ..layers import check_finite, target_layers
-    from ..masks import MaskReport, mask_stats
+    from revival.io import CheckpointWriter, TensorStore, load_checkpoint, plan_outputs, write_report
+    from revival.release.layers import check_finite, target_layers
+    from revival.release.masks import MaskReport, mask_stats
 
     t0 = time.perf_counter()
     ckpt = load_checkpoint(path)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..intervals import wilson
+from revival.intervals import wilson
 
 
 @dataclass

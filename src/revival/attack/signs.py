@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 
 def top_k_signs(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .lowrank import Completion, column_mean_fill, init_basis
+from revival.attack.lowrank import Completion, column_mean_fill, init_basis
 
 
 # --------------------------------------------------------------------------- reference recipe

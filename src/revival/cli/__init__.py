@@ -12,12 +12,12 @@ import os
 import signal
 import sys
 
-from ..errors import RevivalError
-from .options import Parser, global_options
+from revival.errors import RevivalError
+from revival.cli.options import Parser, global_options
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import audit, core, demo, evaluate, experiment, relearn, testbed, unlearn
+    from revival.cli import audit, core, demo, evaluate, experiment, relearn, testbed, unlearn
 
     parser = global_options(Parser(
         prog="revival",
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     audit: 3 fail, 4 inconclusive; 130 Ctrl-C; 143 SIGTERM)."""
     import threading
 
-    from .._threads import set_threads
-    from .quiet import quiet
+    from revival.runtime.threads import set_threads
+    from revival.cli.quiet import quiet
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None

@@ -1,6 +1,6 @@
 """`python -m revival.cli ...` runs the `revival` command."""
 import sys
 
-from . import main
+from revival.cli import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """`revival audit`: every attacker against a release -> a verdict: pass (exit 0), fail (exit 3) or
-inconclusive (exit 4; `revival.verdict`).
+inconclusive (exit 4; `revival.audit.verdict`).
 
-Thin: parse, check the output folder, call `revival.audit.audit`, print the one-screen summary
+Thin: parse, check the output folder, call `revival.audit.run.audit`, print the one-screen summary
 (quiet: the verdict line alone, always printed). Bad input (a release that does not belong to the
 model, one that is not pruned, an unknown concept, ...) is one sentence and exit 2
 (`revival.cli.main`), with nothing written, so a publisher's CI can stop a release that can be
@@ -9,11 +9,11 @@ revived and tell it from a broken call.
 """
 from __future__ import annotations
 
-from . import options as O
+from revival.cli import options as O
 
 
 def register(sub) -> None:
-    from ..attack.attackers import ATTACKERS
+    from revival.attack.attackers import ATTACKERS
 
     p = O.verb(sub, "audit", "can this release be revived from the release alone? (exit 0 pass, 3 fail, "
                              "4 inconclusive)",
@@ -53,7 +53,7 @@ def register(sub) -> None:
 
 
 def _budgets(values) -> tuple[tuple[int, int], ...]:
-    from ..errors import RevivalError
+    from revival.errors import RevivalError
 
     out = []
     for v in values or ():
@@ -70,9 +70,9 @@ def _audit(args) -> int:
     nl = False if args.never_learned is not None and args.never_learned.lower() == "none" else args.never_learned
     inputs += [nl] if nl else []
     O.plan({"the output": args.out}, inputs, overwrite=args.overwrite, folders={"the output": True})
-    from ..attack import AttackConfig
-    from ..audit import AuditConfig, audit
-    from ..verdict import exit_code
+    from revival.attack import AttackConfig
+    from revival.audit.run import AuditConfig, audit
+    from revival.audit.verdict import exit_code
 
     attack = AttackConfig() if args.seed is None else AttackConfig(seed=args.seed)
     config = AuditConfig(max_gain=args.max_gain, attackers=tuple(args.attackers), erased_images=args.erased_images,

@@ -16,11 +16,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import options as O
+from revival.cli import options as O
 
 
 def register(sub) -> None:
-    from ..attack.attackers import LOCATORS
+    from revival.attack.attackers import LOCATORS
 
     p = O.verb(sub, "inspect", "format, dtype, target layers and pruned positions of a checkpoint",
                "Describe a UNet checkpoint (diffusers folder, .safetensors, .ckpt/.pt): format, naming, dtypes, the "
@@ -85,7 +85,7 @@ def register(sub) -> None:
 
 def _outputs(args, inputs) -> Path:
     """Check the checkpoint output and its report before any work; returns the report path."""
-    from ..io.outputs import default_report_path
+    from revival.io.outputs import default_report_path
 
     report = args.report if args.report is not None else default_report_path(args.out)
     O.plan({"the output": args.out, "the report": report}, inputs, overwrite=args.overwrite,
@@ -96,9 +96,9 @@ def _outputs(args, inputs) -> Path:
 # --------------------------------------------------------------------------- verbs
 
 def _inspect(args) -> int:
-    from ..masks import MaskReport, MaskStats
+    from revival.release.masks import MaskReport, MaskStats
 
-    from ..inspect import inspect_checkpoint
+    from revival.release.inspect import inspect_checkpoint
 
     info = inspect_checkpoint(O.checkpoint_path(args.checkpoint), args.layers)
     if args.json:
@@ -114,7 +114,7 @@ def _inspect(args) -> int:
     stats = MaskReport(tuple(MaskStats(**{**s, "shape": tuple(s["shape"])}) for s in info["pruned"]["layers"]))
     print(stats.table())
     if info.get("found"):
-        from ..masks import PrunedLayer, ZeroPattern, pruned_layers_table
+        from revival.release.masks import PrunedLayer, ZeroPattern, pruned_layers_table
 
         found = [PrunedLayer(**{**d, "shape": tuple(d["shape"]), "pattern": ZeroPattern(**d["pattern"])})
                  for d in info["found"]["layers"]]
@@ -126,7 +126,7 @@ def _inspect(args) -> int:
 
 
 def _attack(args) -> int:
-    from ..attack.revive import AttackConfig, revive_checkpoint
+    from revival.attack.revive import AttackConfig, revive_checkpoint
 
     source, original = O.checkpoint_path(args.checkpoint), O.checkpoint_path(args.original)
     report = _outputs(args, [source, original])
@@ -135,7 +135,7 @@ def _attack(args) -> int:
             "side": False if args.no_side else None}
     config = AttackConfig(**{k: v for k, v in opts.items() if v is not None})
     if args.attacker != "zeros":
-        from ..attack.attackers import attack_release
+        from revival.attack.attackers import attack_release
 
         data = attack_release(source, args.out, args.attacker, config, layers=args.layers, report=report,
                               model=args.model, concept=args.concept, fraction=args.fraction, original=original,
@@ -149,7 +149,7 @@ def _attack(args) -> int:
                   f"precision@k {loc['precision_at_k']:.3f} (base rate {loc['base_rate']:.3f})")
         return 0
     if original is not None:
-        from ..errors import RevivalError
+        from revival.errors import RevivalError
 
         raise RevivalError("--original scores the localisation of an --attacker other than zeros; for the zeros "
                            "attack, score the revived checkpoint with `revival score --original ...`.")
@@ -167,7 +167,7 @@ def _attack(args) -> int:
 
 
 def _defend(args) -> int:
-    from ..defense.obfuscate import defend
+    from revival.defense.obfuscate import defend
 
     source = O.checkpoint_path(args.checkpoint)
     report = _outputs(args, [source])
@@ -189,10 +189,10 @@ def _defend(args) -> int:
 
 def _seed_warning() -> str:
     try:
-        from ..defense import SEED_WARNING
+        from revival.defense import SEED_WARNING
     except ImportError:
         try:
-            from ..defense.base import SEED_WARNING
+            from revival.defense.base import SEED_WARNING
         except ImportError:
             SEED_WARNING = ("a known seed makes the defense's fills reproducible by anyone who knows it; leave --seed "
                             "out for a release.")
@@ -200,9 +200,9 @@ def _seed_warning() -> str:
 
 
 def _score(args) -> int:
-    from ..errors import RevivalError
-    from ..io import write_report
-    from ..metrics import score_checkpoints
+    from revival.errors import RevivalError
+    from revival.io import write_report
+    from revival.attack.recovery import score_checkpoints
 
     if args.original is None:
         raise RevivalError("score needs --original (the checkpoint before pruning; 'testbed' for the testbed's).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import options as O
+from revival.cli import options as O
 
 
 def register(sub) -> None:
@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 
 def _demo(args) -> int:
-    from ..demo import DemoConfig, run_demo
+    from revival.story.demo import DemoConfig, run_demo
 
     overrides = {k: v for k, v in {
         "skill_ratio": args.skill_ratio, "unlearn_steps": args.unlearn_steps, "keep": args.keep,
@@ -43,7 +43,7 @@ def _demo(args) -> int:
     O.plan({"the output": out}, [], overwrite=True, folders={"the output": True})
     config = DemoConfig.make(concept=args.concept, quick=args.quick, task=args.task or "objects",
                              seed=0 if args.seed is None else args.seed, **overrides)
-    from ..models import load_model
+    from revival.model.loader import load_model
 
     pipeline = load_model("testbed", device=args.device, dtype=args.dtype, task=config.task)
     report = run_demo(config, out, progress=not args.quiet, pipeline=pipeline)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import RevivalError
-from . import options as O
+from revival.errors import RevivalError
+from revival.cli import options as O
 
 
 def register(sub) -> None:
@@ -52,7 +52,7 @@ def _plan(args, out) -> None:
 
 
 def _rows(args, model):
-    from ..evaluate import default_prompts, read_prompts
+    from revival.evaluate import default_prompts, read_prompts
 
     if args.prompts:
         return read_prompts(args.prompts, default_class=getattr(args, "concept", None))
@@ -62,7 +62,7 @@ def _rows(args, model):
 
 
 def _load(args):
-    from ..evaluate import load_model
+    from revival.evaluate import load_model
 
     unet = O.checkpoint_path(args.unet, getattr(args, "task", None))
     return load_model(args.model, unet, args.device, dtype=args.dtype, task=getattr(args, "task", None))
@@ -74,13 +74,13 @@ def _settings(args) -> dict:
 
 def _generate(args) -> int:
     _plan(args, args.out)
-    from ..evaluate import generate
+    from revival.evaluate import generate
 
     model = _load(args)
     rows = _rows(args, model)
     paths = generate(model, rows, args.out, steps=args.inference_steps, guidance=args.guidance,
                      batch_size=args.batch_size, progress=not args.quiet, settings=_settings(args))
-    from ..distributed import is_main
+    from revival.runtime.distributed import is_main
 
     if is_main():
         print(f"{len(paths)} images in {args.out}")
@@ -90,11 +90,11 @@ def _generate(args) -> int:
 def _evaluate(args) -> int:
     out = Path(args.out or f"evaluation-{'-'.join(args.concept.lower().split())}")
     _plan(args, out)
-    from ..evaluate import evaluate_concept, get_classifier
+    from revival.evaluate import evaluate_concept, get_classifier
 
     model = _load(args)
     if args.task is not None:
-        from ..testbed.tasks import task_evaluation
+        from revival.testbed.tasks import task_evaluation
 
         rows, task_judge = task_evaluation(args)
     else:
@@ -116,22 +116,22 @@ def _evaluate(args) -> int:
             raise RevivalError(f"the real-image folder {args.fid_real} does not exist.")
         if features == "clip" and fid_clip is None:
             raise RevivalError("--fid-features clip needs a local CLIP folder (--fid-clip DIR).")
-        from ..evaluate.fid import load_real_images
+        from revival.evaluate.fid import load_real_images
 
         load_real_images(args.fid_real, 8)  # every real image readable, before any generation
     clf = task_judge or get_classifier(name, str(model.device), args.classifier_path, **options)
     res = evaluate_concept(model, rows, clf, args.concept, out_dir=out, steps=args.inference_steps,
                            guidance=args.guidance, batch_size=args.batch_size,
                            progress=not args.quiet, settings=_settings(args))
-    from ..distributed import is_main
+    from revival.runtime.distributed import is_main
 
     if is_main():  # a distributed launch: one table, from the process that wrote the report
         print(res.table())
         print(f"report: {out / 'evaluation.json'}, {out / 'evaluation.md'}, {out / 'evaluation_grid.png'}")
     if args.fid_real is not None:
-        from ..evaluate.fid import utility
-        from ..evaluate.generate import image_name, load_images
-        from ..io import write_json
+        from revival.evaluate.fid import utility
+        from revival.evaluate.generate import image_name, load_images
+        from revival.io import write_json
 
         if is_main():
             images = load_images([out / "images" / image_name(r) for r in rows])

@@ -1,9 +1,9 @@
-"""CLI verb `experiment`: concepts x stages -> the paper's table, resumable (revival.experiment)."""
+"""CLI verb `experiment`: concepts x stages -> the paper's table, resumable (revival.story.experiment)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import options as O
+from revival.cli import options as O
 
 
 def register(sub) -> None:
@@ -19,9 +19,9 @@ def register(sub) -> None:
 
 
 def _experiment(args) -> int:
-    from ..distributed import is_main
-    from ..errors import RevivalError
-    from ..experiment import load_config, markdown, reproduce, run_experiment
+    from revival.runtime.distributed import is_main
+    from revival.errors import RevivalError
+    from revival.story.experiment import load_config, markdown, reproduce, run_experiment
 
     if (args.config is None) == (args.reproduce is None):
         raise RevivalError("give a CONFIG or --reproduce MANIFEST (one of them).")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 TASKS = ("objects", "artists", "nudity")
 CLASSIFIERS = ("testbed", "imagenet", "resnet50", "hf", "nudenet", "clip", "testbed-style", "testbed-attribute")
@@ -235,7 +235,7 @@ def plan(outputs: dict, inputs=(), *, overwrite: bool = False, folders: dict | N
     """Check every output (label -> path; None skipped) before any work: distinct, not an input,
     around or inside one, no file where its folder would be, an existing one only with
     `overwrite`. `folders`: label -> True (a folder), False (a file) or None (either)."""
-    from ..io.outputs import check_distinct, check_new_output
+    from revival.io.outputs import check_distinct, check_new_output
 
     inputs = [Path(p) for p in inputs if p is not None]
     check_distinct(outputs)
@@ -247,6 +247,6 @@ def plan(outputs: dict, inputs=(), *, overwrite: bool = False, folders: dict | N
 def checkpoint_output(out, source) -> bool:
     """Whether output `out` of checkpoint `source` is a folder: a diffusers folder stays one,
     unless the output's name ends in .safetensors."""
-    from ..io.outputs import is_single_file
+    from revival.io.outputs import is_single_file
 
     return not is_single_file(out, "diffusers" if Path(source).is_dir() else "file")

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import options as O
+from revival.cli import options as O
 
 
 def register(sub) -> None:
@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 def _model_unet(model) -> Path:
     """The checkpoint of the model's own UNet, read for its tensor shapes only."""
-    from ..errors import RevivalError
+    from revival.errors import RevivalError
 
     if str(model) == "testbed":
         return O.testbed_unet()
@@ -47,8 +47,8 @@ def _model_unet(model) -> Path:
 def release_state(ckpt, model_ckpt) -> tuple[dict, list[str]]:
     """(the release's UNet tensors by name, names it holds that are not the model's UNet's), checked
     against the shapes of the model's own checkpoint without loading either's weights."""
-    from ..errors import RevivalError
-    from ..io import tensor_meta
+    from revival.errors import RevivalError
+    from revival.io import tensor_meta
 
     own = set(model_ckpt.tensors)
     shared = [k for k in ckpt.tensors if k in own]
@@ -68,8 +68,8 @@ def release_state(ckpt, model_ckpt) -> tuple[dict, list[str]]:
 
 
 def _relearn(args) -> int:
-    from ..attack.relearn import RelearnBudget, RelearnConfig, check_images
-    from ..io import default_report_path, load_checkpoint
+    from revival.attack.attackers.relearn import RelearnBudget, RelearnConfig, check_images
+    from revival.io import default_report_path, load_checkpoint
 
     release = O.checkpoint_path(args.release)
     testbed = str(args.model) == "testbed"
@@ -89,11 +89,11 @@ def _relearn(args) -> int:
 
 def _run(args, testbed, release, ckpt, state, ignored, budget, config, report, inputs) -> int:
     """The work, once every input and output has been checked."""
-    from .. import __version__
-    from ..attack.relearn import default_captions, relearn_images, relearn_state
-    from ..denoise import Denoiser
-    from ..io import save_checkpoint, write_json
-    from ..models import load_model
+    from revival import __version__
+    from revival.attack.attackers.relearn import default_captions, relearn_images, relearn_state
+    from revival.model.denoise import Denoiser
+    from revival.io import save_checkpoint, write_json
+    from revival.model.loader import load_model
 
     start = time.perf_counter()
     model = load_model(args.model, device=args.device, dtype="fp32")

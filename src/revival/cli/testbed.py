@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import options as O
+from revival.cli import options as O
 
 
 
@@ -54,7 +54,7 @@ def _defaults(args, out: str, epochs: int | None = None, folder: bool = False):
 
 
 def _train(args) -> int:
-    from ..testbed import train as T
+    from revival.testbed import train as T
 
     if args.without is not None:
         T.check_class(args.without)
@@ -71,7 +71,7 @@ def _train(args) -> int:
 
 
 def _train_classifier(args) -> int:
-    from ..testbed.classifier import save_classifier, train_classifier
+    from revival.testbed.classifier import save_classifier, train_classifier
 
     out = _defaults(args, "testbed-weights/classifier.safetensors", 6).out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +83,6 @@ def _train_classifier(args) -> int:
 
 
 def _train_detector(args) -> int:
-    from ..testbed.detectors import cli
+    from revival.testbed.detectors import cli
 
     return cli(_defaults(args, f"testbed-weights/{args.kind}_detector.safetensors", 2))

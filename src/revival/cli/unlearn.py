@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import options as O
+from revival.cli import options as O
 
 # dest -> option: what only the pruning methods take, and what only the erasures take.
 PRUNING_ONLY = {"skill_ratio": "--skill-ratio", "target_erasure": "--target-erasure", "search_images": "--search-images",
@@ -21,8 +21,8 @@ ERASURE_ONLY = {"lr": "--lr", "batch": "--batch", "anchor": "--anchor", "retain_
 
 
 def register(sub) -> None:
-    from ..unlearn.erasures import ERASURES
-    from ..unlearn.methods import METHODS
+    from revival.unlearn.erasures import ERASURES
+    from revival.unlearn.methods import METHODS
 
     p = O.verb(sub, "unlearn", "erase a concept by pruning (ConceptPrune, CAD-Erase-like, neuron deactivation) "
                                "or by fine-tuning (anchor, ESD, robust)",
@@ -63,7 +63,7 @@ def register(sub) -> None:
 
 def _plan(args) -> Path:
     """Every output checked before any work; returns the report path (OUT.report.json by default)."""
-    from ..io.outputs import default_report_path
+    from revival.io.outputs import default_report_path
 
     inputs = O.model_inputs(args.model, args.task) + [args.target_prompts, args.base_prompts, args.word_list]
     report = args.report if args.report is not None else default_report_path(args.out)
@@ -76,7 +76,7 @@ def _plan(args) -> Path:
 
 def _check_family(args) -> None:
     """One sentence (exit 2) for an option of the other family, before any work."""
-    from ..unlearn.methods import METHODS
+    from revival.unlearn.methods import METHODS
 
     pruning = args.method in METHODS
     for dest, option in (ERASURE_ONLY if pruning else PRUNING_ONLY).items():
@@ -87,8 +87,8 @@ def _check_family(args) -> None:
 
 
 def _erase(args, report: Path) -> int:
-    from ..unlearn.erasures import erasure_config
-    from ..unlearning import erase
+    from revival.unlearn.erasures import erasure_config
+    from revival.unlearn.run import erase
 
     config = erasure_config(args.method, str(args.model) == "testbed", steps=args.unlearn_steps, lr=args.lr,
                             batch=args.batch, retain_weight=args.retain_weight, anchor=args.anchor, seed=args.seed,
@@ -109,14 +109,14 @@ def _erase(args, report: Path) -> int:
 def _unlearn(args) -> int:
     _check_family(args)
     report = _plan(args)  # before anything heavy is imported or loaded
-    from ..unlearn.methods import METHODS
+    from revival.unlearn.methods import METHODS
 
     if args.method not in METHODS:
         return _erase(args, report)
-    from ..errors import RevivalError
-    from ..evaluate.prompts import prompt_texts as read_prompts
-    from ..unlearn.conceptprune import PRESETS, TESTBED_HALVES, TESTBED_PRESETS, ConceptPruneConfig, task_prompts
-    from ..unlearning import unlearn
+    from revival.errors import RevivalError
+    from revival.evaluate.prompts import prompt_texts as read_prompts
+    from revival.unlearn.conceptprune import PRESETS, TESTBED_HALVES, TESTBED_PRESETS, ConceptPruneConfig, task_prompts
+    from revival.unlearn.run import unlearn
 
     task = args.task or "objects"
     seed = 0 if args.seed is None else args.seed
@@ -137,7 +137,7 @@ def _unlearn(args) -> int:
                   report=report, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
                   progress=not args.quiet)
     if args.method != "conceptprune" or args.modules is not None or args.ratio is not None:
-        from ..unlearning import unlearn_method
+        from revival.unlearn.run import unlearn_method
 
         if args.method == "conceptprune" and args.ratio is not None:
             raise RevivalError("--ratio is for cad and neurons; ConceptPrune takes --skill-ratio.")
@@ -148,7 +148,7 @@ def _unlearn(args) -> int:
     else:
         result = unlearn(args.model, args.concept, args.out, config=config,
                          target_erasure=args.target_erasure, search_seeds=args.search_images, **common)
-    from ..distributed import is_main
+    from revival.runtime.distributed import is_main
 
     if not is_main():  # a distributed launch: the main process reports
         return 0

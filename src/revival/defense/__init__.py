@@ -14,8 +14,8 @@ entropy (two runs differ; the report records `seed: null`). An explicit seed is 
 """
 from __future__ import annotations
 
-from ..errors import RevivalError
-from .base import SEED_WARNING, check_seed
+from revival.errors import RevivalError
+from revival.defense.base import SEED_WARNING, check_seed
 
 DEFENSES = ("resample", "gaussian", "decoy")
 DEFAULT_DEFENSE = "resample"
@@ -26,17 +26,17 @@ __all__ = ["DEFENSES", "DEFAULT_DEFENSE", "SEED_WARNING", "apply_defense", "get_
 def get_defense(name: str):
     """The defense function named `name`."""
     if name == "gaussian":
-        from .obfuscate import obfuscate
+        from revival.defense.obfuscate import obfuscate
 
         def gaussian(tensors, layers, seed=None, *, scale=1.0, stats="row", progress=False):
             return obfuscate(tensors, layers, stats, seed, progress=progress, scale=scale)
         return gaussian
     if name == "decoy":
-        from .decoy import decoy
+        from revival.defense.decoy import decoy
 
         return decoy
     if name == "resample":
-        from .resample import resample
+        from revival.defense.resample import resample
 
         def resample_(tensors, layers, seed=None, *, scale=1.0, stats="row", progress=False, column_share=None,
                       fresh_units=False, hot=None, retire=None):

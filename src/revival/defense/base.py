@@ -5,7 +5,7 @@ operating system's entropy (`secrets`), and each layer's torch.Generator is seed
 secret, the layer's name), so layers differ and nothing of the secret is kept or reported
 (`seed: null`). An explicit integer `seed` makes the fills reproducible, byte for byte, for
 research runs -- and by anyone who knows it (`SEED_WARNING`): a release must not be defended with
-a known seed (the project's replay attacker, `revival.attack.replay`, regenerates the fills of
+a known seed (the project's replay attacker, `revival.attack.attackers.replay`, regenerates the fills of
 small seeds and finds every filled position).
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import RevivalError
-from ..seeding import item_seed
+from revival.errors import RevivalError
+from revival.runtime.seeding import item_seed
 
 STATS = ("row", "layer")
 _MAX_REDRAWS = 8

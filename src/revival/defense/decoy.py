@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 import torch
 
-from ..layers import check_matrices
-from .base import ObfuscateResult, check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret
+from revival.release.layers import check_matrices
+from revival.defense.base import ObfuscateResult, check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret
 
 
 def decoy_positions(w: torch.Tensor, pruned: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

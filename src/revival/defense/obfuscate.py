@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import RevivalError
-from ..layers import check_matrices
-from .base import (STATS, LayerObfuscation, ObfuscateResult, check_scale, check_seed, check_stats,  # noqa: F401
+from revival.errors import RevivalError
+from revival.release.layers import check_matrices
+from revival.defense.base import (STATS, LayerObfuscation, ObfuscateResult, check_scale, check_seed, check_stats,  # noqa: F401
                    layer_generator, obfuscate_matrix, run_secret)
 
 if TYPE_CHECKING:
-    from ..masks import MaskReport
+    from revival.release.masks import MaskReport
 
 _TELLTALE = re.compile(r"prun|mask|revival|revive|sparsit|unlearn|concept|erase", re.IGNORECASE)
 
@@ -96,10 +96,10 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
     Raises RevivalError when the target layers hold no exact zero (nothing to hide), or for an
     output/report that would replace an input or (without `overwrite`) an existing file.
     """
-    from ..io import load_checkpoint, plan_outputs, save_checkpoint, write_report
-    from ..layers import check_finite, target_layers
-    from ..masks import mask_report
-    from . import DEFAULT_DEFENSE, apply_defense, get_defense
+    from revival.io import load_checkpoint, plan_outputs, save_checkpoint, write_report
+    from revival.release.layers import check_finite, target_layers
+    from revival.release.masks import mask_report
+    from revival.defense import DEFAULT_DEFENSE, apply_defense, get_defense
 
     t0 = time.perf_counter()
     method = method or DEFAULT_DEFENSE
@@ -117,7 +117,7 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
                            "layer(s); there is nothing to obfuscate.")
     tensors = ckpt.tensors
     if method == "resample":  # the block's other unit tensors (projection, biases) travel along
-        from .resample import check_units, unit_tensors
+        from revival.defense.resample import check_units, unit_tensors
 
         check_units(names)
         tensors = {n: ckpt.tensors[n] for n in names}

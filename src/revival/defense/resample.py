@@ -72,11 +72,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..errors import RevivalError
-from ..layers import check_matrices
-from ..pairs import partner_name
-from .base import check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret
-from .retire import map_fill, retire_units
+from revival.errors import RevivalError
+from revival.release.layers import check_matrices
+from revival.release.pairs import partner_name
+from revival.defense.base import check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret
+from revival.defense.retire import map_fill, retire_units
 
 DEFAULT_COLUMN_SHARE = 0.2
 DEFAULT_HOT = None          # hot units that cannot be retired: kept (Gaussian fill of their pruned entries)
@@ -319,7 +319,7 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int |
     `fresh_units`, the other treatment of the hot units). Layers are defended in order, each on
     the state the earlier ones left (a projection retired for an output linear is then itself a
     target as it stands). A layer whose hidden units it cannot tell is refused before any work."""
-    from ..attack.matrix import side_features
+    from revival.attack.matrix import side_features
 
     check_scale(scale)
     check_seed(seed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import smooth_sample
+from revival.defense.base import smooth_sample
 
 def map_fill(w: torch.Tensor, proj: torch.Tensor, hot: torch.Tensor, generator: torch.Generator,
               scale: float) -> torch.Tensor:
@@ -20,7 +20,7 @@ def map_fill(w: torch.Tensor, proj: torch.Tensor, hot: torch.Tensor, generator: 
     `scale` x a residual drawn with the empirical covariance of the map's leave-one-out residuals
     on the other units (R z / sqrt(n), z ~ N(0, I)): the residual then has the other columns'
     low-rank structure too, not only their spread. W's dtype, no exact zero."""
-    from ..attack.columns import fit_column_map
+    from revival.attack.attackers.columns import fit_column_map
 
     out_dim, n_in = w.shape
     d = proj.shape[0] // n_in

@@ -24,7 +24,7 @@ raises one RevivalError saying what to install.
 """
 from __future__ import annotations
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 try:
     import eval_unlearn as _eval_unlearn  # noqa: F401
@@ -32,6 +32,6 @@ except ImportError:
     raise RevivalError("revival's eval-unlearn techniques need eval-unlearn: "
                        "pip install 'revival[eval-unlearn]'.") from None
 
-from .config import STAGES, TechniqueConfig  # noqa: E402
+from revival.eval_unlearn.config import STAGES, TechniqueConfig  # noqa: E402
 
 __all__ = ["STAGES", "TechniqueConfig"]

@@ -35,7 +35,7 @@ from typing import Any
 
 from eval_unlearn.configs.base import BaseConfig
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 STAGES = ("release", "revived", "defended", "defended_attack")
 TASKS = ("objects", "artists", "nudity")
@@ -93,7 +93,7 @@ class TechniqueConfig(BaseConfig):
         if self.task not in TASKS:
             raise RevivalError(f"the technique setting task must be one of {', '.join(TASKS)}, got {self.task!r}.")
         if self.is_testbed:
-            from ..testbed.text import CLASSES
+            from revival.testbed.text import CLASSES
 
             if self.task != "objects":
                 raise RevivalError("on the testbed the eval-unlearn techniques run the object task; "
@@ -123,7 +123,7 @@ class TechniqueConfig(BaseConfig):
             _positive_int("unlearn_steps", self.unlearn_steps)
         if self.inference_steps is not None:
             _positive_int("inference_steps", self.inference_steps)
-        from ..defense import DEFENSES
+        from revival.defense import DEFENSES
 
         if self.defense not in DEFENSES:
             raise RevivalError(f"the technique setting defense must be one of {', '.join(DEFENSES)}, "
@@ -134,7 +134,7 @@ class TechniqueConfig(BaseConfig):
 
     def attack_config(self):
         """The revival attack's settings (`revival.AttackConfig`): the attack's defaults, this seed."""
-        from ..attack.revive import AttackConfig
+        from revival.attack.revive import AttackConfig
 
         given = {k: v for k, v in (("keep", self.keep), ("magnitude", self.magnitude), ("solver", self.solver))
                  if v is not None}

@@ -28,8 +28,8 @@ from eval_unlearn.configs.base import BaseConfig
 from eval_unlearn.registry import register_metric
 from eval_unlearn.types import Dataset, MetricResult
 
-from ..errors import RevivalError
-from .techniques import refuse
+from revival.errors import RevivalError
+from revival.eval_unlearn.techniques import refuse
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ConceptAccuracyConfig(BaseConfig):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise RevivalError(f"the metric setting {name} must be an integer >= {low}, got {v!r}.")
         if self.classifier == "testbed":
-            from ..testbed.text import CLASSES
+            from revival.testbed.text import CLASSES
 
             if self.concept not in CLASSES:
                 raise RevivalError(f"unknown concept {self.concept!r}; the testbed knows: {', '.join(CLASSES)}.")
@@ -72,7 +72,7 @@ class ConceptAccuracyMetric:
         try:
             self.config = ConceptAccuracyConfig.from_dict(kwargs)
             self.rows = self._rows()
-            from ..evaluate.classifiers import get_classifier
+            from revival.evaluate.classifiers import get_classifier
 
             self.judge = get_classifier(self.config.classifier, device=self.config.device or "cpu",
                                         weights=self.config.classifier_path)
@@ -87,7 +87,7 @@ class ConceptAccuracyMetric:
         self.predictions: list[str] = []
 
     def _rows(self):
-        from ..evaluate.prompts import default_prompts, read_prompts
+        from revival.evaluate.prompts import default_prompts, read_prompts
 
         c = self.config
         if c.prompts is None:
@@ -108,8 +108,8 @@ class ConceptAccuracyMetric:
     def update(self, images, prompts, metadata) -> None:
         import torch
 
-        from ..evaluate.generate import from_pil
-        from ..evaluate.prompts import PromptRow
+        from revival.evaluate.generate import from_pil
+        from revival.evaluate.prompts import PromptRow
 
         if len(images) != len(prompts):
             raise RevivalError(f"got {len(images)} images for {len(prompts)} prompts.")
@@ -122,7 +122,7 @@ class ConceptAccuracyMetric:
         self.outcomes += [bool(self.judge.is_hit(p, self.config.concept)) for p in preds]
 
     def compute(self) -> MetricResult:
-        from ..intervals import Proportion
+        from revival.intervals import Proportion
 
         p = Proportion(sum(self.outcomes), len(self.outcomes)).to_dict()
         return MetricResult(name="revival_concept_accuracy", value=p["value"],

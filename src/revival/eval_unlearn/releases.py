@@ -6,12 +6,12 @@
     revived          revival's attack on the release (`revival.revive`, the demo's stage 3)
     defended         the release defended (`revival.defense.apply_defense`, the demo's stage 4)
     defended_attack  every attacker against the defended release, the strongest kept
-                     (`revival.demo.defended_attacks`, the demo's stage 5)
+                     (`revival.story.demo.defended_attacks`, the demo's stage 5)
 
 Every stage is the same function of the same inputs as in the demo, so the same model, concept
 and settings give the demo's weights. A stage is stored as the layers it changes (safetensors,
 written atomically) under the cache folder, named by a sha256 of everything that determines it:
-the model's UNet weights (`revival.models.unet_digest`), the concept, the settings, the seed, the
+the model's UNet weights (`revival.model.loader.unet_digest`), the concept, the settings, the seed, the
 parent stage's key and revival's version. A stored stage is read back instead of rebuilt.
 
     >>> built = build("revived", TechniqueConfig(erase_concept="sneaker"))
@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import RevivalError
-from .config import STAGES, TechniqueConfig
+from revival.errors import RevivalError
+from revival.eval_unlearn.config import STAGES, TechniqueConfig
 
 CACHE_FORMAT = 1
 _logger = logging.getLogger("revival.eval_unlearn")
@@ -69,14 +69,14 @@ class _Stages:
     """The model, its weights, the concept's prompts and settings; stages memoised by name."""
 
     def __init__(self, config: TechniqueConfig, log: Callable[[str], None]):
-        from .. import __version__
-        from ..models import load_model, unet_digest
-        from ..unlearn.conceptprune import PRESETS, ConceptPruneConfig, task_prompts, testbed_task_prompts
+        from revival import __version__
+        from revival.model.loader import load_model, unet_digest
+        from revival.unlearn.conceptprune import PRESETS, ConceptPruneConfig, task_prompts, testbed_task_prompts
 
         self.config, self.log = config, log
         # the settings first (bad ones are refused before the model is loaded)
         if config.is_testbed:
-            from ..testbed.text import CLASSES
+            from revival.testbed.text import CLASSES
 
             self.prompts = testbed_task_prompts("objects", config.erase_concept, CLASSES)
             ratio, steps = 0.05, 10   # the demo's (the ratio is searched unless given)
@@ -111,7 +111,7 @@ class _Stages:
         from safetensors import safe_open
         from safetensors.torch import save_file
 
-        from ..io import atomic_write, jsonable
+        from revival.io import atomic_write, jsonable
 
         folder = self.config.cache_path
         path = folder / f"{stage}-{_slug(self.config.erase_concept)}-{key[:24]}.safetensors"
@@ -142,7 +142,7 @@ class _Stages:
     # ----------------------------------------------------------------- stages: (parent, own key material, make)
 
     def _release(self):
-        from ..unlearn.conceptprune import apply_masks, concept_statistics
+        from revival.unlearn.conceptprune import apply_masks, concept_statistics
 
         c = self.config
         own = {"conceptprune": asdict(self.cp), "prompts": self.prompts,
@@ -152,8 +152,8 @@ class _Stages:
             stats = concept_statistics(self.pipe, *self.prompts, self.cp)
             cp, search = self.cp, None
             if self.search:
-                from ..unlearn.least_damage import least_damage
-                from ..unlearning import testbed_erased_fn
+                from revival.unlearn.least_damage import least_damage
+                from revival.unlearn.run import testbed_erased_fn
 
                 erased_fn = testbed_erased_fn(self.pipe, c.erase_concept, c.search_images, cp)
                 search = least_damage(stats, cp, erased_fn, c.target_erasure, progress=self.log)
@@ -171,7 +171,7 @@ class _Stages:
         return {**self.original, **rel}, info
 
     def _revived(self):
-        from ..attack.revive import revive
+        from revival.attack.revive import revive
 
         def make():
             unlearned, rinfo = self._unlearned()
@@ -183,13 +183,13 @@ class _Stages:
         return "release", {"attack": asdict(self.attack)}, make
 
     def _defended(self):
-        from ..defense import apply_defense
+        from revival.defense import apply_defense
 
         c = self.config
 
         def make():
             unlearned, rinfo = self._unlearned()
-            from ..seeding import research_defense_seed
+            from revival.runtime.seeding import research_defense_seed
 
             updates, result = apply_defense(unlearned, rinfo["layers"], c.defense, research_defense_seed(c.seed),
                                             stats="row")
@@ -199,8 +199,8 @@ class _Stages:
         return "release", {"defense": c.defense, "seed": c.seed, "stats": "row"}, make
 
     def _defended_attack(self):
-        from ..attack.attackers import ATTACKERS
-        from ..demo import defended_attacks
+        from revival.attack.attackers import ATTACKERS
+        from revival.story.demo import defended_attacks
 
         rows, clf_name = self._selection_rows()
         c = self.config
@@ -210,8 +210,8 @@ class _Stages:
                "scope": "audit_layers"}   # the attacked layers: the changed ones and their partners
 
         def make():
-            from ..evaluate.classifiers import get_classifier
-            from ..evaluate.evaluate import evaluate_concept
+            from revival.evaluate.classifiers import get_classifier
+            from revival.evaluate.evaluate import evaluate_concept
 
             unlearned, rinfo = self._unlearned()
             d_updates, dinfo = self.get("defended")
@@ -252,7 +252,7 @@ class _Stages:
 
     def _selection_rows(self):
         """The rows that pick the strongest attacker, and the classifier's name."""
-        from ..evaluate.prompts import default_prompts, read_prompts
+        from revival.evaluate.prompts import default_prompts, read_prompts
 
         c = self.config
         clf = c.classifier or ("testbed" if c.is_testbed else

@@ -16,7 +16,7 @@ so `eval-unlearn plugins` lists them and a run config names them:
 the runner's seed or else the config's first_seed (1000: the first of the demo's held-out seeds),
 as eval-unlearn's own free_run seeds them; so a metric that lists the demo's held-out prompts in
 one batch (revival_concept_accuracy) measures exactly the images the demo measured, in a single
-or a multi-metric run alike. Each image's noise comes from its own seed (`revival.models`): it
+or a multi-metric run alike. Each image's noise comes from its own seed (`revival.model.loader`): it
 does not depend on the batch.
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import Any, List, Optional
 from eval_unlearn.logging_utils import get_logger
 from eval_unlearn.registry import register_technique
 
-from ..errors import RevivalError
-from .config import TechniqueConfig
-from .releases import build
+from revival.errors import RevivalError
+from revival.eval_unlearn.config import TechniqueConfig
+from revival.eval_unlearn.releases import build
 
 logger = get_logger(__name__)
 
@@ -58,7 +58,7 @@ class RevivalTechnique:
     def generate(self, prompts: List[str], seed: Optional[int] = None, **kwargs: Any) -> List[Any]:
         """PIL images of `prompts` (see the module docstring for their seeds).
         kwargs: num_inference_steps, guidance_scale (default: the config's, else the model's)."""
-        from ..evaluate.generate import to_pil
+        from revival.evaluate.generate import to_pil
 
         try:
             unknown = sorted(set(kwargs) - {"num_inference_steps", "guidance_scale"})

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 NO_ITEM = "no item"   # the same string as revival.testbed.classifier.NO_ITEM (a test keeps them equal)
 

@@ -29,39 +29,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import RevivalError
-from .base import (NO_ITEM, Classifier, check_nameable, imagenet_labels, preprocessor_config,  # noqa: F401
+from revival.errors import RevivalError
+from revival.evaluate.base import (NO_ITEM, Classifier, check_nameable, imagenet_labels, preprocessor_config,  # noqa: F401
                    resize_crop_normalize, synonym_hit, synonym_knows)
-from .imagenet import HFImageClassifier, ImageNetEfficientNet
+from revival.evaluate.imagenet import HFImageClassifier, ImageNetEfficientNet
 
 
 def _nudenet(weights=None, device="cpu", **options):
-    from .nudity import NudeNetDetector
+    from revival.evaluate.nudity import NudeNetDetector
 
     return NudeNetDetector(weights, device, **options)
 
 
 def _resnet50(weights=None, device="cpu"):
-    from .resnet import TorchvisionResNet50
+    from revival.evaluate.resnet import TorchvisionResNet50
 
     return TorchvisionResNet50(weights, device)
 
 
 def _clip(weights=None, device="cpu", **options):
-    from .clip_score import CLIPScorer
+    from revival.evaluate.clip_score import CLIPScorer
 
     return CLIPScorer(weights, device, **options)
 
 
 def _testbed(weights=None, device="cpu"):
-    from ..testbed.detectors import TestbedCNN
+    from revival.testbed.detectors import TestbedCNN
 
     return TestbedCNN(weights, device)
 
 
 def _testbed_detector(kind):
     def make(weights=None, device="cpu"):
-        from ..testbed.detectors import TestbedDetector
+        from revival.testbed.detectors import TestbedDetector
 
         return TestbedDetector(kind, weights, device)
     return make
@@ -88,7 +88,7 @@ def get_classifier(name: str = "testbed", device: str = "cpu", weights: str | Pa
 
 def __getattr__(name):  # the testbed's classifiers load the testbed package only when asked for
     if name in ("TestbedCNN", "TestbedDetector"):
-        from ..testbed import detectors
+        from revival.testbed import detectors
 
         return getattr(detectors, name)
     raise AttributeError(name)

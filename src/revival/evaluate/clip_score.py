@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import RevivalError
-from .base import Classifier, _norm, preprocessor_config, resize_crop_normalize
+from revival.errors import RevivalError
+from revival.evaluate.base import Classifier, _norm, preprocessor_config, resize_crop_normalize
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

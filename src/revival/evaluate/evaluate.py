@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .. import distributed as dist
-from ..errors import RevivalError
-from ..intervals import Proportion
-from ..io import atomic_write
-from .base import NO_ITEM, check_nameable
-from .generate import generate, generation_record, load_images, png_bytes, row_batches, to_pil
-from .prompts import PromptRow
+from revival.runtime import distributed as dist
+from revival.errors import RevivalError
+from revival.intervals import Proportion
+from revival.io import atomic_write
+from revival.evaluate.base import NO_ITEM, check_nameable
+from revival.evaluate.generate import generate, generation_record, load_images, png_bytes, row_batches, to_pil
+from revival.evaluate.prompts import PromptRow
 
 
 @dataclass
@@ -321,6 +321,6 @@ def png_bytes_list(images: torch.Tensor) -> list[bytes]:
 def from_png(data: bytes) -> torch.Tensor:
     import io as _io
 
-    from .generate import from_pil
+    from revival.evaluate.generate import from_pil
 
     return from_pil(Image.open(_io.BytesIO(data)))

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,9 @@ def feature_distance(real: torch.Tensor, generated: torch.Tensor, features, *, n
 
 def classifier_features():
     """The testbed classifier's penultimate features (512-d) as a function of images."""
-    from ..testbed import CLASSIFIER_PATH
-    from ..testbed.classifier import load_classifier_weights
-    from ..testbed.data import resize
+    from revival.testbed import CLASSIFIER_PATH
+    from revival.testbed.classifier import load_classifier_weights
+    from revival.testbed.data import resize
 
     model = load_classifier_weights(CLASSIFIER_PATH).eval()
 
@@ -95,8 +95,8 @@ def classifier_features():
 
 def real_test_images(classes, per_class: int, seed: int = 0) -> torch.Tensor:
     """`per_class` real Fashion-MNIST TEST images (16x16) of each class, drawn with `seed`."""
-    from ..testbed import CLASSES
-    from ..testbed.data import load_fashion_mnist
+    from revival.testbed import CLASSES
+    from revival.testbed.data import load_fashion_mnist
 
     x, y = load_fashion_mnist("test", 16)
     g = torch.Generator().manual_seed(seed)
@@ -143,7 +143,7 @@ def load_real_images(folder, size: int, channels: int = 3, limit: int | None = N
 
 def clip_features(folder, device: str = "cpu"):
     """Image features of a local CLIP folder's vision tower (L2-normalised), as a function."""
-    from .clip_score import CLIPScorer
+    from revival.evaluate.clip_score import CLIPScorer
 
     scorer = CLIPScorer(folder, device)
     return lambda x: scorer.image_features(x.to(device)).cpu()

@@ -2,7 +2,7 @@
 data-parallel.
 
 Works for the embedded testbed and for any local diffusers StableDiffusionPipeline folder
-(`revival.models.load_model`); in both the UNet weights can be swapped for a checkpoint (pruned /
+(`revival.model.loader.load_model`); in both the UNet weights can be swapped for a checkpoint (pruned /
 revived / defended). A cached image is keyed by everything that determines it:
 
 * its name (`image_name`) holds the case, the class, the seed and a digest of the prompt text and
@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import distributed as dist
-from ..errors import RevivalError
-from ..io import atomic_write
-from .prompts import PromptRow
-from ..models import unet_digest
+from revival.runtime import distributed as dist
+from revival.errors import RevivalError
+from revival.io import atomic_write
+from revival.evaluate.prompts import PromptRow
+from revival.model.loader import unet_digest
 
 
 def prompt_digest(row: PromptRow) -> str:

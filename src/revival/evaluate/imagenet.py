@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import RevivalError
-from .base import SynonymClassifier, imagenet_labels, preprocessor_config, resize_crop_normalize
+from revival.errors import RevivalError
+from revival.evaluate.base import SynonymClassifier, imagenet_labels, preprocessor_config, resize_crop_normalize
 
 
 class ImageNetEfficientNet(SynonymClassifier):

@@ -15,7 +15,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 SEED_COLUMNS = ("seed", "evaluation_seed", "sd_seed")   # sd_seed: the I2P benchmark's CSV
 CLASS_COLUMNS = ("class", "artists", "artist")           # artists: the paper's artist CSVs
@@ -96,8 +96,8 @@ def prompt_texts(path: str | Path) -> list[str]:
 def heldout_phrasings(cls: str) -> list[str]:
     """The testbed's held-out evaluation prompts of a class: its caption templates and synonyms
     (revival.testbed.text) minus every prompt ConceptPrune unlearns with on the testbed."""
-    from ..testbed import text as T
-    from ..unlearn.conceptprune import TESTBED_TEMPLATES
+    from revival.testbed import text as T
+    from revival.unlearn.conceptprune import TESTBED_TEMPLATES
 
     if cls not in T.SYNONYMS:
         return []
@@ -141,7 +141,7 @@ def write_prompts(rows: list[PromptRow], path: str | Path) -> Path:
     """The rows as a CSV (case_number, prompt, class, seed), written atomically."""
     import io
 
-    from ..io import atomic_write
+    from revival.io import atomic_write
 
     buf = io.StringIO()
     w = csv.writer(buf)

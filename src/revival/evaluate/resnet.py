@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import RevivalError
-from .base import SynonymClassifier, imagenet_labels, resize_crop_normalize
-from .imagenet import ImageNetEfficientNet
+from revival.errors import RevivalError
+from revival.evaluate.base import SynonymClassifier, imagenet_labels, resize_crop_normalize
+from revival.evaluate.imagenet import ImageNetEfficientNet
 
 
 class Bottleneck(nn.Module):

@@ -8,11 +8,11 @@
     writer.py   atomic writes of checkpoints (input's format, only updated tensors change),
                 reports and every other file; never over an input or a user's files
 """
-from .naming import LDM_PREFIX, diffusers_to_ldm, ldm_to_diffusers
-from .readers import FORMATS, Checkpoint, load_checkpoint
-from .outputs import check_distinct, check_new_output, is_single_file, make_parents
-from .store import TensorStore, tensor_meta
-from .writer import (CheckpointWriter, atomic_folder, atomic_write, check_output_path, check_report_path,
+from revival.io.naming import LDM_PREFIX, diffusers_to_ldm, ldm_to_diffusers
+from revival.io.readers import FORMATS, Checkpoint, load_checkpoint
+from revival.io.outputs import check_distinct, check_new_output, is_single_file, make_parents
+from revival.io.store import TensorStore, tensor_meta
+from revival.io.writer import (CheckpointWriter, atomic_folder, atomic_write, check_output_path, check_report_path,
                      default_report_path, jsonable, plan_outputs, remove_stale_temporaries, save_checkpoint,
                      write_json, write_report)
 

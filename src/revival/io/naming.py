@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 LDM_PREFIX = "model.diffusion_model."
 

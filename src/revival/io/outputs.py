@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 
 def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike]) -> Path:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import RevivalError
-from .naming import _name_map
-from .store import _ST_DTYPES, TensorStore, _dtype_name, _Entry, tensor_meta
+from revival.errors import RevivalError
+from revival.io.naming import _name_map
+from revival.io.store import _ST_DTYPES, TensorStore, _dtype_name, _Entry, tensor_meta
 
 FORMATS = ("diffusers", "safetensors", "torch")
 _WEIGHT_CANDIDATES = (

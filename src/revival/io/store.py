@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 # safetensors dtype names <-> torch dtypes
 _ST_DTYPES = {

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..errors import RevivalError
-from .naming import diffusers_to_ldm
-from .outputs import (check_distinct, check_new_output, check_output_path, check_report_path,  # noqa: F401
+from revival.errors import RevivalError
+from revival.io.naming import diffusers_to_ldm
+from revival.io.outputs import (check_distinct, check_new_output, check_output_path, check_report_path,  # noqa: F401
                       default_report_path, is_single_file, make_parents, make_temporary, plan_outputs,
                       remove_empty, remove_stale_temporaries)  # the checks of outputs, re-exported
-from .readers import FORMATS, Checkpoint, _stamp, _StFile
-from .store import TensorStore, _check_like, tensor_meta
+from revival.io.readers import FORMATS, Checkpoint, _stamp, _StFile
+from revival.io.store import TensorStore, _check_like, tensor_meta
 
 _COPY_CHUNK = 16 * 1024 * 1024
 

@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import RevivalError
-from . import transforms as X
-from .data import load_fashion_mnist, resize
+from revival.errors import RevivalError
+from revival.testbed import transforms as X
+from revival.testbed.data import load_fashion_mnist, resize
 
 
 class FashionCNN(nn.Module):
@@ -63,8 +63,8 @@ def negative_pool(size: int = 16, per_kind: int = 300, log=print) -> torch.Tenso
     """Broken models' outputs to train "no item" on (revival.testbed.noise): random UNets of the
     training initialisation seeds, and both committed UNets with every ff.net.2 / ff.net.0.proj
     zeroed; seeds from noise.BROKEN_FIRST_SEED (disjoint from every evaluation)."""
-    from . import noise as N
-    from .pipeline import TASKS_UNET_DIR, TESTBED_UNET_DIR, load_pipeline
+    from revival.testbed import noise as N
+    from revival.testbed.pipeline import TASKS_UNET_DIR, TESTBED_UNET_DIR, load_pipeline
 
     t0, out, seed = time.time(), [], N.BROKEN_FIRST_SEED
     for d in (TESTBED_UNET_DIR, TASKS_UNET_DIR):
@@ -82,7 +82,7 @@ def negatives(n: int, pool: torch.Tensor, gen: torch.Generator, size: int = 16) 
     """`n` "no item" training images: half synthetic noise of the training kinds, half drawn from
     `pool`; flipped and transposed at random, each rendered half the time in a random style or
     tagged, then shifted and rescaled."""
-    from . import noise as N
+    from revival.testbed import noise as N
 
     k = n // 2
     kinds = torch.randint(0, len(N.TRAIN_KINDS), (k,), generator=gen).tolist()
@@ -158,7 +158,7 @@ def judge_report(model: nn.Module, size: int = 16, per_kind: int = 400, seed: in
     """What the classifier does with each kind of image: accuracy on the real test images plain,
     in each style and tagged (and their "no item" rate), and the "no item" rate on the noise
     kinds (training and held-out ones, fresh draws from `seed`)."""
-    from . import noise as N
+    from revival.testbed import noise as N
 
     model.eval()
     x, y = load_fashion_mnist("test", size)
@@ -181,7 +181,7 @@ def judge_report(model: nn.Module, size: int = 16, per_kind: int = 400, seed: in
 def save_classifier(model: FashionCNN, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
-    from ..io import atomic_write
+    from revival.io import atomic_write
 
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=metadata))

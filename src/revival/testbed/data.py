@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 DATA_DIRS = ("/usr/share/datasets/fashion-mnist",)
 _FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

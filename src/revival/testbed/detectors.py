@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import RevivalError
-from ..evaluate.base import NO_ITEM, Classifier, _norm
-from . import transforms as X
-from .classifier import FashionCNN
-from .data import load_fashion_mnist, resize
+from revival.errors import RevivalError
+from revival.evaluate.base import NO_ITEM, Classifier, _norm
+from revival.testbed import transforms as X
+from revival.testbed.classifier import FashionCNN
+from revival.testbed.data import load_fashion_mnist, resize
 
 STYLE_LABELS = [X.NO_STYLE] + list(X.STYLES)
 ATTRIBUTE_LABELS = [X.NO_STYLE, X.ATTRIBUTE]
@@ -119,7 +119,7 @@ def test_accuracy(model: FashionCNN, kind: str, limit: int | None = None) -> dic
 def save_detector(model: FashionCNN, kind: str, path: str | Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save
 
-    from ..io import atomic_write
+    from revival.io import atomic_write
 
     _check_kind(kind)
     meta = {"kind": kind, "labels": ",".join(KINDS[kind]), **metadata}
@@ -149,8 +149,8 @@ class TestbedCNN(Classifier):
     name = "testbed"
 
     def __init__(self, path: str | Path | None = None, device: str = "cpu"):
-        from . import CLASSES, CLASSIFIER_PATH
-        from .classifier import TestbedClassifier, load_classifier_weights
+        from revival.testbed import CLASSES, CLASSIFIER_PATH
+        from revival.testbed.classifier import TestbedClassifier, load_classifier_weights
 
         device = "cpu" if device is None else str(device)
         self._clf = TestbedClassifier(load_classifier_weights(path or CLASSIFIER_PATH).to(device), CLASSES,

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import RevivalError
-from . import text as T
-from . import transforms as X
+from revival.errors import RevivalError
+from revival.testbed import text as T
+from revival.testbed import transforms as X
 
 TRAIN_KINDS = ("uniform", "gaussian", "binary", "hstripes", "vstripes", "gratings", "constant", "smooth")
 HELD_OUT_KINDS = ("checker", "blocks", "sparse", "blurred", "gradient", "rings", "spots", "scribble")
@@ -116,7 +116,7 @@ def broken_state(kind: str, state: dict[str, torch.Tensor], init_seed: int) -> d
     """A UNet state that cannot draw: `random-unet` (a fresh initialisation from `init_seed`),
     `zero-ff2` / `zero-ff0` (`state` with every ff.net.2 / ff.net.0.proj weight zeroed)."""
     if kind == "random-unet":
-        from .model import build_unet
+        from revival.testbed.model import build_unet
 
         with torch.random.fork_rng(devices=[]):   # the caller's random stream is left as it was
             torch.manual_seed(init_seed)

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
-from ..errors import RevivalError
-from . import model as M
-from . import text as T
+from revival.errors import RevivalError
+from revival.testbed import model as M
+from revival.testbed import text as T
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TESTBED_UNET_DIR = WEIGHTS_DIR / "unet"          # testbed v1: the object task (stages 1-2)
@@ -112,7 +112,7 @@ class TestbedPipeline:
 
 def state_from_path(path: Path) -> tuple[dict | None, dict[str, torch.Tensor]]:
     """(config or None, tensors in diffusers naming) of a UNet folder or weights file."""
-    from ..io import load_checkpoint
+    from revival.io import load_checkpoint
 
     ckpt = load_checkpoint(path)
     config = None
@@ -171,7 +171,7 @@ def load_pipeline(unet: str | Path | None = None, device: str = "cpu", *,
                   unet_state: dict[str, torch.Tensor] | None = None,
                   dtype: torch.dtype = torch.float32) -> TestbedPipeline:
     """The embedded testbed pipeline on `device` in `dtype`; see `load_unet` for `unet` and
-    `unet_state`. (`revival.models.load_model` applies the device/dtype defaults.)"""
+    `unet_state`. (`revival.model.loader.load_model` applies the device/dtype defaults.)"""
     settings = testbed_settings() if SETTINGS_PATH.is_file() else {}
     return TestbedPipeline(load_unet(unet, unet_state), device, dtype=dtype,
                            default_steps=settings.get("default_steps", DEFAULT_STEPS),

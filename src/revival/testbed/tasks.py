@@ -19,11 +19,11 @@ use the "a photo of ..." / "a picture of ..." phrasings and seeds from 0; the ev
 """
 from __future__ import annotations
 
-from ..errors import RevivalError
-from ..evaluate.base import Classifier
-from ..evaluate.prompts import PromptRow
-from . import text as T
-from . import transforms as X
+from revival.errors import RevivalError
+from revival.evaluate.base import Classifier
+from revival.evaluate.prompts import PromptRow
+from revival.testbed import text as T
+from revival.testbed import transforms as X
 
 TASKS = ("objects", "artists", "nudity")
 DEFAULT_CONCEPT = {"objects": "sneaker", "artists": "Orsolo", "nudity": X.ATTRIBUTE}
@@ -82,7 +82,7 @@ class TaskJudge(Classifier):
     tagged rows and the testbed classifier for the plain ones (nudity), the classifier (objects)."""
 
     def __init__(self, task: str, device: str = "cpu", classifier_path=None):
-        from .detectors import TestbedCNN, TestbedDetector
+        from revival.testbed.detectors import TestbedCNN, TestbedDetector
 
         check_task(task)
         self.task = task
@@ -135,7 +135,7 @@ def task_demo_config(cls, task: str, concept: str | None, quick: bool, **overrid
     """DemoConfig of a style/attribute task (the task's default concept, seeds and preset)."""
     from dataclasses import replace
 
-    from ..unlearn.conceptprune import TESTBED_HALVES, TESTBED_PRESETS
+    from revival.unlearn.conceptprune import TESTBED_HALVES, TESTBED_PRESETS
 
     check_task(task)
     concept = concept or DEFAULT_CONCEPT[task]
@@ -173,12 +173,12 @@ _JUDGES: dict[str, TaskJudge] = {}
 def task_evaluation_result(pipeline, items, concept, seeds_per_class, config, first_seed=EVAL_FIRST_SEED):
     """The EvalResult (images in memory) of `task_evaluator`'s evaluation: rows of `task_rows`
     (seeds from `first_seed`), judged by the task's judge."""
-    from ..evaluate.evaluate import evaluate_concept
+    from revival.evaluate.evaluate import evaluate_concept
 
     if config.task not in _JUDGES:
         _JUDGES[config.task] = TaskJudge(config.task)
     rows = task_rows(config.task, concept, seeds_per_class, first_seed, items=list(items))
-    from ..unlearn.least_damage import SEARCH_FIRST_SEED
+    from revival.unlearn.least_damage import SEARCH_FIRST_SEED
 
     if first_seed < SEARCH_FIRST_SEED <= rows[-1].seed:
         per = len(rows) // seeds_per_class
@@ -211,8 +211,8 @@ def task_erased_fn(pipeline, items, task: str, concept: str, search_seeds: int, 
     and its own weights back after each probe."""
     import math
 
-    from ..evaluate.evaluate import evaluate_concept
-    from ..unlearn.conceptprune import apply_masks
+    from revival.evaluate.evaluate import evaluate_concept
+    from revival.unlearn.conceptprune import apply_masks
 
     check_concept(task, concept)
     if task not in _JUDGES:

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import torch
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat",
            "sandal", "shirt", "sneaker", "bag", "ankle boot"]

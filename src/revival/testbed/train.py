@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import RevivalError
-from . import model as M
-from . import text as T
-from . import transforms as X
-from .data import load_fashion_mnist
+from revival.errors import RevivalError
+from revival.testbed import model as M
+from revival.testbed import text as T
+from revival.testbed import transforms as X
+from revival.testbed.data import load_fashion_mnist
 
 DEFAULT_STEPS = 3300
 DEFAULT_FF_STEPS = 600
@@ -46,13 +46,13 @@ def check_class(concept: str) -> str:
 
 
 def _atomic_save_unet(unet, out_dir: Path) -> None:
-    from ..io import atomic_folder
+    from revival.io import atomic_folder
 
     atomic_folder(out_dir, lambda tmp: unet.save_pretrained(tmp, safe_serialization=True))
 
 
 def _write_settings(settings: dict, path: Path) -> None:
-    from ..io import atomic_write
+    from revival.io import atomic_write
 
     atomic_write(path, json.dumps(settings, indent=2) + "\n")
 

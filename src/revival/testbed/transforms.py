@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 STYLES = ("Varenne", "Orsolo", "Belgrave", "Kessler")
 STYLE_DESCRIPTIONS = {"Varenne": "inverted tones", "Orsolo": "outline (morphological gradient)",

@@ -4,8 +4,8 @@ their files here. ConceptPrune's names load on first use (its module brings diff
 CLI reads the erasures' names and help from the registry without it; import them from
 `revival.unlearn.conceptprune`.
 """
-from . import anchor, esd, robust  # noqa: F401  (each registers itself in ERASURES)
-from .erasures import ERASURES, ErasureConfig, ErasureData, erasure_config, sd_data, testbed_data
+from revival.unlearn import anchor, esd, robust  # noqa: F401  (each registers itself in ERASURES)
+from revival.unlearn.erasures import ERASURES, ErasureConfig, ErasureData, erasure_config, sd_data, testbed_data
 
 _CONCEPTPRUNE = (
     "PRESETS", "ConceptPruneConfig", "ConceptPruneResult", "apply_masks", "artist_prompts",

@@ -11,7 +11,7 @@ where L_retain is the model's own denoising loss on the retained concepts with t
 variant would take the frozen model's prediction for the anchor prompt as the target instead;
 the noise-based one needs no second copy of the UNet. On a v-prediction model the target is v.
 
-Arguments (`ErasureConfig`): steps (AdamW steps, `revival.denoise.finetune`), lr, batch (anchor
+Arguments (`ErasureConfig`): steps (AdamW steps, `revival.model.denoise.finetune`), lr, batch (anchor
 images and retain images a step, each), retain_weight, seed (every draw). Shapes: the data's x0
 are [N, C, H, W] in the UNet's input space. Example::
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from ..denoise import finetune
-from .erasures import ERASURES, ErasureConfig, ErasureData
+from revival.model.denoise import finetune
+from revival.unlearn.erasures import ERASURES, ErasureConfig, ErasureData
 
 DEFAULTS = dict(steps=400, lr=3e-4, batch=32)  # the testbed's
 SD_DEFAULTS = dict(steps=400, lr=2e-6, batch=4)  # Stable Diffusion: a small rate for full weights

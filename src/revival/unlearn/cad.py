@@ -15,7 +15,7 @@ Our reading of the method (its code was not at hand):
    t and eps. Gradients are averaged over prompts and draws: g_target, g_base per weight.
 3. Attribution A = |W * g| / mean |W * g| (normalised per layer); score = A_target - A_base.
 4. Per row, the top k = round(ratio * in_features) entries by score are zeroed (a fixed count in
-   every row: the pattern `revival.masks.zero_pattern` calls "cad").
+   every row: the pattern `revival.release.masks.zero_pattern` calls "cad").
 
 Shapes: W [out, in]; masks bool [out, in], keyed by the weight's state-dict name.
 
@@ -34,8 +34,8 @@ from typing import Sequence
 
 import torch
 
-from ..errors import RevivalError
-from .result import UnlearnResult
+from revival.errors import RevivalError
+from revival.unlearn.result import UnlearnResult
 
 FF_MODULES = r"transformer_blocks\.\d+\.ff\.net\.(0\.proj|2)$"
 
@@ -82,9 +82,9 @@ class Denoiser:
     pipeline or a diffusers StableDiffusionPipeline: text states, x0 samples, noising."""
 
     def __init__(self, pipeline, inference_steps: int | None = None, guidance: float | None = None):
-        from ..models import SDGenerator
+        from revival.model.loader import SDGenerator
 
-        if isinstance(pipeline, SDGenerator):  # revival.models' wrapper: the diffusers pipeline inside
+        if isinstance(pipeline, SDGenerator):  # revival.model.loader' wrapper: the diffusers pipeline inside
             pipeline = pipeline.pipe
         self.pipe = pipeline
         self.unet = pipeline.unet

@@ -32,7 +32,7 @@ right after step tau (a private exception raised by a UNet forward pre-hook).
 
 Device and precision: the statistics are fp64 sums kept on the device of the hooked layer (the
 weights' device), the masks are computed and returned on the weights' device; the model may run
-in fp16/bf16 (`revival.device`). Distributed (`accelerate launch`/`torchrun`): the prompt batches
+in fp16/bf16 (`revival.runtime.device`). Distributed (`accelerate launch`/`torchrun`): the prompt batches
 are shared among the processes, each sums its own, then one all-reduce; every prompt keeps its
 seed (seed + its index), so the masks are those of one process.
 """
@@ -47,14 +47,14 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .. import distributed as dist
-from ..concepts import task_prompts  # noqa: F401 (public name: the registry's pairs, else the paper's)
-from ..errors import RevivalError
-from .masks_io import load_masks, save_masks  # noqa: F401 (public names)
-from .prompt_sets import (HUMANS, PRESETS, SCENES, TESTBED_HALVES, TESTBED_PRESETS,  # noqa: F401 (public names)
+from revival.runtime import distributed as dist
+from revival.concepts.catalog import task_prompts  # noqa: F401 (public name: the registry's pairs, else the paper's)
+from revival.errors import RevivalError
+from revival.unlearn.masks_io import load_masks, save_masks  # noqa: F401 (public names)
+from revival.unlearn.prompt_sets import (HUMANS, PRESETS, SCENES, TESTBED_HALVES, TESTBED_PRESETS,  # noqa: F401 (public names)
                           TESTBED_TASK_TEMPLATES, TESTBED_TEMPLATES, THINGS, artist_prompts, concept_prompts,
                           nudity_prompts, object_prompts, testbed_task_prompts)
-from .result import UnlearnResult
+from revival.unlearn.result import UnlearnResult
 
 # Module names of the pruned layers (the weight keys add ".weight").
 DEFAULT_MODULES = r"transformer_blocks\.\d+\.ff\.net\.2$"
@@ -288,7 +288,7 @@ def make_pipeline_call(pipeline, config: ConceptPruneConfig) -> Callable[[list[s
         from diffusers import DiffusionPipeline
     except ImportError:  # pragma: no cover - diffusers is a dependency
         DiffusionPipeline = ()
-    from ..models import SDGenerator
+    from revival.model.loader import SDGenerator
 
     if isinstance(pipeline, SDGenerator):
         pipeline = pipeline.pipe

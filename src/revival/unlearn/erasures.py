@@ -5,8 +5,8 @@ A member is registered in its own file::
     @ERASURES.register("anchor", "the concept's captions learn an anchor's images; retain data kept")
     def anchor(model, data: ErasureData, config: ErasureConfig, log) -> dict: ...
 
-It trains `model.unet` in place (`revival.denoise`) and returns what its report should say. The
-orchestration (`revival.unlearning.erase`) loads the model, builds the data, runs the member and
+It trains `model.unet` in place (`revival.model.denoise`) and returns what its report should say. The
+orchestration (`revival.unlearn.run.erase`) loads the model, builds the data, runs the member and
 writes the whole UNet. Unlike pruning, these erasures change every weight they train: the audit
 attacks every feed-forward linear of such a release.
 
@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..errors import RevivalError
-from ..registry import Registry
+from revival.errors import RevivalError
+from revival.registry import Registry
 
 ERASURES = Registry("erasure method")
 P_EMPTY = 0.1   # share of retain captions replaced by the empty caption (keeps guidance working)
@@ -134,7 +134,7 @@ class ErasureData:
 def nearest_class(concept: str, classes) -> str:
     """The testbed class (other than `concept`) whose training captions the frozen text encoder
     places nearest the concept's (mean token state, cosine): the erasure's default anchor."""
-    from ..testbed.text import class_captions, shared_encoder
+    from revival.testbed.text import class_captions, shared_encoder
 
     enc = shared_encoder()
     mean = {c: enc(class_captions(c)).mean((0, 1)) for c in classes}
@@ -145,7 +145,7 @@ def nearest_class(concept: str, classes) -> str:
 
 def check_testbed_names(concept: str, anchor: str | None = None) -> None:
     """RevivalError unless `concept` is a testbed class and `anchor` (if given) another one."""
-    from ..testbed.text import CLASSES
+    from revival.testbed.text import CLASSES
 
     if concept not in CLASSES:
         raise RevivalError(f"unknown concept {concept!r}; the testbed knows: {', '.join(CLASSES)}.")
@@ -156,8 +156,8 @@ def check_testbed_names(concept: str, anchor: str | None = None) -> None:
 def testbed_data(denoiser, concept: str, anchor: str | None = None, per_class: int = 1000,
                  seed: int = 0) -> ErasureData:
     """ErasureData from Fashion-MNIST's train split: `per_class` images of each class."""
-    from ..concept_images import testbed_class_images
-    from ..testbed.text import CLASSES, class_captions
+    from revival.concepts.images import testbed_class_images
+    from revival.testbed.text import CLASSES, class_captions
 
     check_testbed_names(concept, anchor)
     anchor = anchor if anchor is not None else nearest_class(concept, CLASSES)

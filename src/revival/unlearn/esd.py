@@ -31,8 +31,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..denoise import finetune
-from .erasures import ERASURES, ErasureConfig, ErasureData
+from revival.model.denoise import finetune
+from revival.unlearn.erasures import ERASURES, ErasureConfig, ErasureData
 
 DEFAULTS = dict(steps=400, lr=3e-4, batch=32)    # the testbed's
 SD_DEFAULTS = dict(steps=1000, lr=1e-5, batch=1)  # Stable Diffusion: the paper's rate, one image a step

@@ -18,8 +18,8 @@ from typing import Callable
 
 import torch
 
-from ..errors import RevivalError
-from .conceptprune import ConceptPruneConfig, ConceptStatistics
+from revival.errors import RevivalError
+from revival.unlearn.conceptprune import ConceptPruneConfig, ConceptStatistics
 
 
 @dataclass

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 
 def save_masks(masks: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None, *,
@@ -13,7 +13,7 @@ def save_masks(masks: dict[str, torch.Tensor], path, metadata: dict[str, str] | 
 
     from safetensors.torch import save_file
 
-    from ..io import atomic_write
+    from revival.io import atomic_write
 
     tensors = {k: v.to(torch.bool).contiguous().cpu() for k, v in masks.items()}
     return atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata), inputs=inputs,

@@ -1,4 +1,4 @@
-"""The pruning-based unlearning methods by name (`make_masks`; `revival.unlearning.unlearn_method` runs any
+"""The pruning-based unlearning methods by name (`make_masks`; `revival.unlearn.run.unlearn_method` runs any
 of them on the testbed or a local Stable Diffusion folder and writes the pruned UNet).
 
 - ``conceptprune``: WANDA on `ff.net.2` (the paper's), or on its other targets by `modules`:
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 METHODS = ("conceptprune", "cad", "neurons")
 
@@ -42,19 +42,19 @@ def make_masks(method: str, pipeline, target: Sequence[str], base: Sequence[str]
     conceptprune's module preset or regex; neurons' unit kind ("ff" or "attn2"); cad's regex.
     """
     if method == "conceptprune":
-        from .conceptprune import ConceptPruneConfig, conceptprune
+        from revival.unlearn.conceptprune import ConceptPruneConfig, conceptprune
 
         kw = {k: v for k, v in {"skill_ratio": ratio, "steps": steps, "modules": conceptprune_modules(modules),
                                 "inference_steps": inference_steps}.items() if v is not None}
         return conceptprune(pipeline, target, base, ConceptPruneConfig(seed=seed, **kw), progress=progress)
     if method == "cad":
-        from .cad import CadConfig, cad
+        from revival.unlearn.cad import CadConfig, cad
 
         kw = {k: v for k, v in {"ratio": ratio, "modules": modules, "inference_steps": inference_steps}.items()
               if v is not None}
         return cad(pipeline, target, base, CadConfig(seed=seed, **kw), progress=progress)
     if method == "neurons":
-        from .neurons import NeuronsConfig, neurons
+        from revival.unlearn.neurons import NeuronsConfig, neurons
 
         kw = {k: v for k, v in {"ratio": ratio, "steps": steps, "units": modules,
                                 "inference_steps": inference_steps}.items() if v is not None}

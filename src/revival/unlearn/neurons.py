@@ -28,8 +28,8 @@ from typing import Sequence
 
 import torch
 
-from ..errors import RevivalError
-from .result import UnlearnResult
+from revival.errors import RevivalError
+from revival.unlearn.result import UnlearnResult
 
 # unit kind -> (regex of the modules whose INPUT is the unit activation, suffix of that module,
 #               suffix of the module whose rows are zeroed)
@@ -96,7 +96,7 @@ def neurons(pipeline, target_prompts: Sequence[str], base_prompts: Sequence[str]
             ) -> tuple[dict[str, torch.Tensor], UnlearnResult]:
     """Masks (whole rows of the input linears, and their bias entries) deactivating the
     concept's units; the model is not modified. Returns (key -> bool mask, result)."""
-    from .conceptprune import ConceptPruneConfig, collect_activations, make_pipeline_call
+    from revival.unlearn.conceptprune import ConceptPruneConfig, collect_activations, make_pipeline_call
 
     unet = pipeline.unet
     pattern, out_suffix, in_suffix = UNITS[config.units]

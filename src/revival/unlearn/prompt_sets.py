@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from ..errors import RevivalError
-from ..testbed.text import CLASSES
-from ..testbed.transforms import ATTRIBUTE, STYLES
+from revival.errors import RevivalError
+from revival.testbed.text import CLASSES
+from revival.testbed.transforms import ATTRIBUTE, STYLES
 
 # The paper's released settings: task -> (skill_ratio, steps).
 PRESETS: dict[str, tuple[float, int]] = {
@@ -86,7 +86,7 @@ def task_prompts(task: str, concept: str, words: Sequence[str] | None = None) ->
     """ConceptPrune's prompt pair for a task, filled with `words` (scenes for objects, things
     for artists, humans for nudity; None: this project's own lists). With the paper's word files
     (common_scenes.txt, things.txt, humans.txt, read by path) this is its prompt set. (An object
-    with its own (base, target) pairs in the concept registry: `revival.concepts.task_prompts`.)"""
+    with its own (base, target) pairs in the concept registry: `revival.concepts.catalog.task_prompts`.)"""
     if task not in PRESETS:
         raise RevivalError(f"--task must be one of {', '.join(PRESETS)}, got {task!r}.")
     if words is not None and not words:

@@ -41,8 +41,8 @@ import secrets
 import torch
 import torch.nn.functional as F
 
-from ..denoise import finetune
-from .erasures import ERASURES, ErasureConfig, ErasureData
+from revival.model.denoise import finetune
+from revival.unlearn.erasures import ERASURES, ErasureConfig, ErasureData
 
 RESET = 0.5           # the share of each weight replaced by noise
 ANCHOR_SHARE = 0.125  # share of a step's images that map the concept's captions to the anchor
@@ -52,7 +52,7 @@ META = 0.1           # weight of the simulated relearning attacker's gradient (0
 META_EVERY = 2       # a simulated attack every META_EVERY steps ...
 META_START = 0.1     # ... once this share of the steps has passed (the retraining found its feet)
 META_STEPS = 5       # the simulated attacker's AdamW steps: the relearning attacker's 20 steps at
-META_LR = 1.2e-3     # lr 3e-4 (revival.attack.relearn) covered in a quarter of the steps
+META_LR = 1.2e-3     # lr 3e-4 (revival.attack.attackers.relearn) covered in a quarter of the steps
 META_IMAGES = (1, 4, 16)   # K, drawn per simulated attack; at most 16 images a step
 DEFAULTS = dict(steps=1000, lr=1e-3, batch=64)
 SD_DEFAULTS = dict(steps=1000, lr=1e-5, batch=4)   # Stable Diffusion: a small rate for full weights

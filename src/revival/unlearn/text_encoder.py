@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import RevivalError
+from revival.errors import RevivalError
 
 TEXT_FF_MODULES = r"(mlp\.fc2|(?<!attention\.)output\.dense)$"
 
@@ -67,7 +67,7 @@ def text_encoder_masks(model: torch.nn.Module, tokenizer, target_prompts: Sequen
                        modules: str = TEXT_FF_MODULES, max_length: int | None = None) -> dict[str, torch.Tensor]:
     """ConceptPrune masks (weight key -> bool [out, in]) of the text encoder's feed-forward
     output linears; the model is not modified."""
-    from .conceptprune import step_mask
+    from revival.unlearn.conceptprune import step_mask
 
     if not (isinstance(skill_ratio, (int, float)) and 0.0 < skill_ratio <= 1.0):
         raise RevivalError(f"skill_ratio must be in (0, 1], got {skill_ratio!r}.")

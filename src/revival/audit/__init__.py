@@ -1,0 +1,1 @@
+"""The audit of a release: the run (every attacker of the ladder x evaluation), its evidence and JSON/Markdown, the verdict rules, the model card, and the never-learned model it is calibrated against."""

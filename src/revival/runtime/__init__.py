@@ -1,0 +1,1 @@
+"""Where the code runs: device and dtype policy, data parallelism, CPU threads, per-item seeds."""
