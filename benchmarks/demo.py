@@ -27,8 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import estimate, table, write_results  # noqa: E402
 
-STAGE_LABELS = {"original": "original", "unlearned": "unlearned (ConceptPrune)", "revived": "revived (attack)",
-                "obfuscated": "defended", "obfuscated_revived": "defended + strongest attack"}
+from revival.story.stages import LABELS as STAGE_LABELS  # noqa: E402 (the chain's labels, defined once)
 
 
 def main(argv=None) -> int:

@@ -63,7 +63,7 @@ def test_plugins_discovered_through_eval_unlearns_entry_points():
 
     for name, cls in TECHNIQUES.items():
         assert get_technique(name) is getattr(techniques, cls)
-        assert get_technique(name).stage in ("release", "revived", "defended", "defended_attack")
+        assert get_technique(name).stage in ("unlearned", "revived", "obfuscated", "obfuscated_revived")
     assert get_metric("revival_concept_accuracy") is ConceptAccuracyMetric
 
 

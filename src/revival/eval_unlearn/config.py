@@ -36,8 +36,9 @@ from typing import Any
 from eval_unlearn.configs.base import BaseConfig
 
 from revival.errors import RevivalError
+from revival.story.stages import AFTER_ORIGINAL
 
-STAGES = ("release", "revived", "defended", "defended_attack")
+STAGES = AFTER_ORIGINAL   # the techniques: every stage of the chain after the original
 TASKS = ("objects", "artists", "nudity")
 
 

@@ -1,12 +1,14 @@
-"""The four stages of `revival demo` as releases, each built once and cached by content.
+"""The four stages of `revival demo` after the original (the chain of `revival.story.stages`) as
+releases, each built once and cached by content. Names are the chain's; `build` also takes their
+aliases (release, defended, defended_attack).
 
-    release          ConceptPrune (testbed: `revival.unlearn.least_damage`, the least skill ratio
-                     whose erased accuracy on validation images is at most target_erasure, as the
-                     demo; SD: the paper's preset of the task)
-    revived          revival's attack on the release (`revival.revive`, the demo's stage 3)
-    defended         the release defended (`revival.defense.apply_defense`, the demo's stage 4)
-    defended_attack  every attacker against the defended release, the strongest kept
-                     (`revival.story.demo.defended_attacks`, the demo's stage 5)
+    unlearned           ConceptPrune (testbed: `revival.unlearn.least_damage`, the least skill ratio
+                        whose erased accuracy on validation images is at most target_erasure, as the
+                        demo; SD: the paper's preset of the task)
+    revived             revival's attack on the release (`revival.revive`, the demo's stage 3)
+    obfuscated          the release defended (`revival.defense.apply_defense`, the demo's stage 4)
+    obfuscated_revived  every attacker against the defended release, the strongest kept
+                        (`revival.story.demo.defended_attacks`, the demo's stage 5)
 
 Every stage is the same function of the same inputs as in the demo, so the same model, concept
 and settings give the demo's weights. A stage is stored as the layers it changes (safetensors,
@@ -32,6 +34,7 @@ import torch
 
 from revival.errors import RevivalError
 from revival.eval_unlearn.config import STAGES, TechniqueConfig
+from revival.story.stages import canonical
 
 CACHE_FORMAT = 1
 _logger = logging.getLogger("revival.eval_unlearn")
@@ -49,8 +52,7 @@ class Built:
 
 def build(stage: str, config: TechniqueConfig, log: Callable[[str], None] | None = None) -> Built:
     """The stage `stage` (one of STAGES) of `config`, built or read from the cache."""
-    if stage not in STAGES:
-        raise RevivalError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}.")
+    stage = canonical(stage, STAGES)
     stages = _Stages(config, log or _logger.info)
     updates, info = stages.get(stage)
     stages.pipe.unet.load_state_dict({**stages.original, **updates})
@@ -102,7 +104,8 @@ class _Stages:
     def get(self, stage: str) -> tuple[dict[str, torch.Tensor], dict]:
         """(changed layers vs. the model, info) of a stage; info["key"] is its cache key."""
         if stage not in self.memo:
-            parent, own, make = getattr(self, f"_{stage}")()
+            parent, own, make = {"unlearned": self._release, "revived": self._revived, "obfuscated": self._defended,
+                                 "obfuscated_revived": self._defended_attack}[stage]()
             key = _hash({"stage": stage, "parent": self.get(parent)[1]["key"] if parent else self.root, **own})
             self.memo[stage] = self._cached(stage, key, make)
         return self.memo[stage][1], self.memo[stage][2]
@@ -167,7 +170,7 @@ class _Stages:
         return None, own, make
 
     def _unlearned(self) -> tuple[dict, dict]:
-        rel, info = self.get("release")
+        rel, info = self.get("unlearned")
         return {**self.original, **rel}, info
 
     def _revived(self):
@@ -180,7 +183,7 @@ class _Stages:
             return self._changed({**unlearned, **updates}), {
                 "layers": rinfo["layers"], "skill_ratio": rinfo["skill_ratio"], "attack": asdict(self.attack),
                 "revived": totals["kept"], "pruned": totals["pruned"]}
-        return "release", {"attack": asdict(self.attack)}, make
+        return "unlearned", {"attack": asdict(self.attack)}, make
 
     def _defended(self):
         from revival.defense import apply_defense
@@ -196,7 +199,7 @@ class _Stages:
             return self._changed({**unlearned, **updates}), {
                 "layers": rinfo["layers"], "skill_ratio": rinfo["skill_ratio"], "defense": c.defense,
                 "filled": getattr(result, "pruned", None)}
-        return "release", {"defense": c.defense, "seed": c.seed, "stats": "row"}, make
+        return "unlearned", {"defense": c.defense, "seed": c.seed, "stats": "row"}, make
 
     def _defended_attack(self):
         from revival.attack.attackers import ATTACKERS
@@ -214,7 +217,7 @@ class _Stages:
             from revival.evaluate.evaluate import evaluate_concept
 
             unlearned, rinfo = self._unlearned()
-            d_updates, dinfo = self.get("defended")
+            d_updates, dinfo = self.get("obfuscated")
             layers = rinfo["layers"]
             defended = {**self.original, **d_updates}
             clf = get_classifier(clf_name, device=str(torch.device(self.pipe.device)), weights=c.classifier_path)
@@ -243,7 +246,7 @@ class _Stages:
                 "layers": layers, "skill_ratio": rinfo["skill_ratio"], "defense": c.defense,
                 "strongest": facts["strongest"], "attackers": attackers,
                 "selection": {"classifier": clf_name, "images": len(rows), "first_seed": rows[0].seed}}
-        return "defended", own, make
+        return "obfuscated", own, make
 
     def _changed(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The tensors of `state` that differ from the model's own."""

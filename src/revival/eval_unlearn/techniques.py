@@ -86,7 +86,7 @@ class RevivalTechnique:
 class ConceptPruneRelease(RevivalTechnique):
     """The ConceptPrune release (testbed: the least skill ratio that erases, as `revival demo`)."""
 
-    stage = "release"
+    stage = "unlearned"
 
 
 @register_technique("revival_revived")
@@ -100,14 +100,14 @@ class RevivedRelease(RevivalTechnique):
 class DefendedRelease(RevivalTechnique):
     """The ConceptPrune release defended by revival's default defense (resample)."""
 
-    stage = "defended"
+    stage = "obfuscated"
 
 
 @register_technique("revival_defended_attack")
 class DefendedAttackedRelease(RevivalTechnique):
     """The defended release under the strongest of revival's attackers (the demo's stage 5)."""
 
-    stage = "defended_attack"
+    stage = "obfuscated_revived"
 
 
 TECHNIQUES = {"revival_conceptprune": ConceptPruneRelease, "revival_revived": RevivedRelease,

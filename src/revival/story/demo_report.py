@@ -28,17 +28,10 @@ from typing import Sequence
 import torch
 
 from revival.errors import RevivalError
+from revival.story.stages import HOLD_STAGES, LABELS, STAGES  # the chain, defined once
 
-STAGES = ("original", "unlearned", "revived", "obfuscated", "obfuscated_revived")
-HOLD_STAGES = ("never_learned", "robust")   # stage 6, where the concept has them (revival.story.demo_holds)
-HOLD_LABELS = {"never_learned": "never learned (retrained without it)", "robust": "robust erasure"}
-STAGE_LABELS = {
-    "original": "original",
-    "unlearned": "unlearned (ConceptPrune)",
-    "revived": "revived (attack)",
-    "obfuscated": "defended",
-    "obfuscated_revived": "defended + strongest attack",
-}
+HOLD_LABELS = {s: LABELS[s] for s in HOLD_STAGES}
+STAGE_LABELS = {s: LABELS[s] for s in STAGES}
 
 
 def _atomic_write(path: Path, write) -> Path:

@@ -10,10 +10,8 @@ from pathlib import Path
 
 from revival.concepts.catalog import Concept, lookup, make_concept, registry
 from revival.errors import RevivalError
+from revival.story.stages import STAGES, canonical, in_order
 
-STAGES = ("original", "unlearned", "revived", "obfuscated", "obfuscated_revived")
-STAGE_ALIASES = {"obfuscated+attack": "obfuscated_revived", "obfuscated_attack": "obfuscated_revived",
-                 "obfuscated + attack": "obfuscated_revived", "pruned": "unlearned"}
 ATTACK_KEYS = {"solver", "keep", "magnitude", "rank", "lam", "seed", "max_iters", "tol", "side"}
 DEFENSE_KEYS = {"method", "stats", "seed"}
 CONCEPT_OVERRIDES = {f.name for f in fields(Concept)} - {"name"}
@@ -116,13 +114,12 @@ class ExperimentConfig:
         stages = data.get("stages", list(STAGES))
         if not isinstance(stages, list) or not stages:
             raise RevivalError(f"{where}: stages must be a non-empty list.")
-        canon = []
         for s in stages:
-            s2 = STAGE_ALIASES.get(s, s)
-            if s2 not in STAGES:
-                raise RevivalError(f"{where}: unknown stage {s!r} (known: {', '.join(STAGES)}, 'obfuscated+attack').")
-            canon.append(s2)
-        stages = tuple(s for s in STAGES if s in canon)
+            try:
+                canonical(s)
+            except RevivalError as exc:
+                raise RevivalError(f"{where}: {exc}") from None
+        stages = in_order(stages)
         attack, defense = data.get("attack", {}), data.get("defense", {})
         for name, table, keys in (("attack", attack, ATTACK_KEYS), ("defense", defense, DEFENSE_KEYS)):
             if not isinstance(table, dict):
