@@ -56,7 +56,9 @@ def register(sub) -> None:
                "format and its report beside it (never inside the folder you publish). The noise is secret "
                "randomness from the OS unless --seed is given (research runs only).",
                O.CHECKPOINT, O.OUT, O.REPORT, O.OVERWRITE, O.SEED, O.LAYERS)
-    d.add_argument("--method", default=None, help="resample (default), gaussian or decoy")
+    from revival.defense import DEFENSE_METHODS
+
+    d.add_argument("--method", default=None, help=f"the defense: {DEFENSE_METHODS.help()}")
     d.add_argument("--stats", choices=("row", "layer"), default="row",
                    help="noise statistics from the same row (default) or the whole layer")
     d.add_argument("--scale", type=float, default=1.0, help="noise scale: multiplies the noise's std (default 1)")

@@ -19,7 +19,9 @@ def register(sub) -> None:
     d.add_argument("--controls", action="store_true",
                    help="also evaluate the revived model with random, flipped and the original's signs, and the "
                         "original's values, at the same kept positions and magnitudes")
-    d.add_argument("--defense", default=None, choices=["resample", "gaussian", "decoy"],
+    from revival.defense import DEFENSES
+
+    d.add_argument("--defense", default=None, choices=list(DEFENSES),
                    help="the defense of stage 4 (default: resample, the project's; gaussian: the paper's)")
     d.add_argument("--obfuscate-stats", default=None, choices=["row", "layer"],
                    help="defense noise statistics (default: row)")

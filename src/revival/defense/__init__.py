@@ -4,7 +4,8 @@
     decoy        fill, then zero as many decoy positions, clustered like ConceptPrune's (decoy.py)
     resample     fill, and retire the hidden units where pruning concentrated (resample.py; the default)
 
-Each is `fn(tensors, layers, seed=None, scale=..., progress=...) -> (updates, result)`: updates hold
+Each registers by a decorator in its own file (`DEFENSE_METHODS`, base.py; its rank orders them,
+the default first): `fn(tensors, layers, seed=None, scale=..., progress=...) -> (updates, result)`: updates hold
 the changed layers (dtype and shape kept), result has `to_dict()` and `pruned` (positions filled).
 What they share (argument checks, the secret randomness, the Gaussian fill) is in base.py.
 
@@ -14,40 +15,18 @@ entropy (two runs differ; the report records `seed: null`). An explicit seed is 
 """
 from __future__ import annotations
 
-from revival.errors import RevivalError
-from revival.defense.base import SEED_WARNING, check_seed
+from revival.defense.base import DEFENSE_METHODS, SEED_WARNING, check_seed
+from revival.defense import resample as _resample, obfuscate as _obfuscate, decoy as _decoy  # noqa: E402,F401 (they register)
 
-DEFENSES = ("resample", "gaussian", "decoy")
-DEFAULT_DEFENSE = "resample"
+DEFENSES = DEFENSE_METHODS.names()
+DEFAULT_DEFENSE = DEFENSES[0]
 
-__all__ = ["DEFENSES", "DEFAULT_DEFENSE", "SEED_WARNING", "apply_defense", "get_defense"]
+__all__ = ["DEFENSES", "DEFAULT_DEFENSE", "DEFENSE_METHODS", "SEED_WARNING", "apply_defense", "get_defense"]
 
 
 def get_defense(name: str):
-    """The defense function named `name`."""
-    if name == "gaussian":
-        from revival.defense.obfuscate import obfuscate
-
-        def gaussian(tensors, layers, seed=None, *, scale=1.0, stats="row", progress=False):
-            return obfuscate(tensors, layers, stats, seed, progress=progress, scale=scale)
-        return gaussian
-    if name == "decoy":
-        from revival.defense.decoy import decoy
-
-        return decoy
-    if name == "resample":
-        from revival.defense.resample import resample
-
-        def resample_(tensors, layers, seed=None, *, scale=1.0, stats="row", progress=False, column_share=None,
-                      fresh_units=False, hot=None, retire=None):
-            kw = {"fresh_units": fresh_units, "stats": stats, "hot": hot}
-            if retire is not None:
-                kw["retire"] = retire
-            if column_share is not None:
-                kw["column_share"] = column_share
-            return resample(tensors, layers, seed, scale=scale, progress=progress, **kw)
-        return resample_
-    raise RevivalError(f"defense method must be one of {', '.join(DEFENSES)}, got {name!r}.")
+    """The defense function named `name` (one sentence for an unknown one)."""
+    return DEFENSE_METHODS.get(name)
 
 
 def apply_defense(tensors, layers, method: str = DEFAULT_DEFENSE, seed: int | None = None, *, scale: float = 1.0,

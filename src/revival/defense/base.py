@@ -18,7 +18,12 @@ from pathlib import Path
 import torch
 
 from revival.errors import RevivalError
+from revival.registry import Registry
 from revival.runtime.seeding import item_seed
+
+# The defenses by name: each registers in its own file, `fn(tensors, layers, seed=None, *, scale,
+# stats, progress, **its options) -> (updates, result)`; rank orders them (the default first).
+DEFENSE_METHODS = Registry("defense method")
 
 STATS = ("row", "layer")
 _MAX_REDRAWS = 8

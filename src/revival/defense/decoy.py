@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import torch
 
 from revival.release.layers import check_matrices
-from revival.defense.base import ObfuscateResult, check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret
+from revival.defense.base import DEFENSE_METHODS, ObfuscateResult, check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret
 
 
 def decoy_positions(w: torch.Tensor, pruned: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -39,6 +39,8 @@ def decoy_positions(w: torch.Tensor, pruned: torch.Tensor, generator: torch.Gene
     return decoy & (w != 0)
 
 
+@DEFENSE_METHODS.register("decoy", "fill the pruned positions, then zero as many decoys clustered like ConceptPrune's",
+                          rank=2)
 def decoy(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int | None = None, *, stats: str = "row",
           scale: float = 1.0, progress: bool = False) -> tuple[dict[str, torch.Tensor], ObfuscateResult]:
     """Fill the pruned positions (Gaussian, `stats`, `scale`), then zero decoys; see module doc.

@@ -25,7 +25,7 @@ import torch
 
 from revival.errors import RevivalError
 from revival.release.layers import check_matrices
-from revival.defense.base import (STATS, LayerObfuscation, ObfuscateResult, check_scale, check_seed, check_stats,  # noqa: F401
+from revival.defense.base import (DEFENSE_METHODS, STATS, LayerObfuscation, ObfuscateResult, check_scale, check_seed, check_stats,  # noqa: F401
                    layer_generator, obfuscate_matrix, run_secret)
 
 if TYPE_CHECKING:
@@ -135,3 +135,10 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
             "mask": masks.to_dict(), "defense": result.to_dict(), "seconds": round(time.perf_counter() - t0, 4)}
     result.report = write_report(report_path, data, ckpt.input_paths())
     return written, result, masks
+
+
+@DEFENSE_METHODS.register("gaussian", "fill only the pruned positions with N(mean, std) of their row or layer: the paper's",
+                          rank=1)
+def gaussian(tensors, layers, seed=None, *, scale=1.0, stats="row", progress=False):
+    """`obfuscate` in the defenses' common signature."""
+    return obfuscate(tensors, layers, stats, seed, progress=progress, scale=scale)

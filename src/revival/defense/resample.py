@@ -75,7 +75,7 @@ import torch
 from revival.errors import RevivalError
 from revival.release.layers import check_matrices
 from revival.release.pairs import partner_name
-from revival.defense.base import check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret
+from revival.defense.base import DEFENSE_METHODS, check_scale, check_seed, check_stats, layer_generator, obfuscate_matrix, run_secret
 from revival.defense.retire import map_fill, retire_units
 
 DEFAULT_COLUMN_SHARE = 0.2
@@ -383,3 +383,16 @@ def resample(tensors: Mapping[str, torch.Tensor], layers: list[str], seed: int |
         state.update(changed)
     result.seconds = time.perf_counter() - start
     return updates, result
+
+
+@DEFENSE_METHODS.register("resample", "fill every pruned position and retire the hidden units where pruning "
+                          "concentrated, with secret randomness (the default)", rank=0)
+def resample_defense(tensors, layers, seed=None, *, scale=1.0, stats="row", progress=False, column_share=None,
+                     fresh_units=False, hot=None, retire=None):
+    """`resample` in the defenses' common signature (None: its defaults)."""
+    kw = {"fresh_units": fresh_units, "stats": stats, "hot": hot}
+    if retire is not None:
+        kw["retire"] = retire
+    if column_share is not None:
+        kw["column_share"] = column_share
+    return resample(tensors, layers, seed, scale=scale, progress=progress, **kw)
