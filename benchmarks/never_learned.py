@@ -168,7 +168,11 @@ def write(done: dict, args, argv) -> Path:
                    "same images, steps and seed on both models.")]
     if tg_rows:
         names = list(targets(next(e for e in done.values() if e["method"] == "robust")))
-        tables.append(table("Targets of --method robust", ["concept", *names], tg_rows))
+        tables.append(table("Targets of --method robust", ["concept", *names], tg_rows,
+                            note=f"the audit here has this benchmark's {args.erased} images of the concept in one look: "
+                                 "0 of them against 0 cannot put a paired upper bound below 0.10; the audit with its "
+                                 "defaults is benchmarks/audit_robust.py (its own section). <= 10 min: the erasure's "
+                                 "seconds on this machine under its load at the time (several jobs shared 2 cores)."))
     data = {"title": "Erasures beside the never-learned model", "page": "results",
             "about": f"Testbed, {args.erased} held-out images of the concept and {args.preserved} of every other class "
                      f"per model; weight-only ladder and relearning ({', '.join(budgets)}) on every release and on the "
