@@ -16,6 +16,11 @@ import torch
 
 from revival.errors import RevivalError
 
+# Captions of a Stable Diffusion concept's images (the relearning attacker's, and the fine-tuning
+# erasures' own images of the concept); the paper's evaluation prompt sets are other prompts.
+SD_TEMPLATES = ("a photo of a {}", "an image of a {}", "a picture of a {}", "a close-up photo of a {}",
+                "a photograph of a {}", "a {} on a plain background", "a good photo of a {}", "{}")
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 

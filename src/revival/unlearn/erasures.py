@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from revival.errors import RevivalError
+from revival.concepts.images import SD_TEMPLATES
 from revival.registry import Registry
 
 ERASURES = Registry("erasure method")
@@ -175,8 +176,6 @@ def testbed_data(denoiser, concept: str, anchor: str | None = None, per_class: i
 
 
 # Stable Diffusion has no data set here: the original model draws the erasure's images itself.
-SD_TEMPLATES = ("a photo of a {}", "an image of a {}", "a picture of a {}", "a close-up photo of a {}",
-                "a photograph of a {}", "{}")
 RETAIN_PROMPTS = ("a photo of a dog", "a photo of a city street", "a bowl of fruit on a table",
                   "a portrait of a woman", "a landscape with mountains and a lake", "a red car on a road",
                   "a cup of coffee", "a house with a garden")

@@ -20,13 +20,10 @@ from pathlib import Path
 
 import torch
 
-from revival.concepts.images import check_count, folder_images, image_files, testbed_images
+from revival.concepts.images import SD_TEMPLATES, check_count, folder_images, image_files, testbed_images
 from revival.model.denoise import Denoiser, finetune
 from revival.errors import RevivalError
 
-# Captions of a Stable Diffusion concept; the paper's evaluation prompt sets are other prompts.
-SD_TEMPLATES = ("a photo of a {}", "an image of a {}", "a picture of a {}", "a close-up photo of a {}",
-                "a photograph of a {}", "a {} on a plain background", "a good photo of a {}", "{}")
 MAX_BATCH = 16
 
 
