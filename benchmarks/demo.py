@@ -56,6 +56,12 @@ def main(argv=None) -> int:
     for name, c in report.get("controls", {}).items():
         rows.append([f"control: {name.replace('_', ' ')}", estimate(c["erased"], c["erased_ci95"]),
                      estimate(c["preserved"], c["preserved_ci95"])])
+    for name, h in (report.get("holds") or {}).items():   # stage 6: an erasure that holds
+        rows.append([STAGE_LABELS.get(name, name), estimate(h["erased"], h["erased_ci95"]),
+                     estimate(h["preserved"], h["preserved_ci95"])])
+    rl = report.get("relearn") or {}
+    relearn_rows = [[STAGE_LABELS.get(m, m), estimate(rl[m]["erased"], rl[m]["erased_ci95"])]
+                    for m in ("never_learned", "unlearned", "robust") if m in rl]
     un = report.get("unlearn", {})
     sr = report["sign_recovery"]
     print(f"wall {wall:.0f} s (load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} CPUs)")
@@ -74,6 +80,9 @@ def main(argv=None) -> int:
         "tables": [
             table("erased and preserved accuracy per stage", ["stage", "erased accuracy", "preserved accuracy"], rows,
                   formats=["", ".2f", ".2f"]),
+            *([table(f"relearning: each model fine-tuned on {rl.get('images')} real images of the concept for "
+                     f"{rl.get('steps')} steps ({rl.get('images_from')})", ["model", "erased accuracy after relearning"],
+                     relearn_rows, formats=["", ".2f"])] if relearn_rows else []),
             table("the run", ["measure", "value"],
                   [["wall time, whole command (s)", wall],
                    ["skill ratio (least-damage search)", un.get("skill_ratio")],
