@@ -51,6 +51,7 @@ EMA = 0.995          # the release is the exponential moving average of the retr
 META = 0.1           # weight of the simulated relearning attacker's gradient (0: off)
 META_EVERY = 2       # a simulated attack every META_EVERY steps ...
 META_START = 0.1     # ... once this share of the steps has passed (the retraining found its feet)
+META_STOP = 1.0      # ... until this share of the steps (after it, retraining alone settles the release)
 META_STEPS = 5       # the simulated attacker's AdamW steps: the relearning attacker's 20 steps at
 META_LR = 1.2e-3     # lr 3e-4 (revival.attack.attackers.relearn) covered in a quarter of the steps
 META_IMAGES = (1, 4, 16)   # K, drawn per simulated attack; at most 16 images a step
@@ -120,7 +121,8 @@ class _Relearner:
 @ERASURES.register("robust", "reset every weight towards noise, retrain on the retained concepts against "
                              "simulated relearning; holds like a never-learned model")
 def robust(model, data: ErasureData, config: ErasureConfig, log=None, *, reset: float = RESET,
-           ema: float = EMA, distill: bool = DISTILL, cosine: bool = False, meta: float = META) -> dict:
+           ema: float = EMA, distill: bool = DISTILL, cosine: bool = False, meta: float = META,
+           meta_stop: float = META_STOP) -> dict:
     unet, d = model.unet, data.denoiser
     teacher = copy.deepcopy(unet).requires_grad_(False) if distill else None
     secret = config.secret_seed if config.secret_seed is not None else secrets.randbits(63)
@@ -131,7 +133,7 @@ def robust(model, data: ErasureData, config: ErasureConfig, log=None, *, reset: 
     params = [p for _, p in sorted(unet.named_parameters())]
     relearner = _Relearner(unet, data, gen) if meta > 0 else None
     meta_grad: list[list[torch.Tensor]] = []
-    start = int(config.steps * META_START)
+    start, stop = int(config.steps * META_START), int(config.steps * meta_stop)
 
     empty = data.denoiser.encode_text([""])[0]
 
@@ -153,7 +155,7 @@ def robust(model, data: ErasureData, config: ErasureConfig, log=None, *, reset: 
                 if bool(keep.any()):
                     target[:n_retain][keep] = d.predict(teacher, xt[:n_retain][keep], t[:n_retain][keep], cr[keep])
             loss = F.mse_loss(d.predict(unet, xt, t, states), target)
-        if relearner is not None and step >= start:
+        if relearner is not None and start <= step < stop:
             if (step - start) % META_EVERY == 0:
                 meta_grad[:] = [relearner.gradient(params)]
             # a linear term whose gradient is the attacked copy's gradient, scaled by `meta`
@@ -173,6 +175,7 @@ def robust(model, data: ErasureData, config: ErasureConfig, log=None, *, reset: 
         for a, p in zip(avg, params):
             p.copy_(a)
     return {"reset": reset, "ema": ema, "distill": distill, "cosine": cosine, "meta": meta,
+            "meta_stop": meta_stop,
             "reset_tensors": tensors, "anchor_share": ANCHOR_SHARE,
             "loss_first": round(losses[0], 5), "loss_last": round(sum(losses[-50:]) / len(losses[-50:]), 5)}
 
