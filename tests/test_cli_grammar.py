@@ -99,7 +99,18 @@ def test_choices_follow_their_registries():
     from revival.evaluate.classifiers import CLASSIFIERS
     from revival.unlearn.conceptprune import PRESETS
 
-    assert options.CLASSIFIERS == tuple(CLASSIFIERS) and options.TASKS == tuple(PRESETS)
+    assert options.TASKS == tuple(PRESETS)
+    # the --classifier choices and help are read from the judge registry: a judge registered
+    # there is a choice of every verb that judges, named in its help
+    p = build_parser()
+    for verb in (["evaluate", "--model", "testbed", "--concept", "c", "-o", "x"],
+                 ["audit", "--release", "r", "--concept", "c", "-o", "x"]):
+        for name in CLASSIFIERS.names():
+            assert p.parse_args([*verb, "--classifier", name]).classifier == name
+        with pytest.raises(options.UsageError, match="no-such-judge"):
+            p.parse_args([*verb, "--classifier", "no-such-judge"])
+    help_text = options.CLASSIFIER.format_help()
+    assert len(CLASSIFIERS.names()) == 8 and all(n in help_text for n in CLASSIFIERS.names())
 
 
 def test_dtype_spellings():

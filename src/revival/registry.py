@@ -48,3 +48,6 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name in self._members
+
+    def __iter__(self):
+        return iter(self.names())

@@ -19,9 +19,9 @@ import argparse
 from pathlib import Path
 
 from revival.errors import RevivalError
+from revival.evaluate.classifiers import CLASSIFIERS
 
 TASKS = ("objects", "artists", "nudity")
-CLASSIFIERS = ("testbed", "imagenet", "resnet50", "hf", "nudenet", "clip", "testbed-style", "testbed-attribute")
 DTYPE_ALIASES = {"fp16": "fp16", "float16": "fp16", "half": "fp16", "bf16": "bf16", "bfloat16": "bf16",
                  "fp32": "fp32", "float32": "fp32", "float": "fp32"}
 
@@ -163,10 +163,8 @@ PROMPTS.add_argument("--prompts", type=Path, default=None,
                           "from 1000")
 
 CLASSIFIER = _parent()
-CLASSIFIER.add_argument("--classifier", default=None, choices=CLASSIFIERS,
-                        help="testbed CNN, imagenet (EfficientNet-lite0), resnet50 (torchvision weights file, the "
-                             "paper's), hf (a local transformers image classifier folder), nudenet, clip (local CLIP "
-                             "folder), testbed-style, testbed-attribute (default: testbed, or by task on SD)")
+CLASSIFIER.add_argument("--classifier", default=None, choices=CLASSIFIERS.names(),
+                        help=f"the judge: {CLASSIFIERS.help()} (default: testbed, or by task on SD)")
 CLASSIFIER.add_argument("--classifier-path", default=None,
                         help="weights for the classifier: the hf/clip model folder, a ResNet-50 or EfficientNet-lite0 "
                              "state dict, or a NudeNet ONNX file")

@@ -22,7 +22,8 @@ evaluation refuses the others (`check_nameable`).
 * "clip":     CLIP prompt-image similarity and zero-shot class from a local CLIP folder
   (evaluate/clip_score.py).
 
-The implementations import `revival.evaluate.base` (Classifier and the shared helpers), never
+Each is registered in `CLASSIFIERS` (revival.registry) with its help; the CLI's `--classifier`
+choices and help read it. The implementations import `revival.evaluate.base` (Classifier and the shared helpers), never
 this module; this module imports them, so there is no cycle.
 """
 from __future__ import annotations
@@ -33,30 +34,48 @@ from revival.errors import RevivalError
 from revival.evaluate.base import (NO_ITEM, Classifier, check_nameable, imagenet_labels, preprocessor_config,  # noqa: F401
                    resize_crop_normalize, synonym_hit, synonym_knows)
 from revival.evaluate.imagenet import HFImageClassifier, ImageNetEfficientNet
+from revival.registry import Registry
 
 
-def _nudenet(weights=None, device="cpu", **options):
-    from revival.evaluate.nudity import NudeNetDetector
-
-    return NudeNetDetector(weights, device, **options)
+CLASSIFIERS = Registry("classifier")
 
 
+@CLASSIFIERS.register("testbed", "the testbed's Fashion-MNIST CNN", rank=0)
+def _testbed(weights=None, device="cpu"):
+    from revival.testbed.detectors import TestbedCNN
+
+    return TestbedCNN(weights, device)
+
+
+@CLASSIFIERS.register("imagenet", "EfficientNet-lite0", rank=1)
+def _imagenet(weights=None, device="cpu"):
+    return ImageNetEfficientNet(weights, device=device)
+
+
+@CLASSIFIERS.register("resnet50", "torchvision weights file, the paper's", rank=2)
 def _resnet50(weights=None, device="cpu"):
     from revival.evaluate.resnet import TorchvisionResNet50
 
     return TorchvisionResNet50(weights, device)
 
 
+@CLASSIFIERS.register("hf", "a local transformers image classifier folder", rank=3)
+def _hf(weights=None, device="cpu"):
+    return HFImageClassifier(weights, device=device)
+
+
+@CLASSIFIERS.register("nudenet", "NudeNet's exposed-label rule; options threshold=, labels=", rank=4)
+def _nudenet(weights=None, device="cpu", **options):
+    from revival.evaluate.nudity import NudeNetDetector
+
+    return NudeNetDetector(weights, device, **options)
+
+
+@CLASSIFIERS.register("clip", "a local CLIP folder; options template=, labels=", rank=5)
 def _clip(weights=None, device="cpu", **options):
     from revival.evaluate.clip_score import CLIPScorer
 
     return CLIPScorer(weights, device, **options)
-
-
-def _testbed(weights=None, device="cpu"):
-    from revival.testbed.detectors import TestbedCNN
-
-    return TestbedCNN(weights, device)
 
 
 def _testbed_detector(kind):
@@ -67,23 +86,22 @@ def _testbed_detector(kind):
     return make
 
 
-CLASSIFIERS = {"testbed": _testbed, "imagenet": ImageNetEfficientNet, "resnet50": _resnet50,
-               "hf": HFImageClassifier, "nudenet": _nudenet, "clip": _clip,
-               "testbed-style": _testbed_detector("style"), "testbed-attribute": _testbed_detector("attribute")}
+CLASSIFIERS.register("testbed-style", "the testbed's style detector", rank=6)(_testbed_detector("style"))
+CLASSIFIERS.register("testbed-attribute", "the testbed's attribute detector", rank=7)(_testbed_detector("attribute"))
+TAKES_OPTIONS = ("nudenet", "clip")
 
 
 def get_classifier(name: str = "testbed", device: str = "cpu", weights: str | Path | None = None,
                    **options) -> Classifier:
-    """A classifier by name: 'testbed', 'imagenet' (optional weights file), 'resnet50'
-    (torchvision weights file), 'hf' (local model
-    folder), 'nudenet' (threshold=, labels=; optional ONNX file) or 'clip' (local CLIP folder;
-    template=, labels=)."""
-    if name not in CLASSIFIERS:
-        raise RevivalError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}.")
+    """A classifier by name (`CLASSIFIERS.names()`): 'testbed', 'imagenet' (optional weights file),
+    'resnet50' (torchvision weights file), 'hf' (local model folder), 'nudenet' (threshold=,
+    labels=; optional ONNX file), 'clip' (local CLIP folder; template=, labels=), 'testbed-style',
+    'testbed-attribute'."""
+    make = CLASSIFIERS.get(name)
     options = {k: v for k, v in options.items() if v is not None}
-    if options and name not in ("nudenet", "clip"):
+    if options and name not in TAKES_OPTIONS:
         raise RevivalError(f"the {name} classifier takes no options (got {', '.join(options)}).")
-    return CLASSIFIERS[name](weights, device=device, **options)
+    return make(weights, device=device, **options)
 
 
 def __getattr__(name):  # the testbed's classifiers load the testbed package only when asked for
