@@ -2,58 +2,40 @@
 
 What revives a concept is not the exact pruned entries: an attacker who finds the concept's hidden
 units (columns of ff.net.2) and pushes their output columns, at Neuron-Max magnitudes, along the
-direction the column's *surviving* entries and side information predict brings the concept back.
-Such units are findable from the release alone: ConceptPrune's activation statistics can be rerun
-on it (the layers that feed ff.net.2 are intact), and after Gaussian obfuscation their columns
-still show (small survivors, noise that does not fit the unit's ff.net.0.proj rows). Measured on
-the testbed (benchmarks/defense_audit.py, 10 concepts): against Gaussian obfuscation the
-method-aware attacker gains up to +0.25 erased accuracy (dress), columns +0.20, reprune +0.15.
+direction the column's surviving entries and side information predict, brings it back; such units
+are findable from the release alone (docs/defense.md says why this is the default, and
+`benchmarks/defense_audit.py` measures each defense against every attacker). So this defense
+removes the direction rather than only hiding the positions. Per target matrix W [out, in] with
+pruned (exactly zero) positions P:
 
-So this defense removes the direction rather than only hiding the positions. Per target matrix
-W [out, in] with pruned (exactly zero) positions P:
-
-1. hot units: the columns j with at least `column_share` (default 0.2) of their rows pruned
-   (where pruning concentrated);
+1. hot units: the columns j with at least `column_share` (default 0.2) of their rows pruned;
 2. a hot column is replaced whole, its surviving entries too; every other pruned position gets
-   Gaussian obfuscation's fill (row statistics, or the layer's). Nothing is left in the hot
-   columns to extrapolate a direction from. `retire=True` (the default) retires the hot units of
-   a GEGLU block (`retire_units`): their value and gate rows of ff.net.0.proj are redrawn, their
-   gate closed (a gate bias drawn far below zero), so they write nothing for any input, and their output columns are
-   drawn as a live unit's would look (`map_fill`: the side-information map from the new rows,
-   a residual with the other units' covariance, the layer's own value distribution). Without
-   it (or without a GEGLU projection and bias), the hot units are kept by default (see below);
-   on request their columns get zero-mean Gaussian noise at the scale of the unit's own
-   surviving weights (`hot="column"`; `hot="row"`: each row's scale, larger and measured
-   costlier). Unretired, the hot units keep their input rows and still fire
-   for the concept: an attacker who finds them (their activations are recomputable) and writes
-   Neuron-Max magnitudes into their columns brought concepts back (testbed, 10 concepts, share
-   0.4: `columns` +0.38 on coat, `method-aware` +0.35). Retired units are dead, and findable as
-   such (their activations are ~0), but hold nothing of the concept: measured, no attacker
-   gains there. The cost is the units' contribution to everything else, which ConceptPrune had
-   already cut to at most 1 - `column_share` of their output entries.
-3. `fresh_units=True` (an option) also redraws the hot
-   units' ff.net.0.proj rows from the other units' statistics and their output columns from a
-   ridge map (side vectors -> output column, fitted on the other units) plus residual noise: the
-   units then look like ordinary units to activation statistics and to a structure fit, but
-   fire for every prompt. Measured on the testbed (sneaker, hot="row"): the method-aware
-   attacker's localisation fell to chance (entry AUC 0.51), but preserved accuracy fell to 0.63
-   against 0.89; so it is not the default.
+   Gaussian obfuscation's fill (row statistics, or the layer's). `retire=True` (the default)
+   retires the hot units of a GEGLU block (`retire_units`): their value and gate rows of
+   ff.net.0.proj are redrawn, their gate closed (a gate bias drawn far below zero), so they
+   write nothing for any input, and their output columns are drawn as a live unit's would look
+   (`map_fill`: the side-information map from the new rows, a residual with the other units'
+   covariance, the layer's own value distribution). Unretired (`retire=False`, or no GEGLU
+   projection and bias), the hot units keep firing for the concept; on request their columns get
+   zero-mean Gaussian noise at the scale of the unit's own surviving weights (`hot="column"`;
+   `hot="row"`: each row's scale).
+3. `fresh_units=True` (an option) also redraws the hot units' ff.net.0.proj rows from the other
+   units' statistics and their output columns from a ridge map plus residual noise, so that they
+   look like ordinary units to activation statistics; they then fire for every prompt, which
+   costs preservation, so it is not the default.
 
-Why not fill with values consistent with the unit's own side information: a unit's output
-column is predictable from its intact input rows through a map shared by all units, and that
-prediction carries the concept direction. Measured on the testbed (sneaker): filling the hot
-units with that prediction let the method-aware attacker revive the concept to 0.93 (+0.90).
-Structure-consistent fills and no concept direction exclude each other here; this defense gives
-up the first in the hot units.
+The hot units are not filled with values consistent with their own side information: a unit's
+output column is predictable from its intact input rows through a map shared by all units, and
+that prediction carries the concept direction back. This defense gives up structure-consistent
+fills in the hot units instead.
 
 Hidden units are units on every layer type: columns of an output linear (ff.net.2, [out,
 hidden]), rows of an input linear (ff.net.0.proj, [g * hidden, in], value row j and gate row
 hidden + j of a GEGLU unit j); a layer resample cannot tell the units of is refused in one
 sentence (`unit_axis`). Where a unit cannot be retired (no GEGLU gate with its bias: a BERT-style
 feed-forward block), the default (`hot=None`) leaves the hot units' surviving weights alone and
-fills only the pruned positions, as Gaussian obfuscation does: replacing a whole unit by noise
-there made the filled positions easier to find than Gaussian obfuscation's (MiniLM-L6, entry
-AUC 0.61 vs 0.51); `hot="column"` / `"row"` still replace them, on request.
+fills only the pruned positions, as Gaussian obfuscation does (replacing a whole unit by noise
+there makes the filled positions easier to find); `hot="column"` / `"row"` still replace them.
 
 No exact constant: retired gate biases are drawn per unit (the layer's bias distribution, its
 low half, shifted well below zero with a continuous margin), every fill is a continuous draw, and
@@ -61,8 +43,7 @@ the dead units' output columns follow a smooth density fitted to the layer (no v
 
 Every entry outside P, the hot columns and (with `retire`) the hot units' ff.net.0.proj rows and
 biases stays bit-identical. The cost (surviving weights of hot units changed, units retired) is
-reported per layer; `benchmarks/defense_audit.py` measures erased and preserved
-accuracy against the unlearned model.
+reported per layer.
 """
 from __future__ import annotations
 

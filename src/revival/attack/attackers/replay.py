@@ -17,19 +17,13 @@ offset from row to row, and returns the positions found. Against a release whose
 secret it finds nothing (an empty mask: the attacker reports it located nothing).
 
 Two values always fit some mean and std, and over the pairs, offsets, hole sets and seeds tried,
-chance fits do occur: a fixed rule (a run of 4 fills) found 2-10 false positions in 3 of 12
-secretly defended testbed releases and 4 in SD-sized random layers, and then spent minutes
-following them. So every run carries its evidence in bits (`_bits`: -log2 of the chance that an
-exact prediction is met, for every fill predicted and for statistics met exactly, less log2 of
-the candidate pairs and offsets tried); a row's run counts from _ROW_BITS, a layer's replay from
-_LAYER_BITS over its runs. Layers that still hold their pruned positions as exact zeros were not
-filled and are skipped.
-
-Measured on the testbed (ConceptPrune, sneaker; seed 0): gaussian and decoy (row or layer
-statistics) 100% of the filled positions at precision 1.00; resample 99.4% of the positions its
-fill drew from the stream (the other 82% of the pruned positions lay in the retired units' columns,
-drawn otherwise; those units are the ones whose gate bias held the old constant), and 99% on a
-release pruned in ff.net.0.proj; nothing (an empty mask) under secret randomness.
+chance fits do occur (a fixed run length found false positions in secretly defended releases).
+So every run carries its evidence in bits (`_bits`: -log2 of the chance that an exact prediction
+is met, for every fill predicted and for statistics met exactly, less log2 of the candidate pairs
+and offsets tried); a row's run counts from _ROW_BITS, a layer's replay from _LAYER_BITS over its
+runs. Layers that still hold their pruned positions as exact zeros were not filled and are
+skipped. tests/test_defense_secrets.py holds what it finds: the old default's fills (gaussian,
+decoy, resample), and nothing under secret randomness.
 
 This is a faithful re-implementation of the old draw (`old_stream`, the row-major order and the
 statistics), kept here on purpose rather than imported from the defense, which has changed.
