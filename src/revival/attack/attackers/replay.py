@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from revival.runtime.seeding import item_seed
@@ -54,16 +55,34 @@ def old_stream(seed: int, name: str, n: int) -> torch.Tensor:
     return torch.randn(n, generator=g, dtype=torch.float64)
 
 
-def _tol(p: torch.Tensor, dtype: torch.dtype, s: float) -> torch.Tensor:
+def _round(p: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """p (float64) cast to the weight's dtype and back: the value a fill of that dtype holds."""
+    if dtype == torch.float64:
+        return p
+    if dtype == torch.float32:
+        return p.astype(np.float32).astype(np.float64)
+    if dtype == torch.float16:
+        return p.astype(np.float16).astype(np.float64)
+    return torch.from_numpy(np.ascontiguousarray(p)).to(dtype).double().numpy()
+
+
+def _finfo(dtype: torch.dtype) -> tuple[float, float]:
+    f = torch.finfo(dtype)
+    return float(f.eps), float(f.tiny)
+
+
+def _tol(p: np.ndarray, dtype: torch.dtype, s: float) -> np.ndarray:
     """A few units in the last place of `dtype` at p (the cast's rounding)."""
-    eps = torch.finfo(dtype).eps
-    return 2 * eps * (p.abs() + 1e-3 * s) + torch.finfo(dtype).tiny
+    eps, tiny = _finfo(dtype)
+    return 2 * eps * (np.abs(p) + 1e-3 * s) + tiny
 
 
-def _closest(d: torch.Tensor) -> torch.Tensor:
+def _closest(d: np.ndarray) -> np.ndarray:
     """Positions within the candidate tolerance, at most `_CANDIDATES` of them, closest first."""
-    k = min(_CANDIDATES, int((d < _TOL_Z).sum()))
-    return torch.topk(d, k, largest=False).indices if k else torch.zeros(0, dtype=torch.long)
+    near = np.flatnonzero(d < _TOL_Z)
+    if near.size > _CANDIDATES:
+        near = near[np.argpartition(d[near], _CANDIDATES - 1)[:_CANDIDATES]]
+    return near[np.argsort(d[near], kind="stable")]
 
 
 def _bits(candidates: int, tol: float, s: float) -> float:
@@ -73,94 +92,98 @@ def _bits(candidates: int, tol: float, s: float) -> float:
     return -math.log2(p) if 0.0 < p < 1.0 else 0.0
 
 
-def _row_run(xr: torch.Tensor, dtype: torch.dtype, stream: torch.Tensor, o: int, hot: torch.Tensor,
-             hbefore: torch.Tensor, known: list[tuple[float, float]], layer: tuple[float, float] | None = None
+def _row_run(xr: np.ndarray, dtype: torch.dtype, stream: np.ndarray, o: int, hot: np.ndarray,
+             hbefore: np.ndarray, known: list[tuple[float, float]], layer: tuple[float, float] | None = None
              ) -> tuple[list[int], float, float, float] | None:
-    """The fills of one row whose run starts at stream offset `o`: the j-th fill (0-based) at column
-    c holds mean + std * stream[o + j + hbefore[c]] (hbefore: hole columns before c). Candidate
-    pairs for the first two fills come from approximate statistics; each pair's exact mean and std
-    then predict the third fill (checked on the row's sorted values) or meet the surviving weights'
-    own statistics. Returns (columns, mean, std, bits) of the best run with at least _ROW_BITS of
-    evidence (`_bits` for every fill it predicted exactly and for statistics met exactly, less
-    log2 of the pairs tried), or None."""
-    n = xr.numel()
+    """The fills of one row (float64 values) whose run starts at stream offset `o`: the j-th fill
+    (0-based) at column c holds mean + std * stream[o + j + hbefore[c]] (hbefore: hole columns
+    before c). Candidate pairs for the first two fills come from approximate statistics; each pair's
+    exact mean and std then predict the third fill (checked on the row's sorted values) or meet the
+    surviving weights' own statistics. Returns (columns, mean, std, bits) of the best run with at
+    least _ROW_BITS of evidence (`_bits` for every fill it predicted exactly and for statistics met
+    exactly, less log2 of the pairs tried), or None."""
+    n = xr.size
     cold = ~hot
     vals = xr[cold]
-    if vals.numel() < 3:
+    if vals.size < 3:
         return None
-    mu0, s0 = float(vals.mean()), float(vals.std())
+    mu0, s0 = float(vals.mean()), float(vals.std(ddof=1))
     if not s0 > 0:
         return None
     idx0 = o + hbefore
-    if int(idx0.max()) + 2 >= stream.numel():
+    if int(idx0[-1]) + 2 >= stream.size:      # idx0 is non-decreasing
         return None
+    eps, _ = _finfo(dtype)
     if known:   # layer statistics: the last confirmed run's mean and std predict this row's fills outright
         m_k, s_k = known[-1]
         run, mi, si, bits = _extend(xr, dtype, stream, o, hbefore, cold, [], [], m_k, s_k,
-                                    4 * torch.finfo(dtype).eps * abs(m_k), 4 * torch.finfo(dtype).eps * s_k)
+                                    4 * eps * abs(m_k), 4 * eps * s_k)
         if run and abs(mi - m_k) < 1e-5 * s_k and abs(si / s_k - 1) < 1e-5 and bits >= _ROW_BITS:
             return run, m_k, s_k, bits
-    eps = torch.finfo(dtype).eps
-    inf = torch.full((n,), float("inf"), dtype=torch.float64)
-    d1, d2 = inf.clone(), inf.clone()
+    d1 = np.full(n, np.inf)
+    d2 = np.full(n, np.inf)
+    z1, z2 = stream[idx0], stream[idx0 + 1]
     for m_a, s_a in ((mu0, s0),) + (((layer),) if layer is not None else ()):   # row or layer statistics
         u = (xr - m_a) / s_a
-        d1 = torch.minimum(d1, torch.where(cold, (u - stream[idx0]).abs(), inf))
-        d2 = torch.minimum(d2, torch.where(cold, (u - stream[idx0 + 1]).abs(), inf))
+        d1 = np.minimum(d1, np.where(cold, np.abs(u - z1), np.inf))
+        d2 = np.minimum(d2, np.where(cold, np.abs(u - z2), np.inf))
     # the closest candidates only (the true fills sit far inside the tolerance): bounded work per row
     a_all, b_all = _closest(d1), _closest(d2)
-    if a_all.numel() == 0 or b_all.numel() == 0:
+    if a_all.size == 0 or b_all.size == 0:
         return _single_fill(xr, dtype, stream, o, hbefore, cold, vals)
-    A, B = torch.meshgrid(a_all, b_all, indexing="ij")
+    A, B = np.meshgrid(a_all, b_all, indexing="ij")
     keep = B > A
     A, B = A[keep], B[keep]
-    if A.numel() == 0:
+    if A.size == 0:
         return _single_fill(xr, dtype, stream, o, hbefore, cold, vals)
     za, zb = stream[o + hbefore[A]], stream[o + 1 + hbefore[B]]
     xa, xb = xr[A], xr[B]
-    s = (xa - xb) / (za - zb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (xa - xb) / (za - zb)
     mu = xa - s * za
-    ok = torch.isfinite(s) & (s > 0.1 * s0) & (s < 10 * s0)
+    ok = np.isfinite(s) & (s > 0.1 * s0) & (s < 10 * s0)
     A, B, s, mu, xa, xb, za, zb = A[ok], B[ok], s[ok], mu[ok], xa[ok], xb[ok], za[ok], zb[ok]
-    if A.numel() == 0:
+    if A.size == 0:
         return _single_fill(xr, dtype, stream, o, hbefore, cold, vals)
-    ds = 2 * eps * (xa.abs() + xb.abs()) / (za - zb).abs()          # the fit's error from the values' rounding
+    ds = 2 * eps * (np.abs(xa) + np.abs(xb)) / np.abs(za - zb)          # the fit's error from the values' rounding
     # a third fill predicted exactly, at a later cold column c (stream value o + 2 + hbefore[c])
-    z3 = stream[(o + 2 + hbefore).clamp(max=stream.numel() - 1)]                # [n]
-    cols = torch.arange(n)
-    third = torch.zeros(A.numel(), dtype=torch.bool)
+    z3 = stream[np.minimum(o + 2 + hbefore, stream.size - 1)]                # [n]
+    cols = np.arange(n)
+    third = np.zeros(A.size, dtype=bool)
     step = max(1, (1 << 22) // n)
-    for i in range(0, A.numel(), step):
+    for i in range(0, A.size, step):
         sl = slice(i, i + step)
-        p = (mu[sl, None] + s[sl, None] * z3[None, :]).to(dtype).double()     # [pairs, n]
-        tol = _tol(p, dtype, 0.0) + 4 * (eps * xa[sl, None].abs() + ds[sl, None] * (za[sl, None].abs() + z3.abs()))
-        near = ((xr[None, :] - p).abs() <= tol) & (cols[None, :] > B[sl, None]) & cold[None, :]
+        p = _round(mu[sl, None] + s[sl, None] * z3[None, :], dtype)     # [pairs, n]
+        tol = _tol(p, dtype, 0.0) + 4 * (eps * np.abs(xa[sl, None]) + ds[sl, None] * (np.abs(za[sl, None])
+                                                                                        + np.abs(z3)))
+        near = (np.abs(xr[None, :] - p) <= tol) & (cols[None, :] > B[sl, None]) & cold[None, :]
         third[sl] = near.any(1)
     # or the surviving weights' own mean and std (a short run in row statistics)
     # (within the fit's own rounding error: over the many pairs, offsets and seeds tried, a looser
     # tolerance let chance pairs of a secretly filled row through)
-    rel = _stats_tol(ds / s, (eps * xa.abs() + ds * za.abs()) / s)
+    rel = _stats_tol(ds / s, (eps * np.abs(xa) + ds * np.abs(za)) / s)
     m_cnt = int(cold.sum()) - 2
     s1, s2 = float(vals.sum()), float((vals * vals).sum())
     if m_cnt >= 2:
         m = (s1 - xa - xb) / m_cnt
         var = (s2 - xa * xa - xb * xb - m_cnt * m * m) / (m_cnt - 1)
-        sd = var.clamp(min=0).sqrt()
-        stats = ((mu - m).abs() < rel * sd) & ((s / sd - 1).abs() < rel)
+        sd = np.sqrt(np.maximum(var, 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stats = (np.abs(mu - m) < rel * sd) & (np.abs(s / sd - 1) < rel)
     else:
-        stats = torch.zeros_like(third)
+        stats = np.zeros_like(third)
     for m_k, sd_k in known:
-        stats |= ((mu - m_k).abs() < rel * sd_k) & ((s / sd_k - 1).abs() < rel)
-    pick = (third | stats).nonzero().flatten().tolist()
+        stats |= (np.abs(mu - m_k) < rel * sd_k) & (np.abs(s / sd_k - 1) < rel)
+    pick = np.flatnonzero(third | stats).tolist()
     best = None if pick else _single_fill(xr, dtype, stream, o, hbefore, cold, vals)
     for i in pick[:64]:
         a, b = int(A[i]), int(B[i])
         run, mi, si, bits = _extend(xr, dtype, stream, o, hbefore, cold, [a, b], [float(za[i]), float(zb[i])],
-                                    float(mu[i]), float(s[i]), float(eps * xa[i].abs() + ds[i] * za[i].abs()),
+                                    float(mu[i]), float(s[i]), float(eps * abs(xa[i]) + ds[i] * abs(za[i])),
                                     float(ds[i]))
         if _stats_agree(xr, run, cold, mi, si, known, float(rel[i])):
             bits += 2 * -math.log2(2 * float(rel[i]))      # mean and std met within rel of the std
-        bits -= math.log2(A.numel())                       # the best of this many candidate pairs
+        bits -= math.log2(A.size)                          # the best of this many candidate pairs
         if bits >= _ROW_BITS and (best is None or len(run) > len(best[0])):
             best = (run, mi, si, bits)
     return best
@@ -175,14 +198,14 @@ def _single_fill(xr, dtype, stream, o, hbefore, cold, vals):
         return None
     s1, s2 = float(vals.sum()), float((vals * vals).sum())
     m = (s1 - xr) / (cnt - 1)
-    sd = ((s2 - xr * xr - (cnt - 1) * m * m) / (cnt - 2)).clamp(min=0).sqrt()
-    z = stream[(o + hbefore).clamp(max=stream.numel() - 1)]
-    p = (m + sd * z).to(dtype).double()
-    tol = _tol(p, dtype, 0.0) + 1e-9 * sd * (1 + z.abs())
-    hit = ((xr - p).abs() <= tol) & cold
+    sd = np.sqrt(np.maximum((s2 - xr * xr - (cnt - 1) * m * m) / (cnt - 2), 0))
+    z = stream[np.minimum(o + hbefore, stream.size - 1)]
+    p = _round(m + sd * z, dtype)
+    tol = _tol(p, dtype, 0.0) + 1e-9 * sd * (1 + np.abs(z))
+    hit = (np.abs(xr - p) <= tol) & cold
     if int(hit.sum()) != 1:
         return None
-    c = int(hit.nonzero()[0])
+    c = int(np.flatnonzero(hit)[0])
     bits = _bits(cnt, float(tol[c]), float(sd[c]))
     return ([c], float(m[c]), float(sd[c]), bits) if bits >= _ROW_BITS else None
 
@@ -192,56 +215,56 @@ def _extend(xr, dtype, stream, o, hbefore, cold, run, zs, mi, si, dmi, dsi):
     dmi, dsi): the next fill is the first later column whose value is the next stream value's
     prediction, exactly (within the rounding); refit on every fill found. Returns (run, mi, si,
     bits): the evidence of the fills it predicted (`_bits`)."""
-    cols = torch.arange(xr.numel())
-    eps = torch.finfo(dtype).eps
+    cols = np.arange(xr.size)
+    eps, _ = _finfo(dtype)
     last = run[-1] if run else -1
     run, zs = list(run), list(zs)
     bits = 0.0
     while True:
         j = len(run)
         later = (cols > last) & cold
-        if not bool(later.any()):
+        if not later.any():
             break
-        k = (o + j + hbefore).clamp(max=stream.numel() - 1)
-        p = (mi + si * stream[k]).to(dtype).double()
-        tol = _tol(p, dtype, 0.0) + 4 * (dmi + dsi * stream[k].abs())
-        hit = later & ((xr - p).abs() <= tol)
-        if not bool(hit.any()):
+        k = np.minimum(o + j + hbefore, stream.size - 1)
+        p = _round(mi + si * stream[k], dtype)
+        tol = _tol(p, dtype, 0.0) + 4 * (dmi + dsi * np.abs(stream[k]))
+        hit = later & (np.abs(xr - p) <= tol)
+        if not hit.any():
             break
-        c = int(hit.nonzero()[0])
+        c = int(np.flatnonzero(hit)[0])
         bits += _bits(int(later.sum()), float(tol[c]), si)
         run.append(c)
         zs.append(float(stream[o + j + int(hbefore[c])]))
         last = c
         if len(run) >= 2:
-            z = torch.tensor(zs, dtype=torch.float64)
+            z = np.asarray(zs, dtype=np.float64)
             y = xr[run]
             zc = z - z.mean()
             if float((zc * zc).sum()) > 0:
                 si = float((zc * (y - y.mean())).sum() / (zc * zc).sum())
                 mi = float(y.mean()) - si * float(z.mean())
-                big = float(eps * y.abs().max())
+                big = float(eps * np.abs(y).max())
                 dsi = max(2 * big / float((zc * zc).sum()) ** 0.5, dsi if len(run) == 2 else 0.0)
                 dmi = 2 * big + dsi * abs(float(z.mean()))
     return run, mi, si, bits
 
 
-def _stats_tol(ds_rel: torch.Tensor, dmu_rel: torch.Tensor) -> torch.Tensor:
+def _stats_tol(ds_rel: np.ndarray, dmu_rel: np.ndarray) -> np.ndarray:
     """How close (relative to the std) a fitted mean and std must be to known statistics: a few
     times the fit's rounding error, within [1e-6, 1e-4]."""
-    return (8 * (ds_rel.abs() + dmu_rel.abs())).clamp(min=_STATS_FLOOR, max=1e-4)
+    return np.clip(8 * (np.abs(ds_rel) + np.abs(dmu_rel)), _STATS_FLOOR, 1e-4)
 
 
-def _stats_agree(xr: torch.Tensor, run: list[int], cold: torch.Tensor, mu: float, s: float,
+def _stats_agree(xr: np.ndarray, run: list[int], cold: np.ndarray, mu: float, s: float,
                  known: list[tuple[float, float]], rel: float) -> bool:
     """A short run is confirmed when the row's other (surviving) weights have exactly its mean and
     std (row statistics), or when it has the mean and std of a confirmed run (layer statistics);
     exactly means within `rel` of the std."""
-    keep = cold.clone()
+    keep = cold.copy()
     keep[run] = False
     surv = xr[keep]
-    if surv.numel() >= 2:
-        m, sd = float(surv.mean()), float(surv.std())
+    if surv.size >= 2:
+        m, sd = float(surv.mean()), float(surv.std(ddof=1))
         if sd > 0 and abs(mu - m) < rel * sd and abs(s / sd - 1) < rel:
             return True
     return any(abs(mu - m) < rel * sd and abs(s / sd - 1) < rel for m, sd in known)
@@ -253,15 +276,17 @@ def _match(w: torch.Tensor, stream: torch.Tensor, hot: torch.Tensor, start_row: 
     """Follow the stream through the rows of w from (start_row, stream offset start); with
     `stop_after`, stop after that many rows in a row without a run (the stream has ended). Returns
     (bool mask of the fills found, [(row, its offset)] of the rows with a confirmed run, the
-    (mean, std) of those runs, the evidence of each run in bits)."""
-    x = w.double()
+    (mean, std) of those runs, the evidence of each run in bits). The search runs in float64 NumPy
+    (many small vector operations a row: NumPy's per-call cost is a fraction of torch's)."""
+    x = w.detach().cpu().double().numpy()
+    z = stream.detach().cpu().double().numpy()
     rows_n, cols_n = x.shape
-    hot = hot.bool()
-    hbefore = torch.cumsum(hot.long(), 0) - hot.long()
+    hot = hot.detach().cpu().bool().numpy()
+    hbefore = np.cumsum(hot.astype(np.int64)) - hot.astype(np.int64)
     holes = int(hot.sum())
-    found = torch.zeros(x.shape, dtype=torch.bool)
+    found = np.zeros(x.shape, dtype=bool)
     cold_all = x[:, ~hot]
-    layer = (float(cold_all.mean()), float(cold_all.std())) if cold_all.numel() > 2 else None
+    layer = (float(cold_all.mean()), float(cold_all.std(ddof=1))) if cold_all.size > 2 else None
     states: list[tuple[int, int]] = []
     known = list(known or [])
     o, unresolved, bits = start, 0, []
@@ -273,7 +298,7 @@ def _match(w: torch.Tensor, stream: torch.Tensor, hot: torch.Tensor, start_row: 
         whole = min(unresolved, 3) if states else 0     # (before the first run: a few fills only)
         tries = sorted({o + k * cols_n + d for k in range(whole + 1) for d in range(spread + 1)})
         for k, o_try in enumerate(tries):
-            hit = _row_run(x[r], w.dtype, stream, o_try, hot, hbefore, known, layer)
+            hit = _row_run(x[r], w.dtype, z, o_try, hot, hbefore, known, layer)
             if hit is not None and hit[3] - math.log2(k + 1) >= _ROW_BITS:   # the k-th offset tried
                 hit = (*hit[:3], hit[3] - math.log2(k + 1))
                 break
@@ -295,7 +320,7 @@ def _match(w: torch.Tensor, stream: torch.Tensor, hot: torch.Tensor, start_row: 
         states.append((r, o_try))
         known.append((mu, s))
         o, unresolved = o_try + len(run) + holes, 0
-    return found, states, known, bits
+    return torch.from_numpy(found), states, known, bits
 
 
 def _stream_tail(seed: int, name: str, stream: torch.Tensor, n: int) -> torch.Tensor:
