@@ -3,7 +3,6 @@ Markdown and a one-screen summary (`revival.audit.verdict.decide` turns the evid
 from __future__ import annotations
 
 import datetime
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -195,47 +194,49 @@ def _pc(x, ci) -> str:
     return "n/a" if x is None else (f"{x:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
 
 
+EVAL_BATCH = 100   # images a generation batch (an image's bytes can depend on its batch's size)
+
+
 def evaluate_state(pipeline, state: Mapping[str, torch.Tensor], rows, classifier, concept: str,
                    config) -> tuple:
     """The evaluation (`revival.evaluate.evaluate_concept`, with `config`'s sampler settings) of
     `state` loaded into the pipeline, in memory, and each concept image's outcome (hit or miss,
-    row order)."""
+    row order). Memoised per process by content (`revival.evaluate.memo`)."""
     from revival.attack.attackers.activations import loaded_state
     from revival.evaluate.evaluate import concept_outcomes, evaluate_concept
+    from revival.evaluate.memo import EVAL_MEMO
 
-    with loaded_state(pipeline.unet, state):
-        res = evaluate_concept(pipeline, rows, classifier, concept, steps=config.inference_steps,
-                               guidance=config.guidance)
-    return res, list(concept_outcomes(rows, res.predictions, concept, classifier.is_hit))
+    def compute():
+        with loaded_state(pipeline.unet, state):
+            res = evaluate_concept(pipeline, rows, classifier, concept, steps=config.inference_steps,
+                                   guidance=config.guidance, batch_size=EVAL_BATCH)
+        return res, tuple(concept_outcomes(rows, res.predictions, concept, classifier.is_hit))
+
+    key = EVAL_MEMO.key(pipeline, state, rows, classifier, concept,
+                        {"steps": config.inference_steps, "guidance": config.guidance, "batch": EVAL_BATCH})
+    res, outcomes = EVAL_MEMO.get_or_compute(
+        key, compute, lambda v: 0 if v[0].images is None else v[0].images.numel() * v[0].images.element_size())
+    return res, list(outcomes)
 
 
 class Evaluations:
-    """Each distinct UNet state evaluated once (`evaluate_state`): two attackers that return the
-    same weights (say two locators that find the same positions) share one `Evidence`, and a later
-    look draws its images once. States are told apart by content: sha256 over each tensor's
-    dtype, shape and bytes, a tensor object hashed once (attacked states share the release's
-    untouched tensors). `keep`: hold each state for later looks (`more`); off, only digests are kept."""
+    """Each distinct UNet state evaluated once (`evaluate_state`, itself memoised per process): two
+    attackers that return the same weights (say two locators that find the same positions) share
+    one `Evidence`, and a later look draws its images once. States are told apart by content
+    (`revival.evaluate.memo.state_digest`: sha256 over each tensor's dtype, shape and bytes, a
+    tensor object hashed once). `keep`: hold each state for later looks (`more`); off, only digests
+    are kept."""
 
     def __init__(self, pipeline, rows, classifier, concept: str, config, keep: bool = True):
         self._args = (pipeline, classifier, concept, config)
         self.rows, self.keep = rows, keep
-        self._tensors: dict[int, tuple[torch.Tensor, bytes]] = {}
         self._evidence: dict[str, Evidence] = {}
         self._states: dict[str, Mapping[str, torch.Tensor]] = {}
 
-    def _tensor_digest(self, t: torch.Tensor) -> bytes:
-        got = self._tensors.get(id(t))
-        if got is None or got[0] is not t:
-            h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}".encode())
-            h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
-            got = self._tensors[id(t)] = (t, h.digest())
-        return got[1]
-
     def digest(self, state: Mapping[str, torch.Tensor]) -> str:
-        h = hashlib.sha256()
-        for name in sorted(state):
-            h.update(name.encode() + b"|" + self._tensor_digest(state[name]))
-        return h.hexdigest()
+        from revival.evaluate.memo import state_digest
+
+        return state_digest(state.items())
 
     def evidence(self, state: Mapping[str, torch.Tensor]) -> Evidence:
         key = self.digest(state)

@@ -166,6 +166,13 @@ class TestbedCNN(Classifier):
     def predict(self, images: torch.Tensor) -> list[str]:
         return self._clf(images.to(self.device))
 
+    def fingerprint(self) -> str:
+        """Its name, labels, device and weights' digest (the evaluation memo's key)."""
+        from revival.evaluate.memo import module_digest
+
+        return repr((self.name, self.labels, list(self._clf.classes), self._clf.size, self.device,
+                     module_digest(self._clf.model)))
+
 
 class TestbedDetector(Classifier):
     """Callable: images [N,C,H,W] in [0,1] -> label names (style or "none"; "tagged" or "none"),
@@ -199,6 +206,12 @@ class TestbedDetector(Classifier):
         labels = [self.labels[i] for i in self.logits(images).argmax(1).tolist()]
         items = self.item.predict(images)
         return [NO_ITEM if it == NO_ITEM else l for l, it in zip(labels, items)]
+
+    def fingerprint(self) -> str:
+        """Its kind, labels, device, weights' digest and its item classifier's (the evaluation memo's key)."""
+        from revival.evaluate.memo import module_digest
+
+        return repr((self.name, self.labels, self.device, module_digest(self.model), self.item.fingerprint()))
 
 
 def train_and_save(kind: str, out: str | Path, *, seed: int = 0, epochs: int = 2, log=print) -> dict:

@@ -57,6 +57,20 @@ class TestbedPipeline:
         self.batch_size = batch_size
         self._encoder: T.TextEncoder | None = None
 
+    def fingerprint(self) -> str:
+        """What, besides the UNet's weights, determines this pipeline's images: its class, device,
+        dtype, sampler, default settings, batch size, and the text encoder's weights and length
+        (the evaluation memo's key, `revival.evaluate.memo`)."""
+        from revival.evaluate.memo import module_digest
+
+        if self._encoder is None:
+            self._encoder = T.shared_encoder()
+        enc = self._encoder
+        return repr((type(self).__name__, str(self.device), str(self.dtype), dict(self.scheduler.config),
+                     self.classes, self.resolution, self.default_steps, self.default_guidance, self.batch_size,
+                     type(enc).__name__, enc.tokens, str(enc.device), module_digest(enc.model),
+                     repr(self.unet.config)))
+
     def encode(self, prompts: list[str]) -> torch.Tensor:
         """Token states [N, TOKENS, 384] of the frozen text encoder (memoised per prompt)."""
         if self._encoder is None:
