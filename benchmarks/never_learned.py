@@ -149,7 +149,8 @@ def write(done: dict, args, argv) -> Path:
                      _cell(e["never_learned"]["erased"]), _cell(e["release"]["preserved"], e["release"]["preserved_ci95"]),
                      _cell(e["original"]["preserved"]), worst[0],
                      _cell(worst[1].get("excess"), worst[1].get("excess_ci95")),
-                     e["weights_verdict"]["verdict"], e["relearn_verdict"]["verdict"], e["facts"].get("unlearn_seconds")])
+                     e["weights_verdict"]["verdict"], e["relearn_verdict"]["verdict"], e["facts"].get("unlearn_seconds"),
+                     f"{key.split('|')[2]} / {key.split('|')[3]}"])
         by = {(b["images"], b["steps"]): b for b in e["relearn"]["budgets"]}
         rl_rows.append([concept, e["method"]] + [
             f"{by[(k, s)].get('release', float('nan')):.2f} vs {by[(k, s)].get('never_learned_erased', float('nan')):.2f}"
@@ -159,7 +160,7 @@ def write(done: dict, args, argv) -> Path:
     tables = [table("Every erasure beside the never-learned model", [
         "concept", "release", "erased [95%]", "never-learned erased", "preserved [95%]", "original preserved",
         "strongest weight-only attacker", "its excess over never-learned [95%]", "weights verdict",
-        "relearning verdict", "unlearning s"], rows,
+        "relearning verdict", "unlearning s", "images: concept / each other class"], rows,
         note="excess = erased accuracy of the attacked release - that of the same attack on the never-learned model "
              "(paired 95% interval); verdicts from revival.audit.verdict with the never-learned model given."),
         table("Relearning curve: relearned release vs relearned never-learned model (erased accuracy)",
@@ -174,8 +175,8 @@ def write(done: dict, args, argv) -> Path:
                                  "defaults is benchmarks/audit_robust.py (its own section). <= 10 min: the erasure's "
                                  "seconds on this machine under its load at the time (several jobs shared 2 cores)."))
     data = {"title": "Erasures beside the never-learned model", "page": "results",
-            "about": f"Testbed, {args.erased} held-out images of the concept and {args.preserved} of every other class "
-                     f"per model; weight-only ladder and relearning ({', '.join(budgets)}) on every release and on the "
+            "about": f"Testbed, held-out images of the concept and of every other class per model (how many: the "
+                     f"first table's last column); weight-only ladder and relearning ({', '.join(budgets)}) on every release and on the "
                      "never-learned model of the same concept.", "tables": tables, "entries": done}
     return write_results("never_learned", data, argv=argv)
 

@@ -17,14 +17,18 @@ release towards that model at a fraction of a retraining's cost, in three steps:
    the rate; both are options, not the default.)
 3. **Against relearning** (`meta`, on by default). Reset and retraining alone leave the release
    quicker to relearn the concept than a never-learned model (docs/results.md). So, every
-   `META_EVERY` steps after the first `META_START` share of the steps, a copy of the weights is attacked as the relearning
+   `META_EVERY` steps from the `META_START` share of the steps to the `META_STOP` share, a copy of the
+   weights is attacked as the relearning
    attacker would attack the release -- a few AdamW steps on K of the concept's images (K drawn
    from 1, 4, 16) with its captions -- and the gradient of the attacked copy's anchor and
    retained losses is added to the step, scaled by `meta` (first-order meta-learning, as in
    Meta-Unlearning, arXiv 2410.12777, and TAR, arXiv 2408.00761): the release moves towards
    weights that still draw the anchor, and still draw the retained concepts, after relearning.
    The concept's images meet only that simulated attacker: the release never learns from them.
-   `meta=0` turns it off (then the concept's images are never read).
+   The last steps (after `META_STOP`) retrain without it: the simulated attacker's gradient costs
+   the retained concepts' quality, and those steps win it back while the EMA settles
+   (benchmarks/robust_meta.py compares where it stops). `meta=0` turns it off (then the concept's
+   images are never read).
 
 After the reset, no weight still points at the original's (a weight-only attacker finds no
 zeros, no sparse change and no low-rank residual to read), and the retained concepts are
@@ -51,7 +55,7 @@ EMA = 0.995          # the release is the exponential moving average of the retr
 META = 0.1           # weight of the simulated relearning attacker's gradient (0: off)
 META_EVERY = 2       # a simulated attack every META_EVERY steps ...
 META_START = 0.1     # ... once this share of the steps has passed (the retraining found its feet)
-META_STOP = 1.0      # ... until this share of the steps (after it, retraining alone settles the release)
+META_STOP = 0.6      # ... until this share of the steps (after it, retraining alone settles the release)
 META_STEPS = 5       # the simulated attacker's AdamW steps: the relearning attacker's 20 steps at
 META_LR = 1.2e-3     # lr 3e-4 (revival.attack.attackers.relearn) covered in a quarter of the steps
 META_IMAGES = (1, 4, 16)   # K, drawn per simulated attack; at most 16 images a step
