@@ -278,3 +278,32 @@ def test_repeated_values_beyond_chance_in_every_dtype(testbed, dtype):
         assert hit is not None and hit["value"]["count"] == 8
     with pytest.raises(RevivalError, match="not in the release"):
         release_exposure(bed, ["nope"])
+
+
+def test_a_repeat_that_chance_explains_over_the_whole_release_marks_nothing():
+    """One tensor with a value held 3 times, where its own chance is small but not over the
+    release's many tensors: exposed alone, not among 100 others (the test is about the release);
+    a written constant (8 times) is exposed among them all the same."""
+    g = torch.Generator().manual_seed(3)
+    t = torch.randn(1024, 128, generator=g)
+    flat = t.view(-1)
+    # a value in a sparse bin (the tail), copied to two other entries: a triple
+    bits = flat.view(torch.int32).long()
+    bins = bits >> 16
+    u, inv, cnt = torch.unique(bins, return_inverse=True, return_counts=True)
+    sparse = ((cnt[inv] >= 10) & (cnt[inv] <= 20)).nonzero().flatten()
+    src = int(sparse[0])
+    flat[[src + 1, src + 2]] = float(flat[src])
+    alone = repeated_values(t, 1e-6)
+    others = {f"down_blocks.{i}.attentions.0.transformer_blocks.0.ff.net.0.proj.weight":
+              torch.randn(64, 64, generator=g) for i in range(100)}
+    name = "mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"
+    p = repeated_values(t, 1.0)["value"]["p_value"]
+    tried = int(torch.unique(flat).numel())
+    assert 1e-6 / (tried * 101) < p < 1e-6 / tried, p              # the case: chance across the release
+    assert alone is not None and alone["value"]["count"] == 3
+    assert release_exposure({name: t}).exposed is True
+    assert release_exposure({name: t, **others}).exposed is False
+    b = t.clone()
+    b.view(-1)[[5, 500, 5000, 50000, 60000, 70000, 80000, 90000]] = -10.0
+    assert release_exposure({name: b, **others}).exposed is True

@@ -14,7 +14,9 @@ Chance, for the last two, is read off the tensor itself: its entries are binned 
 their representation (bins 1/128 wide in relative terms, 1/32 for fp16; bf16 is too coarse to judge; `_BIN_BITS`), and within a bin every
 representable value is taken as equally likely, so a value's expected count is its bin's count /
 the bin's width in representable values. Observed counts are "far more" when their Poisson tail
-probability is below `ALPHA` (divided by the number of values tried).
+probability is below `ALPHA` divided by the number of values tried and by the number of tensors
+looked at (`release_exposure`): the claim is about the whole release, so chance may mark none of
+its tensors more often than `ALPHA`, however many it has.
 
 Other marks are reported but do not expose positions on their own:
 
@@ -192,9 +194,10 @@ def release_exposure(tensors: Mapping[str, torch.Tensor], layers: Sequence[str] 
     marks: dict = {"pruned_layers": {p.name: {"zeros": p.zeros, "expected": p.expected, "p_value": p.p_value}
                                      for p in found},
                    "repeated_values": {}, "copied_values": {}, "dead_units": {}, "unit_outliers": {}}
+    alpha = ALPHA / max(1, len(scan))   # the family of tests: every tensor looked at
     for n in scan:
         t = tensors[n]
-        rep = repeated_values(t)
+        rep = repeated_values(t, alpha)
         if rep and "value" in rep:
             marks["repeated_values"][n] = rep["value"]
         if rep and "pairs" in rep:
