@@ -8,7 +8,7 @@ aliases (release, defended, defended_attack).
     revived             revival's attack on the release (`revival.revive`, the demo's stage 3)
     obfuscated          the release defended (`revival.defense.apply_defense`, the demo's stage 4)
     obfuscated_revived  every attacker against the defended release, the strongest kept
-                        (`revival.story.demo.defended_attacks`, the demo's stage 5)
+                        (`revival.story.stages.make_obfuscated_revived`, the demo's stage 5)
 
 Every stage is the same function of the same inputs as in the demo, so the same model, concept
 and settings give the demo's weights. A stage is stored as the layers it changes (safetensors,
@@ -34,7 +34,7 @@ import torch
 
 from revival.errors import RevivalError
 from revival.eval_unlearn.config import STAGES, TechniqueConfig
-from revival.story.stages import canonical
+from revival.story.stages import canonical, make_obfuscated, make_revived, make_unlearned
 
 CACHE_FORMAT = 1
 _logger = logging.getLogger("revival.eval_unlearn")
@@ -145,7 +145,7 @@ class _Stages:
     # ----------------------------------------------------------------- stages: (parent, own key material, make)
 
     def _release(self):
-        from revival.unlearn.conceptprune import apply_masks, concept_statistics
+        from revival.unlearn.conceptprune import concept_statistics
 
         c = self.config
         own = {"conceptprune": asdict(self.cp), "prompts": self.prompts,
@@ -162,7 +162,7 @@ class _Stages:
                 search = least_damage(stats, cp, erased_fn, c.target_erasure, progress=self.log)
                 cp = replace(cp, skill_ratio=search.skill_ratio)
             masks, result = stats.masks(cp)
-            updates = apply_masks(self.original, masks)
+            updates = self._changed(make_unlearned(self.original, masks))
             self.log(f"revival: pruned {result.pruned} of {result.total} weights (skill ratio {cp.skill_ratio:.4g})")
             return updates, {"skill_ratio": cp.skill_ratio, "steps": cp.steps, "layers": sorted(masks),
                              "pruned": result.pruned, "total": result.total,
@@ -174,19 +174,17 @@ class _Stages:
         return {**self.original, **rel}, info
 
     def _revived(self):
-        from revival.attack.revive import revive
 
         def make():
             unlearned, rinfo = self._unlearned()
-            updates, result = revive(unlearned, rinfo["layers"], self.attack, progress=False)
+            state, result = make_revived(unlearned, rinfo["layers"], self.attack)
             totals = result.to_dict()["totals"]
-            return self._changed({**unlearned, **updates}), {
+            return self._changed(state), {
                 "layers": rinfo["layers"], "skill_ratio": rinfo["skill_ratio"], "attack": asdict(self.attack),
                 "revived": totals["kept"], "pruned": totals["pruned"]}
         return "unlearned", {"attack": asdict(self.attack)}, make
 
     def _defended(self):
-        from revival.defense import apply_defense
 
         c = self.config
 
@@ -194,16 +192,16 @@ class _Stages:
             unlearned, rinfo = self._unlearned()
             from revival.runtime.seeding import research_defense_seed
 
-            updates, result = apply_defense(unlearned, rinfo["layers"], c.defense, research_defense_seed(c.seed),
+            state, result = make_obfuscated(unlearned, rinfo["layers"], c.defense, research_defense_seed(c.seed),
                                             stats="row")
-            return self._changed({**unlearned, **updates}), {
+            return self._changed(state), {
                 "layers": rinfo["layers"], "skill_ratio": rinfo["skill_ratio"], "defense": c.defense,
                 "filled": getattr(result, "pruned", None)}
         return "unlearned", {"defense": c.defense, "seed": c.seed, "stats": "row"}, make
 
     def _defended_attack(self):
         from revival.attack.attackers import ATTACKERS
-        from revival.story.demo import defended_attacks
+        from revival.story.stages import make_obfuscated_revived  # (the ladder: imported when asked for)
 
         rows, clf_name = self._selection_rows()
         c = self.config
@@ -226,13 +224,13 @@ class _Stages:
                 self.pipe.unet.load_state_dict(state)
                 res = evaluate_concept(self.pipe, rows, clf, c.erase_concept, steps=c.inference_steps,
                                        guidance=c.guidance)
-                # the concept's rows only: no preserved figure (nan: demo.defended_attacks formats it)
+                # the concept's rows only: no preserved figure (nan: the demo formats it)
                 p = res.preserved_accuracy
                 return res.erased_accuracy, math.nan if p is None else p
 
             cp = replace(self.cp, skill_ratio=min(1.0, rinfo["skill_ratio"]))
             try:
-                state, _, facts = defended_attacks(self.pipe, defended, self.original,
+                state, _, facts = make_obfuscated_revived(self.pipe, defended, self.original,
                                                    self.prompts, cp, self.attack, measure, False)
             finally:
                 self.pipe.unet.load_state_dict(self.original)

@@ -40,6 +40,7 @@ from revival.story.controls import sign_controls, sign_recovery
 from revival.errors import RevivalError
 from revival.runtime.seeding import research_defense_seed
 from revival.story.demo_holds import HOLD_LABELS, HOLD_STAGES
+from revival.story.stages import make_obfuscated, make_obfuscated_revived, make_revived, make_unlearned
 from revival.story.demo_report import STAGES, STAGE_LABELS, bar_plot, image_grid, markdown_table, validate_report, write_json, write_markdown
 from revival.unlearn.least_damage import SEARCH_IMAGES, search_images
 
@@ -147,12 +148,11 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
     suite. `evaluator(pipeline, classes, concept, seeds_per_class, config, first_seed)` ->
     (erased accuracy, preserved accuracy, per-class dict, {class: images [n, C, H, W]}).
     """
-    from revival.attack.revive import AttackConfig, revive
-    from revival.defense import apply_defense
+    from revival.attack.revive import AttackConfig
     from revival.intervals import Proportion
     from revival.release.layers import select_layers
     from revival.evaluate.prompts import HELDOUT_FIRST_SEED
-    from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, concept_statistics, testbed_task_prompts
+    from revival.unlearn.conceptprune import ConceptPruneConfig, concept_statistics, testbed_task_prompts
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -253,7 +253,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
                 if config.task == "objects":
                     def erased_fn(masks):
-                        unet.load_state_dict({**original, **apply_masks(original, masks)})
+                        unet.load_state_dict(make_unlearned(original, masks))
                         return evaluator(pipeline, [config.concept], config.concept, config.search_seeds, config,
                                          SEARCH_FIRST_SEED)[0]
                 else:  # the concept's rows only (every item carrying the style / attribute)
@@ -272,7 +272,7 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
                 _log(progress, f"[2/5] ConceptPrune: erasing '{config.concept}' "
                                f"(skill ratio {config.skill_ratio}, first {config.unlearn_steps} steps)")
             masks, cp_result = stats.masks(cp_cfg)
-            unlearned = {**original, **apply_masks(original, masks)}
+            unlearned = make_unlearned(original, masks)
             layers = sorted(masks)
         details["unlearn"] = cp_result.to_dict()
         _log(progress, f"  pruned {cp_result.pruned} of {cp_result.total} weights in {len(layers)} layers "
@@ -281,10 +281,9 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
         _log(progress, "[3/5] the revival attack on the unlearned model")
         with tm("attack"):
-            updates, a_result = revive(unlearned, layers, attack_cfg, progress=progress)
-            revived = {**unlearned, **updates}
+            revived, a_result = make_revived(unlearned, layers, attack_cfg, progress=progress)
         details["attack"] = a_result.to_dict()
-        completed = {**unlearned, **revive(unlearned, layers, replace(attack_cfg, keep=1.0), progress=False)[0]}
+        completed = make_revived(unlearned, layers, replace(attack_cfg, keep=1.0))[0]
         signs = sign_recovery(original, unlearned, revived, completed, layers)
         details["sign_recovery"] = signs
         _log(progress, f"  sign recovery: completion {signs['completion']:.3f} of all pruned (before Top-K), "
@@ -293,9 +292,8 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         if config.paper_recipe:
             with tm("attack_paper_recipe"):
                 svt_cfg = replace(attack_cfg, solver="svt")
-                svt_updates, svt_result = revive(unlearned, layers, svt_cfg, progress=False)
-                svt_completed = {**unlearned, **revive(unlearned, layers, replace(svt_cfg, keep=1.0), progress=False)[0]}
-            svt_revived = {**unlearned, **svt_updates}
+                svt_revived, svt_result = make_revived(unlearned, layers, svt_cfg)
+                svt_completed = make_revived(unlearned, layers, replace(svt_cfg, keep=1.0))[0]
             svt_signs = sign_recovery(original, unlearned, svt_revived, svt_completed, layers)
             with tm("evaluate_paper_recipe"):
                 e, p, ce, cpv, table, _ = measure(svt_revived)
@@ -316,15 +314,14 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
 
         _log(progress, f"[4/5] defense: {config.defense} on the unlearned model (stats={config.obfuscate_stats})")
         with tm("obfuscate"):
-            o_updates, o_result = apply_defense(unlearned, layers, config.defense, research_defense_seed(config.seed),
-                                                stats=config.obfuscate_stats)
-            obfuscated = {**unlearned, **o_updates}
+            obfuscated, o_result = make_obfuscated(unlearned, layers, config.defense,
+                                                   research_defense_seed(config.seed), stats=config.obfuscate_stats)
         details["obfuscate"] = o_result.to_dict()
         evaluate("obfuscated", obfuscated)
 
         _log(progress, "[5/5] every attacker against the defended model (the strongest is reported)")
         with tm("attack_obfuscated"):
-            worst_state, worst_measured, attackers = defended_attacks(
+            worst_state, worst_measured, attackers = make_obfuscated_revived(
                 pipeline, obfuscated, original, (target, base), cp_cfg, attack_cfg, measure, progress)
         details["attack_obfuscated"] = attackers
         evaluate("obfuscated_revived", worst_state, worst_measured)
@@ -357,17 +354,6 @@ def run_demo(config: DemoConfig = DemoConfig(), out_dir="out/demo", *, progress:
         print(table)
         print(f"wrote {out_dir}/report.json, report.md, grid.png, bars.png, details.json")
     return report
-
-
-def defended_attacks(pipeline, defended, original, prompts, cp_cfg, attack_cfg, measure, progress):
-    """`revival.attack.attackers.strongest.strongest_attack` with the demo's ConceptPrune settings, in the audit's
-    scope (`original`: the model's own weights; see `strongest_attack`)."""
-    from revival.attack.attackers.strongest import strongest_attack
-
-    return strongest_attack(pipeline, defended, original, prompts=prompts, attack=attack_cfg,
-                            skill_ratio=cp_cfg.skill_ratio, steps=cp_cfg.steps, measure=measure,
-                            inference_steps=cp_cfg.inference_steps, guidance=cp_cfg.guidance,
-                            halves=cp_cfg.halves, progress=progress)
 
 
 def write_outputs(report: dict, details: dict, grid: dict[str, torch.Tensor], out_dir: Path,

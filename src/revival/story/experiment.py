@@ -48,6 +48,7 @@ from revival.story.experiment_config import STAGES, ExperimentConfig, load_confi
 from revival.story.experiment_report import CellResult, ExperimentResult, markdown, write_results  # noqa: F401
 from revival.io import atomic_write
 from revival.story.manifest import changed, input_files, model_files, package_versions
+from revival.story.stages import make_obfuscated, make_obfuscated_revived, make_revived, make_unlearned
 
 # --------------------------------------------------------------------------- the run
 
@@ -84,13 +85,9 @@ class _Run:
         (`self.measure`); the one that revives most is the stage, as in `revival demo`
         (`revival.attack.attackers.strongest`). When no attacker revived anything the stage is the obfuscated model;
         when none could run at all, the stage cannot be measured (RevivalError)."""
-        from revival.attack.attackers.strongest import strongest_attack
-
         src = self.weights("obfuscated")
-        state, _, facts = strongest_attack(self.pipe, src, self.original, prompts=self.prompts,
-                                           attack=self.cfg.attack_config(), skill_ratio=self.c.skill_ratio,
-                                           steps=self.c.steps, measure=self.measure,
-                                           inference_steps=self.cfg.inference_steps, guidance=self.cfg.guidance)
+        state, _, facts = make_obfuscated_revived(self.pipe, src, self.original, self.prompts, self._cp(),
+                                                  self.cfg.attack_config(), self.measure)
         self.attackers = {n: {k: f.get(k) for k in ("status", "reason", "located", "erased") if k in f}
                           for n, f in facts["attackers"].items()}
         if not any(f["status"] == "ran" for f in self.attackers.values()):
@@ -101,9 +98,7 @@ class _Run:
     def weights(self, stage: str) -> dict[str, torch.Tensor]:
         if stage in self.memo:
             return self.memo[stage]
-        from revival.attack.revive import revive
-        from revival.defense import apply_defense
-        from revival.unlearn.conceptprune import ConceptPruneConfig, apply_masks, conceptprune
+        from revival.unlearn.conceptprune import conceptprune
 
         if stage == "unlearned":
             words = None
@@ -113,16 +108,13 @@ class _Run:
                 words = prompt_texts(self.cfg.word_list)
             target, base = unlearning_prompts(self.c, words)
             self.prompts = (target, base)
-            cp = ConceptPruneConfig(skill_ratio=self.c.skill_ratio, steps=self.c.steps, seed=self.cfg.seed,
-                                    inference_steps=self.cfg.inference_steps, guidance=self.cfg.guidance)
             self.pipe.unet.load_state_dict(self.original)
-            masks, _ = conceptprune(self.pipe, target, base, cp, progress=False)
+            masks, _ = conceptprune(self.pipe, target, base, self._cp(), progress=False)
             self.layers = sorted(masks)
-            state = {**self.original, **apply_masks(self.original, masks)}
+            state = make_unlearned(self.original, masks)
         elif stage == "revived":   # the paper's attack on the unlearned model (its zeros mark the positions)
             src = self.weights("unlearned")
-            updates, _ = revive(src, self._layers(), self.cfg.attack_config(), progress=False)
-            state = {**src, **updates}
+            state, _ = make_revived(src, self._layers(), self.cfg.attack_config())
             self.signs[stage] = sign_recovery(self.original, src, state, self._layers())
         elif stage == "obfuscated_revived":   # every attacker against the defense; the strongest is the stage
             state = self.strongest_attack()
@@ -130,14 +122,20 @@ class _Run:
                                  "attackers": dict(self.attackers)}
         elif stage == "obfuscated":
             src = self.weights("unlearned")
-            updates, _ = apply_defense(src, self._layers(), self.cfg.defense.get("method", "gaussian"),
+            state, _ = make_obfuscated(src, self._layers(), self.cfg.defense.get("method", "gaussian"),
                                        self.cfg.defense.get("seed", research_defense_seed(self.cfg.seed)),
                                        stats=self.cfg.defense.get("stats", "row"))
-            state = {**src, **updates}
         else:  # pragma: no cover - stages are validated
             raise RevivalError(f"unknown stage {stage!r}.")
         self.memo[stage] = state
         return state
+
+    def _cp(self):
+        """ConceptPrune's settings for this concept (the unlearning and the strongest attack's)."""
+        from revival.unlearn.conceptprune import ConceptPruneConfig
+
+        return ConceptPruneConfig(skill_ratio=self.c.skill_ratio, steps=self.c.steps, seed=self.cfg.seed,
+                                  inference_steps=self.cfg.inference_steps, guidance=self.cfg.guidance)
 
     def _layers(self) -> list[str]:
         if not self.layers:

@@ -16,7 +16,10 @@ and the stages that show an erasure that holds (the demo's stage 6, where the co
 
 `revival demo` runs the chain and its holds, `revival experiment` any sub-chain a config names,
 and eval-unlearn's techniques each stage after the original. Each reads the names here; a name
-given by a user is read through `canonical` (the eval-unlearn and older names are aliases).
+given by a user is read through `canonical` (the eval-unlearn and older names are aliases). Each
+makes a stage from its parent with the same builder, here too (`make_unlearned`, `make_revived`,
+`make_obfuscated`, `make_obfuscated_revived`): they decide only when a stage is made, how it is
+cached and what they record.
 """
 from __future__ import annotations
 
@@ -85,3 +88,43 @@ def in_order(names) -> tuple[str, ...]:
     """Canonical names of `names` (any aliases), in the chain's order, each once."""
     want = {canonical(n) for n in names}
     return tuple(s for s in STAGES if s in want)
+
+
+# --------------------------------------------------------------------------- how each stage is made
+# from its parent: `revival demo`, `revival experiment` and eval-unlearn's techniques call these,
+# so the chain is built one way (each caller decides only when, and what it records).
+
+def make_unlearned(original, masks):
+    """unlearned: ConceptPrune's masks applied to the original (the selected weights zeroed)."""
+    from revival.unlearn.conceptprune import apply_masks
+
+    return {**original, **apply_masks(original, masks)}
+
+
+def make_revived(unlearned, layers, attack, progress: bool = False):
+    """revived: the paper's attack on the unlearned model's zeros. Returns (state, its AttackResult)."""
+    from revival.attack.revive import revive
+
+    updates, result = revive(unlearned, layers, attack, progress=progress)
+    return {**unlearned, **updates}, result
+
+
+def make_obfuscated(unlearned, layers, method: str, seed, stats: str = "row"):
+    """obfuscated: the unlearned model defended by `method` (`revival.defense`). Returns (state, its result)."""
+    from revival.defense import apply_defense
+
+    updates, result = apply_defense(unlearned, layers, method, seed, stats=stats)
+    return {**unlearned, **updates}, result
+
+
+def make_obfuscated_revived(pipeline, obfuscated, original, prompts, cp, attack, measure, progress: bool = False):
+    """obfuscated_revived: every attacker of the ladder against the defended model, each revived
+    model measured (`measure(state) -> (erased, preserved)`), the one that revives most kept
+    (`revival.attack.attackers.strongest.strongest_attack`, in the audit's scope, with ConceptPrune
+    settings `cp`). Returns (state, its measurement or None, {"attackers", "strongest"})."""
+    from revival.attack.attackers.strongest import strongest_attack
+
+    return strongest_attack(pipeline, obfuscated, original, prompts=prompts, attack=attack,
+                            skill_ratio=cp.skill_ratio, steps=cp.steps, measure=measure,
+                            inference_steps=cp.inference_steps, guidance=cp.guidance,
+                            halves=cp.halves, progress=progress)
