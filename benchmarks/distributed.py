@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def run(cmd: list[str], threads: int) -> float:
@@ -40,6 +41,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=25)
+    ap.add_argument("--results-dir", default=None, help="where the results file goes (default benchmarks/results/)")
     args = ap.parse_args()
     verb = ["--threads", str(args.threads), "evaluate", "--concept", args.concept, "--seeds", str(args.seeds),
             "--device", args.device, "--batch-size", str(args.batch_size), "--quiet"]
@@ -62,6 +64,21 @@ def main() -> int:
           f"(erased {r1['erased_accuracy']:.3f}, preserved {r1['preserved_accuracy']:.3f}); processes {p1} vs {pn}")
     print(f"whole command: 1 process {w1:.1f} s, {args.procs} processes {wn:.1f} s -> ratio {w1 / wn:.2f}x")
     print(f"evaluation alone (evaluation.json seconds): {s1:.1f} s vs {sn:.1f} s -> ratio {s1 / sn:.2f}x")
+    from results import table, write_results
+
+    load = os.getloadavg()[0]
+    path = write_results(f"distributed_{args.device}", {
+        "title": "Data-parallel evaluation: one process vs several",
+        "about": (f"`revival evaluate` on the testbed, {len(names)} images ({args.seeds} a class), device {args.device}, "
+                  f"{args.threads} torch thread(s) a process, once in one process and once under torchrun with "
+                  f"{args.procs}; load average {load:.1f} on {os.cpu_count()} cores at the end."),
+        "identical_images": same_images, "identical_report": same_report, "processes": [p1, pn],
+        "tables": [table("wall time", ["what", "1 process s", f"{args.procs} processes s", "ratio"],
+                         [["whole command", w1, wn, w1 / wn], ["evaluation alone", s1, sn, s1 / sn]],
+                         formats=["", ".1f", ".1f", ".2f"],
+                         note=f"identical images: {same_images}; identical report: {same_report}.")]},
+        folder=args.results_dir)
+    print(f"-> {path}")
     return 0 if same_images and same_report else 1
 
 

@@ -188,6 +188,7 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"])
     ap.add_argument("--skip-full", action="store_true", help="skip the full-size UNet (CPU dry runs)")
+    ap.add_argument("--results-dir", default=None, help="where the results file goes (default benchmarks/results/)")
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("FAIL  no CUDA device visible to torch")
@@ -205,6 +206,15 @@ def main() -> int:
         if not args.skip_full:
             full_unet(tmp / "full", args.device)
     ok = all(r[1] for r in RESULTS)
+    wall = time.perf_counter() - t0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import table, write_results
+
+    path = write_results(f"gpu_check_{args.device.split(':')[0]}_{dtype}", {
+        "page": "gpu", "title": f"GPU check ({args.device}, {dtype})", "passed": ok, "wall_s": wall,
+        "tables": [table("checks", ["check", "pass", "seconds", "note"], [list(r) for r in RESULTS],
+                         formats=["", "", ".1f", ""])]}, folder=args.results_dir)
+    print(f"-> {path}")
     print(f"\n{'ALL PASS' if ok else 'SOME FAILED'}: {sum(r[1] for r in RESULTS)}/{len(RESULTS)} checks in "
           f"{time.perf_counter() - t0:.0f} s on {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
