@@ -165,6 +165,12 @@ def test_defend_cli_methods(tiny_unet, tmp_path, capsys):
     assert not any(bool((ck.tensors[n] == 0).any()) for n in ck.tensors if n.endswith("ff.net.2.weight"))
     rc = main(["defend", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "bad"), "--method", "shred"])
     assert rc == 2 and "defense method" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    # another defense's option is refused in one sentence, nothing written (not silently ignored)
+    for opts in (["--column-share", "0.3"], ["--no-retire"], ["--fresh-units"]):
+        rc = main(["defend", str(tiny_unet.pruned_dir), "-o", str(tmp_path / "gauss"), "--method", "gaussian", *opts])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"takes no {opts[0].replace('no-', '')}" in err and "resample" in err, err
+        assert "Traceback" not in err and not (tmp_path / "gauss").exists()
 
 
 def test_defend_cli_retires_hot_units_of_a_diffusers_unet(tiny_unet, tmp_path):

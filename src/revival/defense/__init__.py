@@ -16,6 +16,7 @@ entropy (two runs differ; the report records `seed: null`). An explicit seed is 
 from __future__ import annotations
 
 from revival.defense.base import DEFENSE_METHODS, SEED_WARNING, check_seed
+from revival.errors import RevivalError
 from revival.defense import resample as _resample, obfuscate as _obfuscate, decoy as _decoy  # noqa: E402,F401 (they register)
 
 DEFENSES = DEFENSE_METHODS.names()
@@ -36,12 +37,22 @@ def apply_defense(tensors, layers, method: str = DEFAULT_DEFENSE, seed: int | No
     seed None (the default): secret OS entropy; an integer: reproducible bytes (`SEED_WARNING`).
     stats: row | layer noise statistics; column_share, hot, fresh_units, retire: resample's options (None: its
     defaults)."""
+    import inspect
+
     check_seed(seed)
     fn = get_defense(method)
     kwargs = {"scale": scale, "progress": progress, "stats": stats}
-    if method == "resample":
-        kwargs["column_share"] = column_share
-        kwargs["fresh_units"] = fresh_units
-        kwargs["hot"] = hot
-        kwargs["retire"] = retire
+    # a defense's own options: those its registered function takes; another defense's option,
+    # given, is refused in one sentence rather than silently ignored
+    options = {"column_share": column_share, "fresh_units": fresh_units, "hot": hot, "retire": retire}
+    takes = inspect.signature(fn).parameters
+    refused = [k for k, v in options.items() if v != _OPTION_DEFAULTS[k] and k not in takes]
+    if refused:
+        owners = [n for n in DEFENSE_METHODS.names() if refused[0] in inspect.signature(get_defense(n)).parameters]
+        raise RevivalError(f"the {method} defense takes no --{refused[0].replace('_', '-')} option "
+                           f"(an option of {', '.join(owners) or 'no defense'}).")
+    kwargs.update({k: v for k, v in options.items() if k in takes})
     return fn(tensors, layers, seed, **kwargs)
+
+
+_OPTION_DEFAULTS = {"column_share": None, "fresh_units": False, "hot": None, "retire": None}
