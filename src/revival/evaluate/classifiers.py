@@ -47,9 +47,7 @@ def _testbed(weights=None, device="cpu"):
     return TestbedCNN(weights, device)
 
 
-@CLASSIFIERS.register("imagenet", "EfficientNet-lite0", rank=1)
-def _imagenet(weights=None, device="cpu"):
-    return ImageNetEfficientNet(weights, device=device)
+CLASSIFIERS.register("imagenet", "EfficientNet-lite0", rank=1)(ImageNetEfficientNet)
 
 
 @CLASSIFIERS.register("resnet50", "torchvision weights file, the paper's", rank=2)
@@ -59,9 +57,7 @@ def _resnet50(weights=None, device="cpu"):
     return TorchvisionResNet50(weights, device)
 
 
-@CLASSIFIERS.register("hf", "a local transformers image classifier folder", rank=3)
-def _hf(weights=None, device="cpu"):
-    return HFImageClassifier(weights, device=device)
+CLASSIFIERS.register("hf", "a local transformers image classifier folder", rank=3)(HFImageClassifier)
 
 
 @CLASSIFIERS.register("nudenet", "NudeNet's exposed-label rule; options threshold=, labels=", rank=4)
