@@ -226,3 +226,24 @@ def test_resample_hot_units_at_their_own_scale():
     assert res.to_dict()["hot"] == "column"
     with pytest.raises(RevivalError, match="hot-unit"):
         resample(t, [NAME], hot="diagonal")
+
+
+def test_every_defense_option_is_a_defend_flag_and_an_unknown_one_is_refused():
+    """The options come from the registered defenses' signatures: each has its `defend` flag (so a
+    new defense's option cannot be left unreachable), and an option no defense takes is refused."""
+    from revival.cli import build_parser
+    from revival.defense import defense_options
+    from revival.errors import RevivalError
+
+    opts = defense_options()
+    assert {"column_share", "fresh_units", "hot", "retire"} <= set(opts)
+    args = build_parser().parse_args(["defend", "x.safetensors", "-o", "y.safetensors"])
+    for name, default in opts.items():
+        assert getattr(args, name) == default, name       # the flag exists, and its default is the defense's
+    t, _, _ = _pruned(6)
+    with pytest.raises(RevivalError, match="no defense takes an option 'shred'"):
+        apply_defense(t, [NAME], "gaussian", seed=0, shred=1)
+    with pytest.raises(RevivalError, match="gaussian defense takes no --hot"):
+        apply_defense(t, [NAME], "gaussian", seed=0, hot="row")
+    upd, _ = apply_defense(t, [NAME], "gaussian", seed=0, hot=None)   # resample's default value: not "given"
+    assert NAME in upd

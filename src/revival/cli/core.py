@@ -176,10 +176,12 @@ def _defend(args) -> int:
     if args.seed is not None:
         print(f"revival: warning: {_seed_warning()}", file=sys.stderr)
     seed = {} if args.seed is None else {"seed": args.seed}
+    from revival.defense import defense_options
+
+    options = {k: getattr(args, k) for k in defense_options()}   # each defense's own options, by their names
     written, result, _ = defend(source, args.out, layers=args.layers, stats=args.stats, report=report,
                                 overwrite=args.overwrite, progress=not args.quiet, method=args.method,
-                                scale=args.scale, column_share=args.column_share, fresh_units=args.fresh_units,
-                                hot=args.hot, retire=args.retire, **seed)
+                                scale=args.scale, **options, **seed)
     randomness = "secret seed" if args.seed is None else f"seed {args.seed}"
     print(f"filled {result.pruned} pruned positions in {sum(l.pruned > 0 for l in result.layers)} layers "
           f"({result.to_dict()['method']}, N(mean, std) of each {args.stats}, {randomness}) -> {written} "

@@ -82,10 +82,8 @@ def strip_pruning_metadata(metadata: Mapping[str, str]) -> tuple[dict[str, str],
 
 
 def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: int | None = None,
-           progress: bool = False, method: str | None = None, scale: float = 1.0,
-           column_share: float | None = None, fresh_units: bool = False,
-           hot: str | None = None, retire: bool | None = None, report=None,
-           overwrite: bool = False) -> tuple[Path, object, "MaskReport"]:
+           progress: bool = False, method: str | None = None, scale: float = 1.0, report=None,
+           overwrite: bool = False, **options) -> tuple[Path, object, "MaskReport"]:
     """Load a pruned checkpoint, defend its target layers with `method` (`revival.defense.DEFENSES`;
     None: the default, resample), strip telltale metadata, write `out` in the same format and its
     JSON report (`report`; by default beside the output, never inside it: the output holds the
@@ -99,11 +97,11 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
     from revival.io import load_checkpoint, plan_outputs, save_checkpoint, write_report
     from revival.release.layers import check_finite, target_layers
     from revival.release.masks import mask_report
-    from revival.defense import DEFAULT_DEFENSE, apply_defense, get_defense
+    from revival.defense import DEFAULT_DEFENSE, apply_defense, check_options, defense_reads
 
     t0 = time.perf_counter()
     method = method or DEFAULT_DEFENSE
-    get_defense(method)  # refuse an unknown method before reading anything
+    check_options(method, options)  # refuse an unknown method, or an option it lacks, before reading anything
     check_scale(scale)
     check_stats(stats)
     check_seed(seed)
@@ -115,19 +113,11 @@ def defend(path, out, *, layers: str | None = None, stats: str = "row", seed: in
     if masks.pruned == 0:
         raise RevivalError(f"{ckpt.path} has no pruned (exactly zero) weights in its {len(names)} target "
                            "layer(s); there is nothing to obfuscate.")
-    tensors = ckpt.tensors
-    if method == "resample":  # the block's other unit tensors (projection, biases) travel along
-        from revival.defense.resample import check_units, unit_tensors
-
-        check_units(names)
-        tensors = {n: ckpt.tensors[n] for n in names}
-        for n in names:
-            for key in unit_tensors(n):
-                if key in ckpt.tensors:
-                    tensors[key] = ckpt.tensors[key]
-    updates, result = apply_defense(tensors, names, method, seed, scale=scale, stats=stats,
-                                    column_share=column_share, fresh_units=fresh_units, hot=hot,
-                                    retire=retire, progress=progress)
+    # the layers, and the other tensors the defense reads beside them (resample: the blocks' unit tensors)
+    extra = defense_reads(method, ckpt.tensors, names)
+    tensors = ckpt.tensors if extra is None else {n: ckpt.tensors[n] for n in dict.fromkeys((*names, *extra))}
+    updates, result = apply_defense(tensors, names, method, seed, scale=scale, stats=stats, progress=progress,
+                                    **options)
     clean, removed = strip_pruning_metadata(ckpt.metadata)
     result.metadata_removed = removed
     written = save_checkpoint(ckpt, out, updates, metadata=clean if removed else None, overwrite=overwrite)

@@ -377,3 +377,13 @@ def resample_defense(tensors, layers, seed=None, *, scale=1.0, stats="row", prog
     if column_share is not None:
         kw["column_share"] = column_share
     return resample(tensors, layers, seed, scale=scale, progress=progress, **kw)
+
+
+def _reads(layers) -> list[str]:
+    """The block's other unit tensors resample reads (projection, biases); refuses, in one
+    sentence, a layer whose hidden units it cannot tell."""
+    check_units(layers)
+    return [key for name in layers for key in unit_tensors(name)]
+
+
+resample_defense.reads = _reads
