@@ -51,6 +51,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import table, write_results  # noqa: E402
 from sign_recovery import conceptprune_like_mask, conceptprune_like_mask_with_stats, load_layers, load_testbed_layers, minilm_path  # noqa: E402
 
 from revival.attack.attackers.residual import residual_scores  # noqa: E402
@@ -81,7 +82,7 @@ def probe(w: torch.Tensor, side: torch.Tensor, mask: torch.Tensor, stats: str, s
     return row
 
 
-def end_to_end(concept: str, seeds_per_class: int, factors: list[float]) -> None:
+def end_to_end(concept: str, seeds_per_class: int, factors: list[float]) -> dict:
     """The demo's unlearned + obfuscated testbed model; the attacker locates the fraction
     factor x (true pruned share of each layer) of worst-fitting entries, zeroes them, runs the
     revival attack on them and puts back the observed value wherever the attack left a zero."""
@@ -113,10 +114,12 @@ def end_to_end(concept: str, seeds_per_class: int, factors: list[float]) -> None
 
     print(f"\nend to end: concept {concept!r}, skill ratio {cfg.skill_ratio}, {seeds_per_class} images/class")
     print(f"{'model':58s} {'erased':>7s} {'preserved':>9s} {'located prec.':>13s}")
+    out = []
     for label, state in (("original", original), ("unlearned", unlearned), ("obfuscated (defended)", obfuscated),
                          ("revival attack on the unlearned model (zeros)", attack(unlearned, masks))):
         e, p = accuracy(state)
         print(f"{label:58s} {e:7.2f} {p:9.3f} {'':>13s}")
+        out.append([label, e, p, None])
     for f in factors:
         found = {}
         for n in layers:
@@ -126,10 +129,13 @@ def end_to_end(concept: str, seeds_per_class: int, factors: list[float]) -> None
         hit = sum(int((found[n] & masks[n]).sum()) for n in layers) / sum(int(found[n].sum()) for n in layers)
         e, p = accuracy(attack(obfuscated, found))
         print(f"{f'adaptive attack on the defended model, {f:g} x true share':58s} {e:7.2f} {p:9.3f} {hit:13.3f}")
+        out.append([f"adaptive attack on the defended model, {f:g} x true share", e, p, hit])
     pipe.unet.load_state_dict(original)
+    return table(f"end to end: concept {concept}, skill ratio {cfg.skill_ratio}, {seeds_per_class} images a class",
+                 ["model", "erased", "preserved", "located precision"], out, formats=["", ".2f", ".3f", ".3f"])
 
 
-def attackers_table(sets, quick: bool) -> None:
+def attackers_table(sets, quick: bool) -> dict:
     """Localisation of every attacker against every defense (mean over layers)."""
     from revival.attack.attackers import ATTACKERS, AttackContext
     from revival.defense import DEFENSES, apply_defense
@@ -137,6 +143,7 @@ def attackers_table(sets, quick: bool) -> None:
     name, proj = "blk.ff.net.2.weight", "blk.ff.net.0.proj.weight"
     print(f"\n{'weights':26s} {'defense':9s} {'attacker':13s} {'entry AUC':>9s} {'col AUC':>8s} "
           f"{'prec@k':>7s} {'base':>6s}  (mean over layers; AUC 0.5 = chance)")
+    out = []
     for label, layers, ratio in sets:
         layers = layers[:2] if quick else layers
         rows: dict = {}
@@ -170,6 +177,10 @@ def attackers_table(sets, quick: bool) -> None:
         for (d, a), r in rows.items():
             e, c, pk, b = (statistics.mean(x[j] for x in r) for j in range(4))
             print(f"{label:26s} {d:9s} {a:13s} {e:9.3f} {c:8.3f} {pk:7.3f} {b:6.3f}", flush=True)
+            out.append([label, d, a, e, c, pk, b])
+    return table("every attacker against every defense: localisation (mean over layers; AUC 0.5 = chance)",
+                 ["weights", "defense", "attacker", "entry AUC", "column AUC", "precision@k", "base rate"], out,
+                 formats=["", "", "", ".3f", ".3f", ".3f", ".3f"])
 
 
 def detectors_table(layers, ratio: float, seeds: int = 1) -> dict:
@@ -178,7 +189,7 @@ def detectors_table(layers, ratio: float, seeds: int = 1) -> dict:
     and mask seeds. Detectors: residual from the matrix's rank-32 fit; |value - row mean| / row
     std; the column's std (broadcast); the residual and columns attackers. Every defense runs with
     its default randomness (secret)."""
-    from revival.attack.attackers import AttackContext, _registry, localisation
+    from revival.attack.attackers import LOCATORS, AttackContext, localisation
     from revival.defense import apply_defense
 
     name, proj = "blk.ff.net.2.weight", "blk.ff.net.0.proj.weight"
@@ -201,23 +212,27 @@ def detectors_table(layers, ratio: float, seeds: int = 1) -> dict:
                     out.setdefault((d, label), []).append(auc(sc, mask))
                 release = {**pruned, **upd}
                 for a in ("residual", "columns"):
-                    loc = localisation(_registry()[a](release, [name], ctx), {name: mask}, [name])
+                    loc = localisation(LOCATORS.get(a)(release, [name], ctx), {name: mask}, [name])
                     out.setdefault((d, f"attacker {a}"), []).append(loc.entry_auc)
     print(f"\n{'defense':15s} {'detector':28s} {'entry AUC':>9s} {'two-sided':>9s}  (mean over {len(layers)} layers "
           f"x {seeds} masks; two-sided: max(AUC, 1 - AUC), what a detector of either sign reaches)")
+    rows = []
     for (d, label), v in sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         a = statistics.mean(v)
         print(f"{d:15s} {label:28s} {a:9.3f} {max(a, 1 - a):9.3f}")
-    return {k: statistics.mean(v) for k, v in out.items()}
+        rows.append([d, label, a, max(a, 1 - a)])
+    return table(f"simple detectors of the filled positions (mean over {len(layers)} layers x {seeds} masks)",
+                 ["defense", "detector", "entry AUC", "two-sided AUC"], rows, formats=["", "", ".3f", ".3f"],
+                 note="two-sided: max(AUC, 1 - AUC), what a detector of either sign reaches")
 
 
 def _locate_only(attacker: str, tensors, name: str, ctx):
-    from revival.attack.attackers import _registry
+    from revival.attack.attackers import LOCATORS
 
-    return _registry()[attacker](tensors, [name], ctx)
+    return LOCATORS.get(attacker)(tensors, [name], ctx)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
@@ -230,36 +245,53 @@ def main() -> None:
                     help="only the table of every attacker against every defense (localisation)")
     ap.add_argument("--detectors", action="store_true",
                     help="only simple detectors vs the default and Gaussian on MiniLM-L6 (units cannot be retired)")
-    args = ap.parse_args()
+    ap.add_argument("--results-dir", default=None, help="where the results file goes (default benchmarks/results/)")
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sets = [("MiniLM-L6 FFN (384x1536)", load_layers(minilm_path()), 0.02)]
     if not args.quick:
         sets.append(("testbed ff.net.2", load_testbed_layers(), 0.05))
     t0 = time.time()
+    tables = []
     if args.detectors:
-        detectors_table(load_layers(minilm_path())[: 2 if args.quick else 6], 0.02)
-        print(f"({time.time() - t0:.0f} s, {args.threads} thread(s))")
-        return
-    if args.attackers:
-        attackers_table(sets, args.quick)
-        print(f"({time.time() - t0:.0f} s, {args.threads} thread(s))")
-        return
-    print(f"{'weights':26s} {'stats':5s} {'locator':16s} {'AUC':>6s} {'AUC orig':>8s} "
-          f"{'prec@k':>7s} {'base':>6s}  (mean over layers)")
-    for label, layers, ratio in sets:
-        layers = layers[:2] if args.quick else layers
-        for stats in (("row",) if args.quick else ("row", "layer")):
-            rows = [probe(w, side, conceptprune_like_mask(w, seed=i, skill_ratio=ratio), stats, i)
-                    for i, (w, side) in enumerate(layers)]
-            base = statistics.mean(r["base"] for r in rows)
-            for name in LOCATORS:
-                a = statistics.mean(r[name][0] for r in rows)
-                p = statistics.mean(r[name][1] for r in rows)
-                o = statistics.mean(r[name][2] for r in rows)
-                print(f"{label:26s} {stats:5s} {name:16s} {a:6.3f} {o:8.3f} {p:7.3f} {base:6.3f}")
-    if args.end_to_end:
-        end_to_end(args.concept, args.seeds_per_class, [float(f) for f in args.factors.split(",")])
-    print(f"({time.time() - t0:.0f} s, {args.threads} thread(s))")
+        tables.append(detectors_table(load_layers(minilm_path())[: 2 if args.quick else 6], 0.02))
+    elif args.attackers:
+        tables.append(attackers_table(sets, args.quick))
+    else:
+        print(f"{'weights':26s} {'stats':5s} {'locator':16s} {'AUC':>6s} {'AUC orig':>8s} "
+              f"{'prec@k':>7s} {'base':>6s}  (mean over layers)")
+        rows_out = []
+        for label, layers, ratio in sets:
+            layers = layers[:2] if args.quick else layers
+            for stats in (("row",) if args.quick else ("row", "layer")):
+                rows = [probe(w, side, conceptprune_like_mask(w, seed=i, skill_ratio=ratio), stats, i)
+                        for i, (w, side) in enumerate(layers)]
+                base = statistics.mean(r["base"] for r in rows)
+                for name in LOCATORS:
+                    a = statistics.mean(r[name][0] for r in rows)
+                    p = statistics.mean(r[name][1] for r in rows)
+                    o = statistics.mean(r[name][2] for r in rows)
+                    print(f"{label:26s} {stats:5s} {name:16s} {a:6.3f} {o:8.3f} {p:7.3f} {base:6.3f}")
+                    rows_out.append([label, stats, name, a, o, p, base])
+        tables.append(table("residual locators against Gaussian obfuscation (mean over layers)",
+                            ["weights", "stats", "locator", "AUC", "AUC on the original", "precision@k", "base rate"],
+                            rows_out, formats=["", "", "", ".3f", ".3f", ".3f", ".3f"],
+                            note="AUC 0.5 = chance; precision@k at k = the true number pruned (an oracle k)"))
+        if args.end_to_end:
+            tables.append(end_to_end(args.concept, args.seeds_per_class, [float(f) for f in args.factors.split(",")]))
+    seconds = time.time() - t0
+    print(f"({seconds:.0f} s, {args.threads} thread(s))")
+    mode = "_detectors" if args.detectors else "_attackers" if args.attackers else ""
+    path = write_results(f"defense_locate{mode}{'_quick' if args.quick else ''}", {
+        "title": "Can an attacker find the positions a defense filled?" + {"_detectors": " (simple detectors)",
+                                                                            "_attackers": " (every attacker)"}.get(mode, ""),
+        "about": "Localisation of the filled (pruned) positions on real weights with ConceptPrune-like masks "
+                 "(benchmarks/defense_locate.py's docstring); " + ("two MiniLM-L6 layers (--quick)" if args.quick else
+                 "MiniLM-L6's six FFN output layers and the testbed's ff.net.2 layers") +
+                 f"; {seconds:.0f} s on {args.threads} thread(s).",
+        "seconds": round(seconds, 1), "threads": args.threads, "tables": tables},
+        argv=None if argv is None else ["benchmarks/defense_locate.py", *argv], folder=args.results_dir)
+    print(f"-> {path}")
 
 
 if __name__ == "__main__":
