@@ -20,9 +20,10 @@ report names the same method and concept. The robust erasure itself runs in
 tests/test_erasures.py; the walkthrough's later lines (the audit that must pass) run as written.
 
 Settings: the lines run exactly as written; the README itself shows the small ones
-(`--erased-images 20 --max-erased-images 40`). Time: the publisher walkthrough erases with the
-least-damage search and audits twice with every attacker; it is the slowest test of the suite:
-77 s on the 2-core CPU beside one other one-thread job (one thread).
+(`--erased-images 20 --max-erased-images 40`). Time: the walkthrough is cut into chains that
+share no file (`chains`: the ConceptPrune release with its defense, and the robust release), each
+a case of its own that pytest-xdist may give to either worker (`parallel_cases`, tests/conftest.py);
+the publisher's audits of every attacker make them the slowest tests of the suite.
 """
 from __future__ import annotations
 
@@ -67,8 +68,36 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
+def _paths(cmd: str) -> tuple[set[str], set[str]]:
+    """(the paths a line writes, the paths it names): `-o X` is written; every argument that looks
+    like a relative path (holds a '/') is named."""
+    args = shlex.split(cmd)[1:]
+    out = {args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-o", "--out")}
+    return out, {a for a in args if "/" in a and not a.startswith("-")}
+
+
+def _reads(named: str, written: str) -> bool:
+    """Does a line that names path `named` read what a line that wrote `written` wrote?"""
+    return named == written or named.startswith(written + "/") or written.startswith(named + "/")
+
+
+def chains(walk):
+    """The walkthrough cut into chains that share no file: a line joins the chain of every
+    earlier line whose output it names (chains it links are merged), else starts its own. The
+    lines of a chain keep their order; chains run as separate tests (in parallel under xdist)."""
+    chain_of: list[int] = []
+    outputs: list[tuple[str, int]] = []                 # (path written, by line)
+    for i, (cmd, _) in enumerate(walk):
+        written, named = _paths(cmd)
+        linked = {chain_of[j] for o, j in outputs for n in named if _reads(n, o)}
+        g = min(linked) if linked else i
+        chain_of = [g if c in linked else c for c in chain_of] + [g]
+        outputs += [(o, i) for o in written]
+    return [[walk[i] for i in range(len(walk)) if chain_of[i] == g] for g in dict.fromkeys(chain_of)]
+
+
 TEXT = README.read_text(encoding="utf-8")
-WALKS = runnable(bash_blocks(TEXT))
+WALKS = [chain for walk in runnable(bash_blocks(TEXT)) for chain in chains(walk)]
 
 
 def test_the_readme_is_short_and_its_bash_lines_are_all_accounted_for():
@@ -107,6 +136,25 @@ def _robust_copy(cmd: str) -> int:
     return 0
 
 
+def test_the_walkthrough_is_cut_where_no_line_reads_another_chains_files():
+    """Every line that reads a file of the walkthrough runs after the line that writes it, in the
+    same chain; lines that link two chains merge them; the README's robust lines are a chain apart."""
+    every = [line for walk in runnable(bash_blocks(TEXT)) for line in walk]
+    assert sorted(c for w in WALKS for c, _ in w) == sorted(c for c, _ in every)    # nothing lost or doubled
+    for walk in WALKS:
+        for i, (cmd, _) in enumerate(walk):
+            _, named = _paths(cmd)
+            for other, _ in every:
+                for o in _paths(other)[0]:
+                    if any(_reads(n, o) for n in named) and other != cmd:
+                        assert other in [c for c, _ in walk[:i]], f"`{cmd}` reads {o}, written outside its chain"
+    assert any(all("robust" in c for c, _ in w) for w in WALKS) and len(WALKS) >= 2
+    toy = [("revival a -o x/y", {0}), ("revival b -o z/q", {0}), ("revival c x/y z/q -o w/1", {0}),
+           ("revival d q/1", {0}), ("revival e w/1", {0})]
+    assert [[c.split()[1] for c, _ in w] for w in chains(toy)] == [["a", "b", "c", "e"], ["d"]]
+
+
+@pytest.mark.parallel_cases
 @pytest.mark.parametrize("walk", range(len(WALKS)))
 def test_readme_walkthrough_runs_as_written(walk, tmp_path, monkeypatch, capsys):
     from revival.cli import main
