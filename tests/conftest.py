@@ -19,9 +19,21 @@ os.environ.setdefault("REVIVAL_THREADS", "1")  # the CLI in subprocesses too
 # The slowest files first (see docs/testing.md): under pytest-xdist (`--dist loadgroup`, a file to a
 # worker) the long ones start at once and the short ones fill in beside them, so that no worker is
 # left running one long file alone at the end. In one process the order changes nothing else.
-SLOW_FILES_FIRST = ("test_readme.py", "test_demo.py", "test_soundness.py", "test_eval_unlearn.py",
-                    "test_testbed_tasks.py", "test_distributed.py", "test_defense_secrets.py", "test_never_learned.py",
-                    "test_relearn.py", "test_testbed.py", "test_erasures.py", "test_judges.py", "test_audit.py")
+SLOW_FILES_FIRST = (
+    "test_readme_runs_as_written.py",
+    "test_demo_tells_the_story.py",
+    "test_sound_verdicts.py",
+    "test_eval_unlearn_techniques.py",
+    "test_testbed_style_and_attribute_tasks.py",
+    "test_data_parallel_equals_one_process.py",
+    "test_defense_secrets.py",
+    "test_never_learned_calibration.py",
+    "test_relearning_attacker.py",
+    "test_embedded_testbed.py",
+    "test_fine_tuning_erasures.py",
+    "test_judges_say_no_item.py",
+    "test_audit_verdicts_and_files.py",
+)
 
 
 @pytest.hookimpl(tryfirst=True)      # before pytest-xdist reads the groups (--dist loadgroup)
@@ -210,8 +222,8 @@ def testbed_release(_testbed_session):
 
 
 # ----------------------------------------------------------------------------- a small experiment
-# `revival experiment` of SMALL in one process, run once for the session: test_experiment.py reads
-# it (and resumes, re-runs and reproduces it beside it), test_distributed.py compares torchrun's
+# `revival experiment` of SMALL in one process, run once for the session: test_experiment_resumes_and_reproduces.py reads
+# it (and resumes, re-runs and reproduces it beside it), test_data_parallel_equals_one_process.py compares torchrun's
 # run with it.
 
 SMALL = """

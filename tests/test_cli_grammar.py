@@ -325,7 +325,7 @@ def test_any_diffusers_folder_to_one_file(checkpoint_files, tmp_path, capsys, ki
 
 
 def test_reports_go_beside_the_output_never_inside(tiny_unet, tmp_path, capsys):
-    from test_conceptprune import build_tiny_sd
+    from test_conceptprune_erasure import build_tiny_sd
 
     for verb in ("attack", "defend"):
         out = tmp_path / verb / "unet"
@@ -398,7 +398,7 @@ def test_defend_warns_about_a_known_seed(tiny_unet, tmp_path, capsys):
 # --------------------------------------------------------------------------- the least-damage search's bar
 
 def test_least_damage_shows_a_progress_bar(capsys):
-    from test_least_damage import _stats
+    from test_least_damage_search import _stats
 
     from revival.unlearn.conceptprune import ConceptPruneConfig
     from revival.unlearn.least_damage import least_damage

@@ -42,7 +42,7 @@ def test_attack_refuses_existing_output_unless_overwrite_and_keeps_other_files(t
 
 
 def test_unlearn_report_cannot_replace_a_file_of_the_model(tmp_path, capsys):
-    from test_conceptprune import build_tiny_sd
+    from test_conceptprune_erasure import build_tiny_sd
 
     sd = build_tiny_sd(tmp_path / "sd")
     index = (sd / "model_index.json").read_bytes()

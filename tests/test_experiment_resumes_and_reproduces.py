@@ -10,7 +10,7 @@ import pytest
 from revival.cli import main
 from revival.errors import RevivalError
 
-from conftest import SMALL, files  # noqa: E402  (shared with test_distributed.py)
+from conftest import SMALL, files  # noqa: E402  (shared with test_data_parallel_equals_one_process.py)
 
 
 @pytest.fixture

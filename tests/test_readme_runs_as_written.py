@@ -11,13 +11,13 @@ Not run, by rule:
 * lines that name a path under `sd/`: they need a local Stable Diffusion folder, which the
   README's red-team walkthrough assumes and an offline test machine does not have;
 * `./run.sh` lines: they set up an environment and run the demo or the whole suite (the demo is
-  covered by tests/test_demo.py, the suite by itself).
+  covered by tests/test_demo_tells_the_story.py, the suite by itself).
 
 Replaced, by rule: a `revival unlearn ... --method robust -o OUT` line retrains the testbed for
 minutes; its output is the release the same command wrote into the package
 (`revival.story.demo_holds.shipped_robust`), copied to OUT with its report, after checking that the
 report names the same method and concept. The robust erasure itself runs in
-tests/test_erasures.py; the walkthrough's later lines (the audit that must pass) run as written.
+tests/test_fine_tuning_erasures.py; the walkthrough's later lines (the audit that must pass) run as written.
 
 Settings: the lines run exactly as written; the README itself shows the small ones
 (`--erased-images 20 --max-erased-images 40`). Time: the walkthrough is cut into chains that
