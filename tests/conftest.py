@@ -16,11 +16,12 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("REVIVAL_THREADS", "1")  # the CLI in subprocesses too
 
-# The slowest files first (see docs/testing.md): under pytest-xdist (`--dist loadgroup`, a file to a
+# The slowest files first (see docs/testing.md): under pytest-xdist (`--dist loadfile`, a file to a
 # worker) the long ones start at once and the short ones fill in beside them, so that no worker is
 # left running one long file alone at the end. In one process the order changes nothing else.
 SLOW_FILES_FIRST = (
     "test_readme_runs_as_written.py",
+    "test_readme_robust_release_runs_as_written.py",
     "test_demo_tells_the_story.py",
     "test_sound_verdicts.py",
     "test_eval_unlearn_techniques.py",
@@ -36,18 +37,9 @@ SLOW_FILES_FIRST = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)      # before pytest-xdist reads the groups (--dist loadgroup)
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: a file's own order is kept
-    # Under xdist a group goes to one worker: a file is a group (its module fixtures are built
-    # once), except the cases of a test marked `parallel_cases`, each its own group: they share
-    # no fixture that costs (the README's walkthrough chains), so both workers can take one.
-    for item in items:
-        group = item.path.name
-        if item.get_closest_marker("parallel_cases") is not None and hasattr(item, "callspec"):
-            group += "::" + item.callspec.id
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 TINY_UNET_CONFIG = dict(

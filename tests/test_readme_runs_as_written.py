@@ -21,9 +21,10 @@ tests/test_fine_tuning_erasures.py; the walkthrough's later lines (the audit tha
 
 Settings: the lines run exactly as written; the README itself shows the small ones
 (`--erased-images 20 --max-erased-images 40`). Time: the walkthrough is cut into chains that
-share no file (`chains`: the ConceptPrune release with its defense, and the robust release), each
-a case of its own that pytest-xdist may give to either worker (`parallel_cases`, tests/conftest.py);
-the publisher's audits of every attacker make them the slowest tests of the suite.
+share no file (`chains`: the ConceptPrune release with its defense, and the robust release); the
+robust chain runs from a file of its own (tests/test_readme_robust_release_runs_as_written.py),
+so that pytest-xdist's --dist loadfile gives the two chains to both workers. The publisher's
+audits of every attacker make them the slowest tests of the suite.
 """
 from __future__ import annotations
 
@@ -154,13 +155,23 @@ def test_the_walkthrough_is_cut_where_no_line_reads_another_chains_files():
     assert [[c.split()[1] for c, _ in w] for w in chains(toy)] == [["a", "b", "c", "e"], ["d"]]
 
 
-@pytest.mark.parallel_cases
-@pytest.mark.parametrize("walk", range(len(WALKS)))
+def is_robust(walk) -> bool:
+    """A chain of the robust release (run by tests/test_readme_robust_release_runs_as_written.py:
+    a file apart, so that under xdist's --dist loadfile the two chains run on both workers)."""
+    return any(" --method robust" in c for c, _ in walk)
+
+
+@pytest.mark.parametrize("walk", [i for i, w in enumerate(WALKS) if not is_robust(w)])
 def test_readme_walkthrough_runs_as_written(walk, tmp_path, monkeypatch, capsys):
+    run_walk(WALKS[walk], tmp_path, monkeypatch, capsys)
+
+
+def run_walk(walk, tmp_path, monkeypatch, capsys) -> None:
+    """Run one chain's lines in `tmp_path`, each with the exit status the README states."""
     from revival.cli import main
 
     monkeypatch.chdir(tmp_path)
-    for cmd, expected in WALKS[walk]:
+    for cmd, expected in walk:
         try:
             rc = _robust_copy(cmd) if " --method robust" in cmd else main(shlex.split(cmd)[1:])
         except SystemExit as e:                              # argparse's own exits
