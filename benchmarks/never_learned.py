@@ -89,8 +89,9 @@ def measure(pipe, clf, concept: str, method: str, nl_path: Path, args) -> dict:
     rows = heldout_prompts(pipe.classes, concept, args.erased, args.preserved)
     cfg = AuditConfig(skill_ratio=args.skill_ratio, steps=10, erased_images=args.erased,
                       preserved_per_class=args.preserved, max_erased_images=args.erased,
-                      threat="both", relearn_budgets=tuple(args.budgets))
-    images = relearn_images(True, concept, max(k for k, _ in args.budgets), None, seed=cfg.attack.seed)
+                      threat="both", relearn_budgets=tuple(args.budgets), relearn_draws=args.draws)
+    images = [relearn_images(True, concept, max(k for k, _ in args.budgets), None, seed=cfg.attack.seed + d)
+              for d in range(args.draws)]
     t0 = time.perf_counter()
     result, _ = audit_states(pipe, original, release, None, concept, rows, clf, cfg,
                              prompts=concept_prompts(concept, pipe.classes), never_learned=nl,
@@ -130,6 +131,10 @@ def targets(entry: dict) -> dict:
             "weights-only audit passes": entry["weights_verdict"]["verdict"] == "pass"}
 
 
+def _draws(xs) -> str:
+    return "-" if not xs else ",".join(f"{x:.2f}" for x in xs)
+
+
 def _cell(x, ci=None):
     from results import estimate
 
@@ -165,8 +170,9 @@ def write(done: dict, args, argv) -> Path:
              "(paired 95% interval); verdicts from revival.audit.verdict with the never-learned model given."),
         table("Relearning curve: relearned release vs relearned never-learned model (erased accuracy)",
               ["concept", "release", *budgets], rl_rows,
-              note="fine-tuning on K Fashion-MNIST test-split images of the concept for S steps (lr 3e-4); the "
-                   "same images, steps and seed on both models.")]
+              note=f"fine-tuning on K Fashion-MNIST test-split images of the concept for S steps (lr 3e-4); the "
+                   f"same images, steps and seed on both models; {args.draws} draws per budget (each its own K images "
+                   "and noise), pooled image for image. Per draw: the entries' release_draws / never_learned_draws.")]
     if tg_rows:
         names = list(targets(next(e for e in done.values() if e["method"] == "robust")))
         tables.append(table("Targets of --method robust", ["concept", *names], tg_rows,
@@ -194,6 +200,8 @@ def main(argv=None) -> None:
     p.add_argument("--skill-ratio", type=float, default=0.05)
     p.add_argument("--budgets", nargs="+", default=["1x20", "4x20", "4x50", "16x50"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draws", type=int, default=3,
+                   help="relearning draws per budget (each its own K images and noise), pooled as the audit does")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", type=Path, default=Path("out/never_learned_cache.json"))
     p.add_argument("--render-only", action="store_true",
@@ -214,7 +222,7 @@ def main(argv=None) -> None:
             print(f"{c}: no never-learned model; skipped", flush=True)
             continue
         for m in methods:
-            key = f"{c}|{m}|{args.erased}|{args.preserved}|{args.skill_ratio}|{args.budgets}|{args.seed}{settings_key(m)}"
+            key = f"{c}|{m}|{args.erased}|{args.preserved}|{args.skill_ratio}|{args.budgets}|{args.seed}|d{args.draws}{settings_key(m)}"
             if key not in done:
                 if args.render_only:
                     continue
@@ -226,6 +234,8 @@ def main(argv=None) -> None:
                   f"preserved {e['release']['preserved']:.2f}  weights {e['weights_verdict']['verdict']}  relearn "
                   f"{e['relearn_verdict']['verdict']}  " + "  ".join(
                       f"K{b['images']}S{b['steps']} {b.get('release', float('nan')):.2f}/{b.get('never_learned_erased', float('nan')):.2f}"
+                      + (f" (draws {_draws(b.get('release_draws'))} / {_draws(b.get('never_learned_draws'))})"
+                         if b.get("release_draws") else "")
                       for b in e["relearn"]["budgets"]), flush=True)
     sel = {k: v for k, v in done.items() if k.split("|")[0] in concepts and k.split("|")[1] in methods}
     print(f"-> {write(sel, args, sys.argv if argv is None else ['benchmarks/never_learned.py', *argv])}")

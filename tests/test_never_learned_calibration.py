@@ -76,6 +76,17 @@ def test_the_relearning_verdict_needs_the_never_learned_model_and_every_budget()
     assert decide_relearning({"never_learned": "nl", "budgets": [working]}, 0.1)[0] == "pass"
     wide = {**ok, "excess": 0.06, "excess_ci95": [-0.02, 0.14]}
     assert decide_relearning({"never_learned": "nl", "budgets": [wide]}, 0.1)[0] == "inconclusive"
+    # the yardstick itself: the release compared with itself, a never-learned model that learned the
+    # concept, an original the judge never saw draw it -- no pass, whatever the curve says
+    curve = {"never_learned": "nl", "budgets": [ok]}
+    drew = {"draws_concept": True, "erased": 0.95, "floor": 0.5}
+    assert decide_relearning(curve, 0.1, {"erased": 0.0}, drew)[0] == "pass"
+    v, why = decide_relearning(curve, 0.1, {"erased": 0.0, "is_release": True}, drew)
+    assert v == "inconclusive" and "release itself" in why[0]
+    v, why = decide_relearning(curve, 0.1, {"erased": 0.8}, drew)
+    assert v == "inconclusive" and "it learned the concept" in why[0]
+    v, why = decide_relearning(curve, 0.1, {"erased": 0.0}, {"draws_concept": False, "erased": 0.1, "floor": 0.5})
+    assert v == "inconclusive" and "judge cannot see" in why[0]
 
 
 def test_the_threat_picks_the_verdict():
@@ -117,6 +128,34 @@ def test_a_never_learned_model_must_say_it_never_learned_the_audited_concept(tmp
     state["extra.weight"] = torch.zeros(2, 2)
     with pytest.raises(RevivalError, match="not of the model's architecture"):
         load_never_learned(good, "sneaker", state)
+
+
+def test_relearning_draws_are_pooled_image_for_image_and_keep_their_own_figures():
+    from types import SimpleNamespace
+
+    from revival.attack.attackers.relearn import relearn_images
+    from revival.audit.result import Evidence, PooledEvidence
+    from revival.intervals import Proportion
+
+    def ev(outcomes, hits):
+        return Evidence(SimpleNamespace(preserved=Proportion(hits, 10), valid_share=1.0, images=None), outcomes)
+
+    release = PooledEvidence([ev([1, 1, 0], 9), ev([0, 0, 0], 8)])
+    nl = PooledEvidence([ev([1, 0, 0], 10), ev([0, 0, 1], 10)])
+    a, b = release.accuracy(), nl.accuracy()
+    # draw 0's images first, then draw 1's: the release's k-th outcome pairs with the never-learned model's k-th
+    assert a.erased_outcomes == (1, 1, 0, 0, 0, 0) and b.erased_outcomes == (1, 0, 0, 0, 0, 1)
+    assert (a.erased.hits, a.erased.n) == (2, 6) and (a.preserved.hits, a.preserved.n) == (17, 20)
+    assert release.draws() == [2 / 3, 0.0]
+    # a draw's evidence grown by a later look is read as it stands
+    release.parts[1].add(SimpleNamespace(valid_share=0.5), [1])
+    assert release.accuracy().erased_outcomes[-1] == 1 and release.accuracy().valid_share == round(2.5 / 3, 4)
+    with pytest.raises(ValueError):
+        PooledEvidence([])
+    # each draw relearns from its own pick of the test split
+    d0, d1 = (relearn_images(True, "sneaker", 4, None, seed=s) for s in (0, 1))
+    assert d0.shape == d1.shape and not torch.equal(d0, d1)
+    assert torch.equal(d0, relearn_images(True, "sneaker", 4, None, seed=0))
 
 
 def test_a_dense_release_is_attacked_in_every_feed_forward_linear():
@@ -165,17 +204,21 @@ def test_the_never_learned_model_audited_as_a_release_gets_nothing_beyond_itself
         assert a["status"] == "ran" and a["excess"] == 0.0 and a["excess_ci95"][0] < 0 < a["excess_ci95"][1]
     (b,) = data["relearn"]["budgets"]
     assert (b["images"], b["steps"], b["excess"]) == (4, 10, 0.0)
+    # the audit's default: 3 draws (own images and seed each), pooled: 3 x 12 pairs, per-draw figures kept
+    assert data["relearn"]["draws"] == 3 and b["pairs"] == 36
+    assert len(b["release_draws"]) == 3 and b["release_draws"] == b["never_learned_draws"]
     assert b["excess_ci95"][0] < 0 < b["excess_ci95"][1]
-    # 12 images cannot bound an excess of 0 below the limit: inconclusive, never a pass, and it says why
+    # the release compared with itself: inconclusive, never a pass, however tight the pooled interval, and it says why
     assert data["relearn_verdict"]["verdict"] == "inconclusive"
-    assert "straddles" in data["relearn_verdict"]["reasons"][0]
+    assert "release itself" in data["relearn_verdict"]["reasons"][0]
     # only 2 of the ladder's attackers ran: no pass for the weights, whatever they found
     assert data["weights_verdict"]["verdict"] == "inconclusive" and rc == 4
     card = (tmp_path / "audit" / "model_card.md").read_text()
     assert "never learned the concept" in card and "Relearning" in card
 
 
-@pytest.mark.parametrize("case", ["another concept", "no record", "zero budget", "non-images", "too few images"])
+@pytest.mark.parametrize("case", ["another concept", "no record", "zero budget", "zero draws", "non-images",
+                                  "too few images"])
 def test_bad_calibration_input_is_refused_before_any_work(case, tmp_path, capsys):
     from revival.audit.never_learned import shipped_never_learned
     from revival.testbed.pipeline import TESTBED_UNET_DIR
@@ -187,6 +230,8 @@ def test_bad_calibration_input_is_refused_before_any_work(case, tmp_path, capsys
         extra = ["--never-learned", str(TESTBED_UNET_DIR)]
     elif case == "zero budget":
         extra = ["--threat", "relearn", "--relearn-budgets", "0x20"]
+    elif case == "zero draws":
+        extra = ["--threat", "relearn", "--relearn-budgets", "1x20", "--relearn-draws", "0"]
     else:
         folder = tmp_path / "imgs"
         folder.mkdir()
@@ -202,7 +247,7 @@ def test_bad_calibration_input_is_refused_before_any_work(case, tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert {"another concept": "never learned 'sneaker'", "no record": "does not say which concept",
-            "zero budget": "positive", "non-images": "not images", "too few images": "holds only 2"}[case] in err
+            "zero budget": "positive", "zero draws": "--relearn-draws", "non-images": "not images", "too few images": "holds only 2"}[case] in err
     assert not (tmp_path / "audit").exists()
 
 

@@ -63,25 +63,33 @@ def fill_calibrated(result, models: Mapping, z: float) -> None:
         acc = models[k_rel].accuracy()
         b.update(release=acc.erased.value, release_preserved=acc.preserved.value,
                  release_preserved_ci95=acc.preserved.to_dict()["ci95"])
+        b["pairs"] = len(acc.erased_outcomes)
+        if hasattr(models[k_rel], "draws"):
+            b["release_draws"] = models[k_rel].draws()
         if k_nl in models:
             other = models[k_nl].accuracy()
             b.update(never_learned_erased=other.erased.value, never_learned_preserved=other.preserved.value)
+            if hasattr(models[k_nl], "draws"):
+                b["never_learned_draws"] = models[k_nl].draws()
             b.update(excess(acc, other, z))
 
 
 def relearning_states(release: Mapping[str, torch.Tensor], never_learned: Mapping[str, torch.Tensor] | None,
-                      budgets: Sequence, relearn: Callable[[Mapping, object], Mapping],
-                      log: Callable[[str], None] = lambda m: None):
-    """Yield (budget, {key: relearned state}) per budget: the release and the never-learned model
-    relearned with the same images, steps and seed. An error is yielded as the budget's reason."""
+                      budgets: Sequence, relearn: Callable[..., Mapping],
+                      log: Callable[[str], None] = lambda m: None, draws: int = 1):
+    """Yield (budget, draw, {key: relearned state}) per budget and draw: the release and the
+    never-learned model relearned with the same images, steps and seed (`relearn(state, budget,
+    draw)`: draw d picks its own images and noise), one draw at a time so that only its two states
+    are held. An error is yielded as the budget's reason, and the budget's later draws are skipped."""
     for b in budgets:
         k_rel, k_nl = relearn_keys(b.images, b.steps)
-        log(f"relearning K={b.images}, {b.steps} steps")
-        try:
-            out = {k_rel: relearn(release, b)}
-            if never_learned is not None:
-                out[k_nl] = relearn(never_learned, b)
-        except Exception as exc:   # a budget that cannot run leaves its point without evidence
-            yield b, f"{type(exc).__name__}: {exc}"
-            continue
-        yield b, out
+        log(f"relearning K={b.images}, {b.steps} steps" + (f", {draws} draws" if draws > 1 else ""))
+        for d in range(draws):
+            try:
+                out = {k_rel: relearn(release, b, d)}
+                if never_learned is not None:
+                    out[k_nl] = relearn(never_learned, b, d)
+            except Exception as exc:   # a budget that cannot run leaves its point without evidence
+                yield b, d, f"{type(exc).__name__}: {exc}"
+                break
+            yield b, d, out

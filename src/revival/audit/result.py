@@ -58,7 +58,7 @@ class AuditResult:
     def relearn_decision(self) -> tuple[str, list[str]] | None:
         if self.relearn is None and self.threat == "weights":
             return None
-        return decide_relearning(self.relearn, self.limit)
+        return decide_relearning(self.relearn, self.limit, self.never_learned, self.original)
 
     @property
     def decision(self) -> tuple[str, list[str]]:
@@ -141,12 +141,15 @@ class AuditResult:
         rl = self.relearn
         if rl is not None:
             v = self.relearn_decision
-            out += ["", f"relearning (fine-tuning on real images of the concept, {rl.get('images_from')}): "
-                    f"**{v[0].upper()}**", "", "| images | steps | release | never-learned | excess [95%] |",
-                    "|---:|---:|---:|---:|---:|"]
+            draws = rl.get("draws") or 1
+            out += ["", f"relearning (fine-tuning on real images of the concept, {rl.get('images_from')}; each budget "
+                    f"{draws} draw{'s' if draws > 1 else ''} of its own images and seed, pooled): "
+                    f"**{v[0].upper()}**", "", "| images | steps | release | never-learned | excess [95%] | release per draw |",
+                    "|---:|---:|---:|---:|---:|---|"]
             for b in rl.get("budgets", []):
+                per = " / ".join(_f(x, ".2f") for x in b.get("release_draws") or [b.get("release")])
                 out.append(f"| {b.get('images')} | {b.get('steps')} | {_f(b.get('release'), '.2f')} "
-                           f"| {_f(b.get('never_learned_erased'), '.2f')} | {_gain(b, 'excess')} |")
+                           f"| {_f(b.get('never_learned_erased'), '.2f')} | {_gain(b, 'excess')} | {per} |")
         return out
 
     def summary(self) -> str:
@@ -272,3 +275,31 @@ class Evidence:
         v = [x for x in self.valid if x is not None]
         return Accuracy(Proportion(sum(self.outcomes), len(self.outcomes)), self.preserved, tuple(self.outcomes),
                         round(sum(v) / len(v), 4) if v else None)
+
+
+class PooledEvidence:
+    """The evidence of several relearning draws of one budget, read as one: the concept's outcomes
+    of draw 0, then draw 1, ... (so the draws of the release pair with the same draws of the
+    never-learned model, image for image), the other classes' hits summed. Each draw's Evidence
+    grows look by look on its own; the pool reads them as they stand."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        if not self.parts:
+            raise ValueError("a pool of evidence needs at least one draw")
+
+    @property
+    def images(self):
+        return self.parts[0].images
+
+    def accuracy(self) -> Accuracy:
+        outcomes = [o for p in self.parts for o in p.outcomes]
+        kept = [p.preserved for p in self.parts]
+        preserved = Proportion(sum(q.hits for q in kept), sum(q.n for q in kept), kept[0].z)
+        v = [x for p in self.parts for x in p.valid if x is not None]
+        return Accuracy(Proportion(sum(outcomes), len(outcomes)), preserved, tuple(outcomes),
+                        round(sum(v) / len(v), 4) if v else None)
+
+    def draws(self) -> list[float | None]:
+        """Each draw's erased accuracy, in draw order (the spread the pooled interval does not show)."""
+        return [p.accuracy().erased.value for p in self.parts]

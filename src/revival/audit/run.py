@@ -42,7 +42,7 @@ from revival.audit.calibrate import NEVER_LEARNED, fill_calibrated, nl_key, rele
 from revival.errors import RevivalError
 from revival.release.exposure import release_exposure
 from revival.concepts.heldout import heldout_prompts, more_heldout_rows
-from revival.audit.result import Accuracy, AuditResult, Evaluations
+from revival.audit.result import Accuracy, AuditResult, Evaluations, PooledEvidence
 from revival.intervals import paired_difference
 from revival.release.layers import audit_layers, is_dense_change, uncovered_changes
 from revival.attack.recovery import sign_scores
@@ -67,6 +67,11 @@ class AuditConfig:
     task: objects | artists | nudity (SD: which prompts method-aware reruns, which classifier).
     classifier / classifier_path: evaluation classifier (None: testbed, or by task on SD).
     attack: the revival settings every attacker uses.
+    threat / relearn_budgets: which verdict (weights, relearn, both) and the relearning budgets
+        (K images, S steps; empty: RELEARN_BUDGETS when relearning runs).
+    relearn_draws: how many times each budget is relearned (draw d: its own K images and noise,
+        seed attack.seed + d) on the release and on the never-learned model; the draws are
+        pooled image for image, so one lucky pick of K images cannot decide a point.
     """
 
     max_gain: float = DEFAULT_MAX_GAIN
@@ -86,6 +91,7 @@ class AuditConfig:
     guidance: float | None = None
     threat: str = "weights"
     relearn_budgets: tuple[tuple[int, int], ...] = ()
+    relearn_draws: int = 3
 
     def __post_init__(self) -> None:
         from revival.audit.verdict import THREATS
@@ -95,6 +101,8 @@ class AuditConfig:
         for b in self.relearn_budgets:
             if (len(b) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in b)):
                 raise RevivalError(f"a relearning budget is K images and S steps, both positive integers; got {b!r}.")
+        if isinstance(self.relearn_draws, bool) or not isinstance(self.relearn_draws, int) or self.relearn_draws < 1:
+            raise RevivalError(f"--relearn-draws must be a positive integer, got {self.relearn_draws!r}.")
         for name in ("max_gain", "original_floor"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
@@ -163,7 +171,7 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
     images n..m-1, to draw more evidence while the verdict is inconclusive (None: no more);
     `never_learned`: the full UNet state of a model that never learned the concept: every attack
     also runs on it, and each gain is read beyond it (`revival.audit.calibrate`); `relearn(state,
-    budget)`: the relearning attacker, run per `config.relearn_budgets` on the release and on the
+    budget, draw)`: the relearning attacker, run per `config.relearn_budgets` on the release and on the
     never-learned model. Returns (result, {row label: images})."""
     from revival.evaluate.classifiers import check_nameable
 
@@ -272,18 +280,28 @@ def _on_never_learned(pipeline, never_learned, path, release, layers, ctx, origi
 
 def _relearning(release, never_learned, path, relearn, config, result, models, evals: Evaluations,
                 progress) -> None:
-    """The relearning curve: each budget on the release and on the never-learned model."""
+    """The relearning curve: each budget on the release and on the never-learned model, each
+    `config.relearn_draws` times (pooled: `PooledEvidence`)."""
     from revival.attack.attackers.relearn import RelearnBudget
 
-    result.relearn = {"never_learned": path, "budgets": [], "images_from": getattr(relearn, "source", None)}
-    for b, got in relearning_states(release, never_learned, [RelearnBudget(*b) for b in config.relearn_budgets],
-                                    relearn, lambda m: _log(progress, m)):
-        point = {"images": b.images, "steps": b.steps, "status": "ran", "reason": None}
+    result.relearn = {"never_learned": path, "budgets": [], "images_from": getattr(relearn, "source", None),
+                      "draws": config.relearn_draws}
+    pools: dict[tuple[int, int], dict[str, list]] = {}
+    points: dict[tuple[int, int], dict] = {}
+    for b, _, got in relearning_states(release, never_learned, [RelearnBudget(*b) for b in config.relearn_budgets],
+                                       relearn, lambda m: _log(progress, m), config.relearn_draws):
+        point = points.setdefault((b.images, b.steps), {"images": b.images, "steps": b.steps, "status": "ran",
+                                                         "reason": None})
         if isinstance(got, str):
             point.update(status="errored", reason=got)
-        else:
-            for key, state in got.items():
-                models[key] = evals.evidence(state)
+            pools.pop((b.images, b.steps), None)
+            continue
+        for key, state in got.items():
+            pools.setdefault((b.images, b.steps), {}).setdefault(key, []).append(evals.evidence(state))
+    for budget, point in points.items():
+        if point["status"] == "ran":
+            for key, parts in pools.get(budget, {}).items():
+                models[key] = parts[0] if len(parts) == 1 else PooledEvidence(parts)
         result.relearn["budgets"].append(point)
 
 
@@ -464,8 +482,10 @@ def _never_learned_path(never_learned, testbed: bool, concept: str, task: str):
 
 
 def _relearn_plan(config: AuditConfig, testbed: bool, concept: str, folder, nl_path):
-    """(config with its relearning budgets, the relearning images or None): the images are
-    read and counted before any work, so a budget larger than they are is refused at once."""
+    """(config with its relearning budgets, the relearning images of each draw or None): the
+    images are read and counted before any work, so a budget larger than they are is refused at
+    once. Draw d reads its images with seed attack.seed + d (another pick of the test split, or of
+    the folder's images)."""
     from revival.attack.attackers.relearn import RELEARN_BUDGETS, relearn_images
 
     if config.threat == "weights" and not config.relearn_budgets:
@@ -476,17 +496,21 @@ def _relearn_plan(config: AuditConfig, testbed: bool, concept: str, folder, nl_p
     if not testbed and folder is None:
         raise RevivalError("the relearning attacker on Stable Diffusion needs --relearn-images DIR (real images of "
                            "the concept, none of them used by unlearning or evaluation).")
-    images = relearn_images(testbed, concept, max(k for k, _ in budgets), folder, seed=config.attack.seed)
+    k = max(k for k, _ in budgets)
+    images = [relearn_images(testbed, concept, k, folder, seed=config.attack.seed + d) for d in range(config.relearn_draws)]
     return replace(config, relearn_budgets=budgets), images
 
 
 def _relearner(pipe, concept: str, images, config: AuditConfig):
-    """relearn(state, budget): the relearning attacker on the first K of the images."""
+    """relearn(state, budget, draw=0): the relearning attacker on the first K of draw's images
+    (`images`: one tensor, or one per draw), with seed attack.seed + draw."""
     from revival.attack.attackers.relearn import RelearnConfig, relearn_state
 
-    def relearn(state, budget):
-        return relearn_state(pipe, state, concept, budget, RelearnConfig(seed=config.attack.seed),
-                             images=images[: budget.images])
+    per_draw = images if isinstance(images, (list, tuple)) else [images]
+
+    def relearn(state, budget, draw: int = 0):
+        return relearn_state(pipe, state, concept, budget, RelearnConfig(seed=config.attack.seed + draw),
+                             images=per_draw[draw % len(per_draw)][: budget.images])
 
     relearn.source = "Fashion-MNIST's test split" if not hasattr(pipe, "pipe") else "the --relearn-images folder"
     return relearn

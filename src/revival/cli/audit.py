@@ -47,6 +47,9 @@ def register(sub) -> None:
                         "or both; relearn and both run the relearning attacker")
     p.add_argument("--relearn-budgets", nargs="+", default=None, metavar="KxS",
                    help="relearning budgets, K images x S steps (default: 1x20 4x20 4x50 16x50 16x100)")
+    p.add_argument("--relearn-draws", type=int, default=3, metavar="N",
+                   help="relearn each budget N times, each draw with its own K images and seed, on the release and "
+                        "on the never-learned model; the draws are pooled image for image (default: 3)")
     p.add_argument("--relearn-images", default=None, metavar="DIR",
                    help="Stable Diffusion: a folder of real images of the concept for the relearning attacker")
     p.set_defaults(func=_audit)
@@ -81,7 +84,7 @@ def _audit(args) -> int:
                          original_floor=args.original_floor,
                          skill_ratio=args.skill_ratio, classifier=args.classifier,
                          classifier_path=args.classifier_path, attack=attack, threat=args.threat,
-                         relearn_budgets=_budgets(args.relearn_budgets))
+                         relearn_budgets=_budgets(args.relearn_budgets), relearn_draws=args.relearn_draws)
     result = audit(args.model, release, args.concept, args.out, original=original, prompts_csv=args.prompts,
                    config=config, layers=args.layers, overwrite=args.overwrite, device=args.device,
                    dtype=args.dtype, progress=not args.quiet, never_learned=nl,
