@@ -141,6 +141,21 @@ def _cell(x, ci=None):
     return None if x is None else (estimate(x, ci) if ci else round(x, 3))
 
 
+def select(done: dict, concepts, methods, wanted: dict) -> dict:
+    """One entry per concept and release: the one measured with these settings (`wanted`), else
+    the last one the cache holds for it under other settings (the tables say each entry's images
+    and relearning draws)."""
+    out = {}
+    for cm, key in wanted.items():
+        if key in done:
+            out[key] = done[key]
+            continue
+        others = [k for k in done if k.startswith(cm + "|") and k.split("|")[0] in concepts and k.split("|")[1] in methods]
+        if others:
+            out[others[-1]] = done[others[-1]]
+    return out
+
+
 def write(done: dict, args, argv) -> Path:
     from results import table, write_results
 
@@ -157,7 +172,7 @@ def write(done: dict, args, argv) -> Path:
                      e["weights_verdict"]["verdict"], e["relearn_verdict"]["verdict"], e["facts"].get("unlearn_seconds"),
                      f"{key.split('|')[2]} / {key.split('|')[3]}"])
         by = {(b["images"], b["steps"]): b for b in e["relearn"]["budgets"]}
-        rl_rows.append([concept, e["method"]] + [
+        rl_rows.append([concept, e["method"], e["relearn"].get("draws") or 1] + [
             f"{by[(k, s)].get('release', float('nan')):.2f} vs {by[(k, s)].get('never_learned_erased', float('nan')):.2f}"
             if (k, s) in by and by[(k, s)].get("release") is not None else None for k, s in args.budgets])
         if e["method"] == "robust":
@@ -169,10 +184,10 @@ def write(done: dict, args, argv) -> Path:
         note="excess = erased accuracy of the attacked release - that of the same attack on the never-learned model "
              "(paired 95% interval); verdicts from revival.audit.verdict with the never-learned model given."),
         table("Relearning curve: relearned release vs relearned never-learned model (erased accuracy)",
-              ["concept", "release", *budgets], rl_rows,
+              ["concept", "release", "draws", *budgets], rl_rows,
               note=f"fine-tuning on K Fashion-MNIST test-split images of the concept for S steps (lr 3e-4); the "
-                   f"same images, steps and seed on both models; {args.draws} draws per budget (each its own K images "
-                   "and noise), pooled image for image. Per draw: the entries' release_draws / never_learned_draws.")]
+                   f"same images, steps and seed on both models; each budget relearned `draws` times (each draw its own K "
+                   "images and noise), pooled image for image. Per draw: the entries' release_draws / never_learned_draws.")]
     if tg_rows:
         names = list(targets(next(e for e in done.values() if e["method"] == "robust")))
         tables.append(table("Targets of --method robust", ["concept", *names], tg_rows,
@@ -237,7 +252,9 @@ def main(argv=None) -> None:
                       + (f" (draws {_draws(b.get('release_draws'))} / {_draws(b.get('never_learned_draws'))})"
                          if b.get("release_draws") else "")
                       for b in e["relearn"]["budgets"]), flush=True)
-    sel = {k: v for k, v in done.items() if k.split("|")[0] in concepts and k.split("|")[1] in methods}
+    sel = select(done, concepts, methods, {f"{c}|{m}": f"{c}|{m}|{args.erased}|{args.preserved}|{args.skill_ratio}|"
+                                                     f"{args.budgets}|{args.seed}|d{args.draws}{settings_key(m)}"
+                                           for c in concepts for m in methods})
     print(f"-> {write(sel, args, sys.argv if argv is None else ['benchmarks/never_learned.py', *argv])}")
 
 

@@ -191,6 +191,34 @@ def test_replay_finds_nothing_in_a_wide_secretly_filled_layer_nor_in_zeros():
     assert int(loc.masks["a.ff.net.2.weight"].sum()) == 0 and not loc.info["replayed"] and not loc.info["zeros_kept"]
 
 
+def test_replay_answers_the_same_layer_once_and_a_changed_layer_anew(monkeypatch):
+    """The layer memo: the same values, name, holes and seeds are replayed once a process (an audit
+    attacks the never-learned model's unchanged layers for every release); an in-place change, a
+    new name or other seeds are new work, and a caller's edit of the mask it got back changes nothing."""
+    import revival.attack.attackers.replay as replay
+
+    from revival.defense.base import obfuscate_matrix
+    from revival.runtime.seeding import item_seed
+
+    name = "memo.ff.net.2.weight"
+    w = torch.randn(24, 48, generator=torch.Generator().manual_seed(3))
+    w[:, ::3] = 0
+    filled, _ = obfuscate_matrix(w, "row", torch.Generator().manual_seed(item_seed(0, name)))
+    calls = []
+    real = replay._replay_layer
+    monkeypatch.setattr(replay, "_replay_layer", lambda *a: calls.append(a[1]) or real(*a))
+    first = locate_replay({name: filled}, [name], None)
+    found = first.masks[name].clone()
+    assert int((found & (w == 0)).sum()) >= 0.9 * int((w == 0).sum()) and calls == [name]   # the old default seed
+    first.masks[name].zero_()
+    again = locate_replay({name: filled.clone()}, [name], None)           # equal values, another tensor
+    assert calls == [name] and torch.equal(again.masks[name], found)
+    filled[0, 0] += 1.0                                                   # in place: new values, new work
+    locate_replay({name: filled}, [name], None)
+    locate_replay({name: filled}, [name], None, seeds=(7,))
+    assert calls == [name, name, name]
+
+
 def test_old_stream_is_the_old_draw():
     """The replay's stream is the old fill's: mean + std x torch.randn from item_seed(seed, name)."""
     from revival.defense.base import obfuscate_matrix

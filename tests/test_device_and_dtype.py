@@ -7,7 +7,8 @@ import torch
 
 from revival.runtime.device import DTYPES, placement, resolve_device, resolve_dtype
 from revival.errors import RevivalError
-from revival.model.loader import load_model, unet_digest
+from revival.model.loader import load_model
+from revival.runtime.digest import unet_digest
 from revival.unlearn.conceptprune import (ConceptPruneConfig, apply_masks, collect_activations, conceptprune,
                                           make_pipeline_call, object_prompts)
 from tiny_models import make_tiny_sd

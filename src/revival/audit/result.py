@@ -226,7 +226,7 @@ class Evaluations:
     """Each distinct UNet state evaluated once (`evaluate_state`, itself memoised per process): two
     attackers that return the same weights (say two locators that find the same positions) share
     one `Evidence`, and a later look draws its images once. States are told apart by content
-    (`revival.evaluate.memo.state_digest`: sha256 over each tensor's dtype, shape and bytes, a
+    (`revival.runtime.digest.state_digest`: sha256 over each tensor's dtype, shape and bytes, a
     tensor object hashed once). `keep`: hold each state for later looks (`more`); off, only digests
     are kept."""
 
@@ -237,7 +237,7 @@ class Evaluations:
         self._states: dict[str, Mapping[str, torch.Tensor]] = {}
 
     def digest(self, state: Mapping[str, torch.Tensor]) -> str:
-        from revival.evaluate.memo import state_digest
+        from revival.runtime.digest import state_digest
 
         return state_digest(state.items())
 

@@ -13,7 +13,7 @@ aliases (release, defended, defended_attack).
 Every stage is the same function of the same inputs as in the demo, so the same model, concept
 and settings give the demo's weights. A stage is stored as the layers it changes (safetensors,
 written atomically) under the cache folder, named by a sha256 of everything that determines it:
-the model's UNet weights (`revival.model.loader.unet_digest`), the concept, the settings, the seed, the
+the model's UNet weights (`revival.runtime.digest.unet_digest`), the concept, the settings, the seed, the
 parent stage's key and revival's version. A stored stage is read back instead of rebuilt.
 
     >>> built = build("revived", TechniqueConfig(erase_concept="sneaker"))
@@ -72,7 +72,8 @@ class _Stages:
 
     def __init__(self, config: TechniqueConfig, log: Callable[[str], None]):
         from revival import __version__
-        from revival.model.loader import load_model, unet_digest
+        from revival.model.loader import load_model
+        from revival.runtime.digest import unet_digest
         from revival.unlearn.conceptprune import PRESETS, ConceptPruneConfig, task_prompts, testbed_task_prompts
 
         self.config, self.log = config, log

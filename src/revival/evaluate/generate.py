@@ -34,7 +34,7 @@ from revival.runtime import distributed as dist
 from revival.errors import RevivalError
 from revival.io import atomic_write
 from revival.evaluate.prompts import PromptRow
-from revival.model.loader import unet_digest
+from revival.runtime.digest import unet_digest
 
 
 def prompt_digest(row: PromptRow) -> str:

@@ -23,47 +23,16 @@ The memo holds at most `MAX_ENTRIES` results (least recently used first out) of 
 from __future__ import annotations
 
 import hashlib
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 
 import torch
 
+from revival.runtime.digest import state_digest
+
 MAX_ENTRIES = 256
 MAX_IMAGE_BYTES = 64 << 20
-_DIGESTS: dict[int, tuple[weakref.ref, int, bytes]] = {}
-
-
-def tensor_digest(t: torch.Tensor) -> bytes:
-    """sha256 of a tensor's dtype, shape and bytes; computed once per tensor object and version."""
-    got = _DIGESTS.get(id(t))
-    version = t._version
-    if got is not None and got[0]() is t and got[1] == version:
-        return got[2]
-    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}".encode())
-    h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
-    digest = h.digest()
-    if len(_DIGESTS) > 100_000:                      # forget the tensors that are gone
-        for k in [k for k, v in _DIGESTS.items() if v[0]() is None]:
-            del _DIGESTS[k]
-    _DIGESTS[id(t)] = (weakref.ref(t), version, digest)
-    return digest
-
-
-def state_digest(named: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """sha256 over (name, tensor digest) pairs, sorted by name."""
-    h = hashlib.sha256()
-    for name, t in sorted(named, key=lambda kv: kv[0]):
-        h.update(name.encode() + b"|" + tensor_digest(t))
-    return h.hexdigest()
-
-
-def module_digest(module: torch.nn.Module) -> str:
-    """state_digest of a module's parameters and buffers."""
-    return state_digest(module.state_dict(keep_vars=True).items())
-
-
 class EvalMemo:
     def __init__(self) -> None:
         self._items: OrderedDict[str, object] = OrderedDict()

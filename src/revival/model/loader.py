@@ -4,7 +4,7 @@
         -> a generator `model(prompts, seeds, steps=, guidance=) -> images [N,C,H,W] in [0,1]`
            with `.unet` (the torch module, hooked by ConceptPrune), `.unet_dir` (the checkpoint
            its weights came from), `.device`, `.dtype`; the testbed's also has `.classes`.
-    unet_digest(unet)  -> sha256 of the UNet's tensors: what an image cache is keyed by.
+    (`revival.runtime.digest.unet_digest`: sha256 of a UNet's tensors, what an image cache is keyed by.)
 
 Device and dtype follow `revival.runtime.device`: CUDA and fp16 when a GPU is present, else CPU and fp32.
 Every image's initial noise comes from its own CPU generator seeded with the image's seed, so the
@@ -122,18 +122,6 @@ def load_model(model: str | Path | None = TESTBED, unet: str | Path | None = Non
     if not Path(model).exists():
         raise RevivalError(f"model not found: {model} (give 'testbed' or a diffusers pipeline folder).")
     return load_sd(model, unet, device, unet_state, dtype=dtype)
-
-
-def unet_digest(unet: torch.nn.Module | dict[str, torch.Tensor]) -> str:
-    """sha256 over the UNet's tensors (sorted names, dtypes, shapes and bytes): two UNets share a
-    digest exactly when their weights are identical, whatever path they were loaded from."""
-    state = unet.state_dict() if isinstance(unet, torch.nn.Module) else unet
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
-    return h.hexdigest()
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 24) -> str:

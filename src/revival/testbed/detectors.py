@@ -168,7 +168,7 @@ class TestbedCNN(Classifier):
 
     def fingerprint(self) -> str:
         """Its name, labels, device and weights' digest (the evaluation memo's key)."""
-        from revival.evaluate.memo import module_digest
+        from revival.runtime.digest import module_digest
 
         return repr((self.name, self.labels, list(self._clf.classes), self._clf.size, self.device,
                      module_digest(self._clf.model)))
@@ -209,7 +209,7 @@ class TestbedDetector(Classifier):
 
     def fingerprint(self) -> str:
         """Its kind, labels, device, weights' digest and its item classifier's (the evaluation memo's key)."""
-        from revival.evaluate.memo import module_digest
+        from revival.runtime.digest import module_digest
 
         return repr((self.name, self.labels, self.device, module_digest(self.model), self.item.fingerprint()))
 

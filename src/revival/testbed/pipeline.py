@@ -61,7 +61,7 @@ class TestbedPipeline:
         """What, besides the UNet's weights, determines this pipeline's images: its class, device,
         dtype, sampler, default settings, batch size, and the text encoder's weights and length
         (the evaluation memo's key, `revival.evaluate.memo`)."""
-        from revival.evaluate.memo import module_digest
+        from revival.runtime.digest import module_digest
 
         if self._encoder is None:
             self._encoder = T.shared_encoder()
