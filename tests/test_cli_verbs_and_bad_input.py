@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -191,3 +192,22 @@ def test_bad_input_in_a_real_process_has_no_traceback(bad_inputs, tmp_path):
         assert proc.returncode == 2
         assert proc.stderr.startswith("revival: error: ") and "Traceback" not in proc.stderr
         assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_release_is_checked_against_the_model_by_one_rule():
+    """`revival.release.belongs.check_belongs`, which audit, relearn and the relearning attacker share:
+    a release of some of the model's tensors belongs; no shared name, another shape, or (outside a
+    single-file pipeline) a name the model lacks is one sentence."""
+    from revival.errors import RevivalError
+    from revival.release.belongs import check_belongs
+
+    model = {"a.weight": torch.zeros(4, 8), "b.weight": torch.zeros(8, 4)}
+    assert check_belongs(model, {"b.weight": torch.ones(8, 4)}) == (["b.weight"], [])
+    assert check_belongs(model, {"b.weight": torch.ones(8, 4), "vae.x": torch.ones(1)}, others_allowed=True) == (
+        ["b.weight"], ["vae.x"])
+    for release, says in (({"c.weight": torch.ones(4, 8)}, "another architecture"),
+                          ({"a.weight": torch.ones(8, 4)}, "has shape (8, 4), the model's (4, 8)"),
+                          ({"a.weight": torch.ones(4, 8), "vae.x": torch.ones(1)}, "'vae.x' the model's UNet does not have"),
+                          ({}, "holds no tensors")):
+        with pytest.raises(RevivalError, match=re.escape(says)):
+            check_belongs(model, release)

@@ -44,6 +44,7 @@ from revival.release.exposure import release_exposure
 from revival.concepts.heldout import heldout_prompts, more_heldout_rows
 from revival.audit.result import Accuracy, AuditResult, Evaluations, PooledEvidence
 from revival.intervals import paired_difference
+from revival.release.belongs import check_belongs
 from revival.release.layers import audit_layers, is_dense_change, uncovered_changes
 from revival.attack.recovery import sign_scores
 
@@ -424,15 +425,9 @@ def audit(model: str, release, concept: str, out, *, original=None, prompts_csv=
     pipe = load_model(model, device=place.device, dtype=place.dtype)
     model_state = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
     rel_state = {**model_state}
-    if not any(k in model_state for k in rel_ckpt.tensors):
-        raise RevivalError("the release holds none of the model's tensors: it is of another architecture, not a "
-                           "release of this model.")
-    for k, t in rel_ckpt.tensors.items():
-        if k in model_state:
-            if tuple(t.shape) != tuple(model_state[k].shape):
-                raise RevivalError(f"the release's tensor {k!r} has shape {tuple(t.shape)}, the model's "
-                                   f"{tuple(model_state[k].shape)}: the release does not belong to this model.")
-            rel_state[k] = t.to(device=model_state[k].device, dtype=model_state[k].dtype)
+    shared, _ = check_belongs(model_state, rel_ckpt.tensors, others_allowed=True)
+    for k in shared:
+        rel_state[k] = rel_ckpt.tensors[k].to(device=model_state[k].device, dtype=model_state[k].dtype)
     names = audit_layers(model_state, {k: rel_ckpt.tensors[k] for k in rel_ckpt.tensors if k in model_state}, layers)
     missing = [n for n in names if n not in model_state]
     if missing:

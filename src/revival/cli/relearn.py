@@ -46,24 +46,12 @@ def _model_unet(model) -> Path:
 
 def release_state(ckpt, model_ckpt) -> tuple[dict, list[str]]:
     """(the release's UNet tensors by name, names it holds that are not the model's UNet's), checked
-    against the shapes of the model's own checkpoint without loading either's weights."""
-    from revival.errors import RevivalError
-    from revival.io import tensor_meta
+    against the shapes of the model's own checkpoint without loading either's weights
+    (`revival.release.belongs`)."""
+    from revival.release.belongs import check_belongs
 
-    own = set(model_ckpt.tensors)
-    shared = [k for k in ckpt.tensors if k in own]
-    other = [k for k in ckpt.tensors if k not in own]
-    if not shared:
-        raise RevivalError(f"the release {ckpt.path} shares no tensor name with the model's UNet: it does not "
-                           "belong to this model.")
-    if other and ckpt.naming != "ldm":  # a single-file pipeline also carries its VAE and text encoder
-        raise RevivalError(f"the release {ckpt.path} has a tensor {other[0]!r} the model's UNet does not have: it "
-                           "does not belong to this model.")
-    for k in shared:
-        mine, theirs = tensor_meta(model_ckpt.tensors, k)[1], tensor_meta(ckpt.tensors, k)[1]
-        if tuple(mine) != tuple(theirs):
-            raise RevivalError(f"the release's tensor {k!r} has shape {tuple(theirs)}, the model's {tuple(mine)}: "
-                               "the release does not belong to this model.")
+    shared, other = check_belongs(model_ckpt.tensors, ckpt.tensors, f"the release {ckpt.path}",
+                                  others_allowed=ckpt.naming == "ldm")
     return {k: ckpt.tensors[k] for k in shared}, other
 
 

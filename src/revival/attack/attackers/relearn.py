@@ -123,17 +123,12 @@ def is_testbed(model) -> bool:
 
 
 def check_state(unet: torch.nn.Module, state: Mapping[str, torch.Tensor], where: str = "the release") -> None:
-    """Every tensor of `state` names a UNet tensor of the same shape and is finite; one sentence otherwise."""
-    own = unet.state_dict()
-    if not state:
-        raise RevivalError(f"{where} holds no tensors.")
+    """Every tensor of `state` names a UNet tensor of the same shape (`revival.release.belongs`) and
+    is finite; one sentence otherwise."""
+    from revival.release.belongs import check_belongs
+
+    check_belongs(unet.state_dict(), state, where)
     for k, v in state.items():
-        if k not in own:
-            raise RevivalError(f"{where} has a tensor {k!r} the model's UNet does not have: it does not belong "
-                               "to this model.")
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise RevivalError(f"{where}'s tensor {k!r} has shape {tuple(v.shape)}, the model's "
-                               f"{tuple(own[k].shape)}: it does not belong to this model.")
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise RevivalError(f"{where}'s tensor {k!r} contains NaN or infinite weights.")
 
