@@ -135,7 +135,7 @@ def decide_relearning(relearn: Mapping | None, limit: float, never_learned: Mapp
         return "fail", [f"relearning ({tag(b)}) brings back {_gain(b, 'excess')} beyond the never-learned model "
                         f"given the same images and steps: the whole 95% interval lies above the limit {limit:.2f}"
                         for b in fails]
-    missing = [f"relearning: {r}" for r in _yardstick_doubts(never_learned, original)]
+    missing = _yardstick_doubts(never_learned, original)
     if original is not None and not original.get("draws_concept", True):
         missing.append(f"the original model draws the concept in {original.get('erased', 0):.2f} of its images, below "
                        f"the floor {original.get('floor', 0):.2f}: the judge cannot see the concept, so relearning it "
