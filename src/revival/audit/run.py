@@ -498,14 +498,22 @@ def _relearn_plan(config: AuditConfig, testbed: bool, concept: str, folder, nl_p
 
 def _relearner(pipe, concept: str, images, config: AuditConfig):
     """relearn(state, budget, draw=0): the relearning attacker on the first K of draw's images
-    (`images`: one tensor, or one per draw), with seed attack.seed + draw."""
+    (`images`: exactly one image set per draw, config.relearn_draws of them), with seed
+    attack.seed + draw. A draw without its own images is refused: reusing another draw's images
+    would pool the same evidence twice."""
     from revival.attack.attackers.relearn import RelearnConfig, relearn_state
 
-    per_draw = images if isinstance(images, (list, tuple)) else [images]
+    if not isinstance(images, (list, tuple)) or len(images) != config.relearn_draws:
+        got = len(images) if isinstance(images, (list, tuple)) else "one tensor"
+        raise RevivalError(f"the relearning attacker needs one image set per draw: {config.relearn_draws} "
+                           f"draws, got {got}.")
+    per_draw = list(images)
 
     def relearn(state, budget, draw: int = 0):
+        if not 0 <= draw < len(per_draw):
+            raise RevivalError(f"relearning draw {draw} is outside the {len(per_draw)} draws this audit planned.")
         return relearn_state(pipe, state, concept, budget, RelearnConfig(seed=config.attack.seed + draw),
-                             images=per_draw[draw % len(per_draw)][: budget.images])
+                             images=per_draw[draw][: budget.images])
 
     relearn.source = "Fashion-MNIST's test split" if not hasattr(pipe, "pipe") else "the --relearn-images folder"
     return relearn
