@@ -74,7 +74,8 @@ def releases_for(pipe, concept: str, method: str, original: dict, args) -> tuple
 
 
 def measure(pipe, clf, concept: str, method: str, nl_path: Path, args) -> dict:
-    from revival.audit.run import AuditConfig, _relearner, audit_states
+    from revival.audit.relearning import relearner
+    from revival.audit.run import AuditConfig, audit_states
     from revival.attack.attackers.relearn import relearn_images
     from revival.concepts.heldout import heldout_prompts
     from revival.audit.never_learned import load_never_learned
@@ -95,7 +96,7 @@ def measure(pipe, clf, concept: str, method: str, nl_path: Path, args) -> dict:
     t0 = time.perf_counter()
     result, _ = audit_states(pipe, original, release, None, concept, rows, clf, cfg,
                              prompts=concept_prompts(concept, pipe.classes), never_learned=nl,
-                             never_learned_path=str(nl_path), relearn=_relearner(pipe, concept, images, cfg))
+                             never_learned_path=str(nl_path), relearn=relearner(pipe, concept, images, cfg))
     d = result.to_dict()
     return {"method": method, "facts": facts, "audit_seconds": round(time.perf_counter() - t0, 1),
             "original": d["original"], "release": d["release"], "never_learned": d["never_learned"],

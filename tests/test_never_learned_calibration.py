@@ -157,15 +157,16 @@ def test_relearning_draws_are_pooled_image_for_image_and_keep_their_own_figures(
     assert d0.shape == d1.shape and not torch.equal(d0, d1)
     assert torch.equal(d0, relearn_images(True, "sneaker", 4, None, seed=0))
     # and each draw needs images of its own: fewer sets than draws, or a draw outside them, is refused
-    from revival.audit.run import AuditConfig, _relearner
+    from revival.audit.relearning import relearner
+    from revival.audit.run import AuditConfig
 
     cfg = AuditConfig(threat="relearn", relearn_draws=2)
     with pytest.raises(RevivalError, match="one image set per draw"):
-        _relearner(None, "sneaker", [d0], cfg)
+        relearner(None, "sneaker", [d0], cfg)
     with pytest.raises(RevivalError, match="one image set per draw"):
-        _relearner(None, "sneaker", d0, cfg)
+        relearner(None, "sneaker", d0, cfg)
     with pytest.raises(RevivalError, match="outside"):
-        _relearner(None, "sneaker", [d0, d1], cfg)(None, None, draw=2)
+        relearner(None, "sneaker", [d0, d1], cfg)(None, None, draw=2)
 
 
 def test_a_dense_release_is_attacked_in_every_feed_forward_linear():

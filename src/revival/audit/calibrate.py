@@ -7,14 +7,12 @@ the same budget, on the never-learned model.
                      both on the same prompts and seeds, with the paired 95% interval (Newcombe)
 
 The relearning curve reads the same way: per budget (K images, S steps), the relearned release
-beside the relearned never-learned model. `revival.audit.run` gathers the evidence with these
-functions; `revival.audit.verdict` turns it into verdicts.
+beside the relearned never-learned model. `revival.audit.run` and `revival.audit.relearning` gather
+the evidence; these functions read it and `revival.audit.verdict` turns it into verdicts.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-
-import torch
+from collections.abc import Mapping
 
 from revival.intervals import paired_difference
 
@@ -72,24 +70,3 @@ def fill_calibrated(result, models: Mapping, z: float) -> None:
             if hasattr(models[k_nl], "draws"):
                 b["never_learned_draws"] = models[k_nl].draws()
             b.update(excess(acc, other, z))
-
-
-def relearning_states(release: Mapping[str, torch.Tensor], never_learned: Mapping[str, torch.Tensor] | None,
-                      budgets: Sequence, relearn: Callable[..., Mapping],
-                      log: Callable[[str], None] = lambda m: None, draws: int = 1):
-    """Yield (budget, draw, {key: relearned state}) per budget and draw: the release and the
-    never-learned model relearned with the same images, steps and seed (`relearn(state, budget,
-    draw)`: draw d picks its own images and noise), one draw at a time so that only its two states
-    are held. An error is yielded as the budget's reason, and the budget's later draws are skipped."""
-    for b in budgets:
-        k_rel, k_nl = relearn_keys(b.images, b.steps)
-        log(f"relearning K={b.images}, {b.steps} steps" + (f", {draws} draws" if draws > 1 else ""))
-        for d in range(draws):
-            try:
-                out = {k_rel: relearn(release, b, d)}
-                if never_learned is not None:
-                    out[k_nl] = relearn(never_learned, b, d)
-            except Exception as exc:   # a budget that cannot run leaves its point without evidence
-                yield b, d, f"{type(exc).__name__}: {exc}"
-                break
-            yield b, d, out

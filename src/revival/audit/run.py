@@ -38,11 +38,12 @@ from revival.attack.attackers import ATTACKERS, AttackContext, check_attacker
 from revival.attack.attackers.ladder import run_one
 from revival.attack.attackers.truth import changed_share, true_mask
 from revival.attack.config import AttackConfig
-from revival.audit.calibrate import NEVER_LEARNED, fill_calibrated, nl_key, relearning_states
+from revival.audit.calibrate import NEVER_LEARNED, fill_calibrated, nl_key
+from revival.audit.relearning import gather_relearning, relearner, relearning_plan
 from revival.errors import RevivalError
 from revival.release.exposure import release_exposure
 from revival.concepts.heldout import heldout_prompts, more_heldout_rows
-from revival.audit.result import Accuracy, AuditResult, Evaluations, PooledEvidence
+from revival.audit.result import Accuracy, AuditResult, Evaluations
 from revival.intervals import paired_difference
 from revival.release.belongs import check_belongs
 from revival.release.layers import audit_layers, is_dense_change, uncovered_changes
@@ -230,7 +231,8 @@ def audit_states(pipeline, model_state: Mapping[str, torch.Tensor], release: Map
             _on_never_learned(pipeline, never_learned, never_learned_path, release, layers, ctx, original, len(rows),
                               config, result, models, evals, prompts, progress)
         if relearn is not None and config.relearn_budgets:
-            _relearning(release, never_learned, never_learned_path, relearn, config, result, models, evals, progress)
+            gather_relearning(release, never_learned, never_learned_path, relearn, config, result, models, evals,
+                              lambda m: _log(progress, m))
     else:
         for name in config.attackers:
             result.attacks[name] = {"status": "refused", "reason": "not run: the original model does not draw the concept"}
@@ -277,33 +279,6 @@ def _on_never_learned(pipeline, never_learned, path, release, layers, ctx, origi
             entry["never_learned_same"] = True
         else:
             models[nl_key(name)] = evals.evidence(state)
-
-
-def _relearning(release, never_learned, path, relearn, config, result, models, evals: Evaluations,
-                progress) -> None:
-    """The relearning curve: each budget on the release and on the never-learned model, each
-    `config.relearn_draws` times (pooled: `PooledEvidence`)."""
-    from revival.attack.attackers.relearn import RelearnBudget
-
-    result.relearn = {"never_learned": path, "budgets": [], "images_from": getattr(relearn, "source", None),
-                      "draws": config.relearn_draws}
-    pools: dict[tuple[int, int], dict[str, list]] = {}
-    points: dict[tuple[int, int], dict] = {}
-    for b, _, got in relearning_states(release, never_learned, [RelearnBudget(*b) for b in config.relearn_budgets],
-                                       relearn, lambda m: _log(progress, m), config.relearn_draws):
-        point = points.setdefault((b.images, b.steps), {"images": b.images, "steps": b.steps, "status": "ran",
-                                                         "reason": None})
-        if isinstance(got, str):
-            point.update(status="errored", reason=got)
-            pools.pop((b.images, b.steps), None)
-            continue
-        for key, state in got.items():
-            pools.setdefault((b.images, b.steps), {}).setdefault(key, []).append(evals.evidence(state))
-    for budget, point in points.items():
-        if point["status"] == "ran":
-            for key, parts in pools.get(budget, {}).items():
-                models[key] = parts[0] if len(parts) == 1 else PooledEvidence(parts)
-        result.relearn["budgets"].append(point)
 
 
 def _run_one(name, release, layers, ctx, truth, original):
@@ -408,7 +383,7 @@ def audit(model: str, release, concept: str, out, *, original=None, prompts_csv=
     else:
         raise RevivalError("auditing a Stable Diffusion release needs --prompts CSV (prompt, class, seed).")
     nl_path = _never_learned_path(never_learned, testbed, concept, config.task)
-    config, relearn_images = _relearn_plan(config, testbed, concept, relearn_folder, nl_path)
+    config, relearn_images = relearning_plan(config, testbed, concept, relearn_folder, nl_path)
     from revival.runtime.device import placement
     from revival.evaluate.classifiers import check_nameable, get_classifier
     from revival.model.loader import load_model
@@ -451,7 +426,7 @@ def audit(model: str, release, concept: str, out, *, original=None, prompts_csv=
         from revival.audit.never_learned import load_never_learned
 
         nl_state = load_never_learned(nl_path, concept, model_state, config.task if testbed else None)
-    relearn = _relearner(pipe, concept, relearn_images, config) if relearn_images is not None else None
+    relearn = relearner(pipe, concept, relearn_images, config) if relearn_images is not None else None
     result, grid = audit_states(pipe, model_state, rel_state, names, concept, rows, clf, config,
                                 original=orig_state, prompts=prompts, more_rows=more_rows, progress=progress,
                                 never_learned=nl_state, never_learned_path=None if nl_path is None else str(nl_path),
@@ -474,46 +449,3 @@ def _never_learned_path(never_learned, testbed: bool, concept: str, task: str):
         return shipped_never_learned(concept) if testbed and task == "objects" else None
     check_never_learned(never_learned, concept, task if testbed else None)
     return Path(never_learned)
-
-
-def _relearn_plan(config: AuditConfig, testbed: bool, concept: str, folder, nl_path):
-    """(config with its relearning budgets, the relearning images of each draw or None): the
-    images are read and counted before any work, so a budget larger than they are is refused at
-    once. Draw d reads its images with seed attack.seed + d (another pick of the test split, or of
-    the folder's images)."""
-    from revival.attack.attackers.relearn import RELEARN_BUDGETS, relearn_images
-
-    if config.threat == "weights" and not config.relearn_budgets:
-        if folder is not None:
-            raise RevivalError("--relearn-images is for the relearning attacker: add --threat relearn or both.")
-        return config, None
-    budgets = config.relearn_budgets or tuple((b.images, b.steps) for b in RELEARN_BUDGETS)
-    if not testbed and folder is None:
-        raise RevivalError("the relearning attacker on Stable Diffusion needs --relearn-images DIR (real images of "
-                           "the concept, none of them used by unlearning or evaluation).")
-    k = max(k for k, _ in budgets)
-    images = [relearn_images(testbed, concept, k, folder, seed=config.attack.seed + d) for d in range(config.relearn_draws)]
-    return replace(config, relearn_budgets=budgets), images
-
-
-def _relearner(pipe, concept: str, images, config: AuditConfig):
-    """relearn(state, budget, draw=0): the relearning attacker on the first K of draw's images
-    (`images`: exactly one image set per draw, config.relearn_draws of them), with seed
-    attack.seed + draw. A draw without its own images is refused: reusing another draw's images
-    would pool the same evidence twice."""
-    from revival.attack.attackers.relearn import RelearnConfig, relearn_state
-
-    if not isinstance(images, (list, tuple)) or len(images) != config.relearn_draws:
-        got = len(images) if isinstance(images, (list, tuple)) else "one tensor"
-        raise RevivalError(f"the relearning attacker needs one image set per draw: {config.relearn_draws} "
-                           f"draws, got {got}.")
-    per_draw = list(images)
-
-    def relearn(state, budget, draw: int = 0):
-        if not 0 <= draw < len(per_draw):
-            raise RevivalError(f"relearning draw {draw} is outside the {len(per_draw)} draws this audit planned.")
-        return relearn_state(pipe, state, concept, budget, RelearnConfig(seed=config.attack.seed + draw),
-                             images=per_draw[draw][: budget.images])
-
-    relearn.source = "Fashion-MNIST's test split" if not hasattr(pipe, "pipe") else "the --relearn-images folder"
-    return relearn
