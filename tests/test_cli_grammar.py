@@ -111,6 +111,14 @@ def test_choices_follow_their_registries():
             p.parse_args([*verb, "--classifier", "no-such-judge"])
     help_text = options.CLASSIFIER.format_help()
     assert len(CLASSIFIERS.names()) == 8 and all(n in help_text for n in CLASSIFIERS.names())
+    # the audit's description and its --attackers help name every registered attacker (replay was missing)
+    from revival.attack.attackers import ATTACKERS
+
+    sub = next(a for a in p._actions if a.dest == "verb" or getattr(a, "choices", None) and "audit" in a.choices)
+    audit_help = " ".join(sub.choices["audit"].format_help().split())
+    assert len(ATTACKERS) >= 6
+    assert f"Run every attacker ({', '.join(ATTACKERS)})" in audit_help
+    assert f"default: all of {', '.join(ATTACKERS)}" in audit_help
 
 
 def test_dtype_spellings():

@@ -17,7 +17,7 @@ def register(sub) -> None:
 
     p = O.verb(sub, "audit", "can this release be revived from the release alone? (exit 0 pass, 3 fail, "
                              "4 inconclusive)",
-               "Run every attacker (zeros, residual, method-aware, columns, reprune) against a release, evaluate the "
+               f"Run every attacker ({', '.join(ATTACKERS)}) against a release, evaluate the "
                "release and each revived model on prompts and seeds unlearning did not use, and give a verdict: "
                "fail when an attacker's gain in erased accuracy lies above --max-gain at 95%, pass only with the "
                "whole evidence below it, else inconclusive (with the reasons). Writes OUT/audit.json, audit.md, "
