@@ -108,6 +108,21 @@ def test_fashion_mnist_reader(tmp_path, monkeypatch):
     x, y = load_fashion_mnist("test", 28)
     assert x.shape == (10000, 1, 28, 28) and y.bincount().tolist() == [1000] * 10
     assert 0 <= x.min() and x.max() <= 1
+    x[0] = 5.0                                     # a caller's in-place change stays its own
+    assert load_fashion_mnist("test", 28)[0].max() <= 1
+
+    def write(n, fill):                            # a valid split of n images
+        with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 3]) + b"".join(v.to_bytes(4, "big") for v in (n, 28, 28)) + bytes([fill]) * (n * 784))
+        with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + bytes(n))
+
+    monkeypatch.setenv("REVIVAL_FASHION_MNIST", str(tmp_path))
+    write(2, 255)
+    assert load_fashion_mnist("test", 28)[0].shape[0] == 2
+    write(3, 0)                                    # the files changed: read again, not the kept copy
+    x3, _ = load_fashion_mnist("test", 28)
+    assert x3.shape[0] == 3 and x3.max() == 0
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         with gzip.open(tmp_path / name, "wb") as f:
             f.write(b"\x00\x00\x08\x03\x00\x00\x00\x02" if "images" in name else b"junk")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +51,23 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def load_fashion_mnist(split: str = "train", size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images [N,1,size,size] float32 in [0,1] and labels [N] int64 (Fashion-MNIST class order)."""
+    """Images [N,1,size,size] float32 in [0,1] and labels [N] int64 (Fashion-MNIST class order).
+    Each call returns tensors of its own (the caller may change them in place); the decoded and
+    resized split is kept once a process, keyed by the files' paths, sizes and change times."""
     if split not in _FILES:
         raise RevivalError(f"split must be 'train' or 'test', got {split!r}.")
     d = data_dir()
-    img = _read_idx(d / _FILES[split][0])
-    lab = _read_idx(d / _FILES[split][1])
+    files = tuple(d / f for f in _FILES[split])
+    key = (*((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files), int(size))
+    x, y = _decoded(key)
+    return x.clone(), y.clone()
+
+
+@lru_cache(maxsize=2)
+def _decoded(key) -> tuple[torch.Tensor, torch.Tensor]:
+    (img_path, *_), (lab_path, *_), size = key
+    img = _read_idx(Path(img_path))
+    lab = _read_idx(Path(lab_path))
     x = torch.from_numpy(img.copy()).float().div_(255.0).unsqueeze(1)
     y = torch.from_numpy(lab.astype(np.int64))
     return resize(x, size), y
