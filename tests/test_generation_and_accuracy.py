@@ -299,6 +299,23 @@ def test_image_cache_is_keyed_by_the_prompt_text(testbed, tmp_path):
     assert m.asked == 4   # the same prompts again: reused
 
 
+def test_the_testbed_cuts_its_images_into_equal_chunks_that_draw_the_same_images(testbed):
+    from revival.testbed.pipeline import CPU_BATCH, chunks
+
+    for n, most in ((56, 48), (120, 48), (7, 3), (48, 48), (1, 48), (97, 16)):
+        got = chunks(n, most)
+        sizes = [b - a for a, b in got]
+        assert got[0][0] == 0 and got[-1][1] == n and all(x[1] == y[0] for x, y in zip(got, got[1:]))
+        assert max(sizes) <= most and max(sizes) - min(sizes) < len(got)   # equal, up to the last
+        assert len(got) == -(-n // most)                     # the fewest chunks that fit
+    assert chunks(0, 4) == [] and [b - a for a, b in chunks(56, 48)] == [28, 28]
+    assert testbed.batch_size == CPU_BATCH                   # the CPU default
+    prompts = ["an image of a bag", "an image of a sneaker", "an image of a coat"] * 3
+    seeds = list(range(1000, 1009))
+    one, cut = testbed(prompts, seeds, steps=3, batch_size=9), testbed(prompts, seeds, steps=3, batch_size=4)
+    assert (one - cut).abs().max() <= 1e-5                   # chunking changes no image (beyond rounding)
+
+
 def test_image_cache_is_keyed_by_the_batch_size(testbed, tmp_path):
     """An image's last bits depend on its batch: another batch size is refused, not reused."""
     rows = default_prompts(["bag", "sneaker", "coat"], 1)

@@ -160,11 +160,12 @@ def test_a_release_pruned_in_the_input_projection_is_audited_there_and_fails(tes
     out = tmp_path / "audit"
     rc = main(["audit", "--model", "testbed", "--release", str(tmp_path / "release.safetensors"), "--concept", "sneaker",
                "--out", str(out), "--erased-images", "16", "--preserved-images", "1", "--never-learned", "none",
-               "--quiet"])
+               "--attackers", "zeros", "residual", "--quiet"])   # two attackers: a fail needs one gain above the limit
     data = json.loads((out / "audit.json").read_text())
     # found where it was pruned, and attacked in the other linear of the same units too
     assert set(data["layers"]) == set(layers) | {n.replace("ff.net.0.proj", "ff.net.2") for n in layers}
     assert rc == EXIT_CODES["fail"] and data["verdict"] == "fail", capsys.readouterr().out
+    assert set(data["attacks"]) == {"zeros", "residual"} and data["attacks"]["residual"]["status"] == "ran"
     assert data["attacks"]["zeros"]["status"] == "ran" and data["attacks"]["zeros"]["gain_ci95"][0] > 0.10
     # the names say what they hold: the limit, and the largest gain of any attacker
     assert "max_gain" not in data and data["limit"] == 0.10

@@ -1,8 +1,9 @@
 """TestbedPipeline: prompts x seeds -> images, with DDIM and classifier-free guidance.
 
-One UNet forward per denoising step (per chunk of `batch_size` images): the unconditional and
-conditional halves go through the UNet together, as in Stable Diffusion's pipeline, so forward
-hooks on `pipe.unet` see every step once.
+One UNet forward per denoising step (per chunk of at most `batch_size` images): the unconditional
+and conditional halves go through the UNet together, as in Stable Diffusion's pipeline, so forward
+hooks on `pipe.unet` see every step once. The images are cut into equal chunks: on a CPU small
+ones run faster than one large batch (benchmarks/generation_batch.py).
 """
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ def testbed_unet_dir(task: str = "objects"):
 SETTINGS_PATH = WEIGHTS_DIR / "testbed.json"
 DEFAULT_STEPS = 15
 DEFAULT_GUIDANCE = 4.0
+CPU_BATCH, DEVICE_BATCH = 48, 256   # the most images a chunk by default, on a CPU and on an accelerator
+
+
+def chunks(n: int, most: int) -> list[tuple[int, int]]:
+    """(start, stop) of n images cut into the fewest equal chunks of at most `most`."""
+    if n <= 0:
+        return []
+    k = -(-n // most)
+    size = -(-n // k)
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def testbed_settings() -> dict:
@@ -42,7 +53,7 @@ class TestbedPipeline:
 
     def __init__(self, unet: UNet2DConditionModel, device: str = "cpu", *,
                  default_steps: int = DEFAULT_STEPS, default_guidance: float = DEFAULT_GUIDANCE,
-                 batch_size: int = 256, dtype: torch.dtype = torch.float32):
+                 batch_size: int | None = None, dtype: torch.dtype = torch.float32):
         unet = unet.eval().to(device=device)
         if unet.dtype != dtype:  # (diffusers warns on every dtype cast, even a no-op one)
             unet = unet.to(dtype=dtype)
@@ -54,12 +65,13 @@ class TestbedPipeline:
         self.resolution = int(unet.config.sample_size)
         self.default_steps = default_steps
         self.default_guidance = default_guidance
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size) if batch_size is not None else (
+            CPU_BATCH if self.device.type == "cpu" else DEVICE_BATCH)
         self._encoder: T.TextEncoder | None = None
 
     def fingerprint(self) -> str:
         """What, besides the UNet's weights, determines this pipeline's images: its class, device,
-        dtype, sampler, default settings, batch size, and the text encoder's weights and length
+        dtype, sampler, default settings, chunking (batch size), and the text encoder's weights and length
         (the evaluation memo's key, `revival.evaluate.memo`)."""
         from revival.runtime.digest import module_digest
 
@@ -67,7 +79,7 @@ class TestbedPipeline:
             self._encoder = T.shared_encoder()
         enc = self._encoder
         return repr((type(self).__name__, str(self.device), str(self.dtype), dict(self.scheduler.config),
-                     self.classes, self.resolution, self.default_steps, self.default_guidance, self.batch_size,
+                     self.classes, self.resolution, self.default_steps, self.default_guidance, ("equal chunks of at most", self.batch_size),
                      type(enc).__name__, enc.tokens, str(enc.device), module_digest(enc.model),
                      repr(self.unet.config)))
 
@@ -98,8 +110,8 @@ class TestbedPipeline:
         if steps < 1:
             raise RevivalError(f"steps must be at least 1, got {steps}.")
         bs = batch_size or self.batch_size
-        out = [self._generate(prompts[i:i + bs], seeds[i:i + bs], steps, guidance, negative_prompt)
-               for i in range(0, len(prompts), bs)]
+        out = [self._generate(prompts[a:b], seeds[a:b], steps, guidance, negative_prompt)
+               for a, b in chunks(len(prompts), bs)]
         if not out:
             return torch.zeros(0, 1, self.resolution, self.resolution)
         return torch.cat(out)
