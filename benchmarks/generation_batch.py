@@ -5,10 +5,10 @@ Every evaluation, audit and demo draws its images through `TestbedPipeline`, whi
 into equal chunks of at most `batch_size` (default `CPU_BATCH` on a CPU); this benchmark is how
 that default was chosen. Prompts: held-out captions of every class, seeds from 1000.
 
-    python benchmarks/generation_batch.py [--images 56 120] [--most 16 28 48 64 256] [--repeat 2]
+    python benchmarks/generation_batch.py [--images 56 120] [--most 16 28 48 64 256] [--repeat 2] [--threads 1]
 
 Writes benchmarks/results/generation_batch.json (benchmarks/results.py) unless --no-save. One
-torch thread; on a shared machine read the seconds with the load average beside them.
+torch thread unless --threads; on a shared machine read the seconds with the load average beside them.
 """
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ def main(argv=None) -> None:
     ap.add_argument("--images", type=int, nargs="+", default=[56, 120])
     ap.add_argument("--most", type=int, nargs="+", default=[16, 28, 48, 64, 256])
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     from revival.concepts.heldout import heldout_prompts
     from revival.model.loader import load_model
     from revival.testbed.pipeline import CPU_BATCH, TestbedPipeline, chunks
@@ -60,7 +61,7 @@ def main(argv=None) -> None:
     if not args.no_save:
         path = write_results("generation_batch", {
             "title": "The testbed's generation by chunk size",
-            "about": f"Best of {args.repeat} runs, one torch thread, {pipe.default_steps} sampler steps with guidance; "
+            "about": f"Best of {args.repeat} runs, {args.threads} torch thread(s), {pipe.default_steps} sampler steps with guidance; "
                      f"the default is at most {CPU_BATCH} images a chunk on a CPU. The speed-up is against the "
                      f"largest chunk size of the run (one batch). Load average at the start: {load:.2f}.",
             "load_average_start": load,
