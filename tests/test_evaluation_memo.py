@@ -93,3 +93,40 @@ def test_a_pipeline_or_judge_without_a_fingerprint_is_never_memoised(parts, coun
     evaluate_state(pipe, state, rows, outside, "sneaker", CFG)
     evaluate_state(pipe, state, rows, outside, "sneaker", CFG)
     assert sum(counted) == 2 * len(rows) and len(EVAL_MEMO) == 0
+
+
+def test_an_attack_on_the_never_learned_model_is_judged_on_the_concept_alone(parts, counted, tmp_path):
+    """Only its excess on the concept is read: the concept's images are drawn (the same outcomes as
+    a full evaluation), the other rows are not (blank in the grid); a state already judged in full
+    keeps that evidence."""
+    from revival.story.demo_report import image_grid
+
+    pipe, judge, state, rows = parts
+    changed = {k: v.clone() for k, v in state.items()}
+    name = next(k for k in changed if k.endswith("ff.net.2.weight"))
+    changed[name].mul_(0.5)
+    concept = [i for i, r in enumerate(rows) if r.cls == "sneaker"]
+    assert 0 < len(concept) < len(rows)
+    evals = Evaluations(pipe, rows, judge, "sneaker", CFG)
+    part = evals.evidence(changed, erased_only=True)
+    assert counted == [len(concept)]
+    full = Evaluations(pipe, rows, judge, "sneaker", CFG).evidence(changed)
+    assert part.outcomes == full.outcomes and part.accuracy().erased == full.accuracy().erased
+    assert part.accuracy().preserved.n == 0 < full.accuracy().preserved.n
+    assert torch.equal(part.images[concept], full.images[concept])
+    others = [i for i in range(len(rows)) if i not in concept]
+    assert part.images.shape == full.images.shape and bool(torch.isnan(part.images[others]).all())
+    drawn = sum(counted)
+    assert evals.evidence(state) is evals.evidence(state, erased_only=True)   # judged in full: kept whole
+    assert sum(counted) == drawn + len(rows)
+    # the grid leaves the tiles that were not drawn blank (white), and draws the others
+    from PIL import Image
+    import numpy as np
+
+    w = part.images.shape[-1]                                    # tile = w: drawn at their own size
+    p = image_grid([("part", part.images), ("full", full.images)], [r.cls for r in rows], tmp_path / "g.png", tile=w)
+    g = np.asarray(Image.open(p).convert("L")).astype(float)
+    left, top, pad = 170, 24, 3                                  # image_grid's layout
+    tile = lambda row, j: g[top + row * (w + pad): top + row * (w + pad) + w, left + j * (w + pad): left + j * (w + pad) + w]
+    assert (tile(0, others[0]) == 255).all() and not (tile(1, others[0]) == 255).all()
+    assert np.array_equal(tile(0, concept[0]), tile(1, concept[0]))

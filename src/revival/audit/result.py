@@ -228,7 +228,9 @@ class Evaluations:
     one `Evidence`, and a later look draws its images once. States are told apart by content
     (`revival.runtime.digest.state_digest`: sha256 over each tensor's dtype, shape and bytes, a
     tensor object hashed once). `keep`: hold each state for later looks (`more`); off, only digests
-    are kept."""
+    are kept. `evidence(state, erased_only=True)` judges the concept's images alone: for a state
+    whose preserved accuracy no figure reads (an attack on the never-learned model, read only by
+    its excess on the concept); its other rows' images are NaN (a blank grid tile)."""
 
     def __init__(self, pipeline, rows, classifier, concept: str, config, keep: bool = True):
         self._args = (pipeline, classifier, concept, config)
@@ -241,11 +243,19 @@ class Evaluations:
 
         return state_digest(state.items())
 
-    def evidence(self, state: Mapping[str, torch.Tensor]) -> Evidence:
-        key = self.digest(state)
+    def evidence(self, state: Mapping[str, torch.Tensor], erased_only: bool = False) -> Evidence:
+        full = self.digest(state)
+        key = f"{full}:erased" if erased_only and full not in self._evidence else full
         if key not in self._evidence:
             pipeline, classifier, concept, config = self._args
-            self._evidence[key] = Evidence(*evaluate_state(pipeline, state, self.rows, classifier, concept, config))
+            if key == full:
+                self._evidence[key] = Evidence(*evaluate_state(pipeline, state, self.rows, classifier, concept, config))
+            else:
+                from revival.evaluate.evaluate import concept_rows
+
+                idx = concept_rows(self.rows, concept)
+                res, outcomes = evaluate_state(pipeline, state, [self.rows[i] for i in idx], classifier, concept, config)
+                self._evidence[key] = Evidence(res, outcomes, spread=(idx, len(self.rows)))
             if self.keep:
                 self._states[key] = state
         return self._evidence[key]
@@ -261,11 +271,15 @@ class Evidence:
     """One model's judged images, grown look by look: the concept's outcomes, the other classes'
     hits (first look), the share of images the judge found valid."""
 
-    def __init__(self, res, outcomes):
+    def __init__(self, res, outcomes, spread: tuple[list[int], int] | None = None):
         self.outcomes = list(outcomes)
         self.preserved = res.preserved
         self.valid = [getattr(res, "valid_share", None)]
         self.images = res.images
+        if spread is not None and res.images is not None:   # judged on rows `idx` of `n`: the others blank
+            idx, n = spread
+            self.images = torch.full((n, *res.images.shape[1:]), float("nan"), dtype=res.images.dtype)
+            self.images[idx] = res.images
 
     def add(self, res, outcomes) -> None:
         self.outcomes += outcomes

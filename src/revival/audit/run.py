@@ -278,7 +278,7 @@ def _on_never_learned(pipeline, never_learned, path, release, layers, ctx, origi
         elif state is never_learned:
             entry["never_learned_same"] = True
         else:
-            models[nl_key(name)] = evals.evidence(state)
+            models[nl_key(name)] = evals.evidence(state, erased_only=True)   # only its excess on the concept is read
 
 
 def _run_one(name, release, layers, ctx, truth, original):

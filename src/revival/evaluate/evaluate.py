@@ -162,6 +162,11 @@ def concept_outcomes(rows: list[PromptRow], predictions: list[str], concept: str
     return [p != NO_ITEM and bool(is_hit(p, r.cls)) for r, p in zip(rows, predictions) if _same(r.cls, concept)]
 
 
+def concept_rows(rows: list[PromptRow], concept: str) -> list[int]:
+    """The indices of the rows of `concept` (the rows `concept_outcomes` reads), in row order."""
+    return [i for i, r in enumerate(rows) if _same(r.cls, concept)]
+
+
 def _not_rejected(predicted: str) -> bool:
     return predicted != NO_ITEM
 

@@ -226,8 +226,8 @@ def bar_plot(report: dict, path) -> Path:
 def image_grid(rows: Sequence[tuple[str, torch.Tensor]], columns: Sequence[str], path,
                tile: int = 64) -> Path:
     """A labelled PNG grid: one row per (label, images [N, C, H, W] in [0, 1]); `columns`
-    labels the N columns (runs of equal labels share one header). Tiles are upscaled to about
-    `tile` pixels."""
+    labels the N columns (runs of equal labels share one header); an image holding NaN is a blank
+    tile (not drawn). Tiles are upscaled to about `tile` pixels."""
     from PIL import Image, ImageDraw
 
     if not rows:
@@ -259,6 +259,8 @@ def image_grid(rows: Sequence[tuple[str, torch.Tensor]], columns: Sequence[str],
         draw.text((4, y + ch // 2 - 6), label, fill="black")
         arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
         for j in range(n):
+            if bool(torch.isnan(images[j]).any()):   # not drawn: a blank tile
+                continue
             a = arr[j]
             if a.shape[0] == 1:
                 a = a.expand(3, -1, -1)
