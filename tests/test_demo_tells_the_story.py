@@ -68,6 +68,10 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     tried = {n: a for n, a in attacked["attackers"].items() if "erased" in a}
     assert tried and attacked["strongest"] in tried
     assert e["obfuscated_revived"] == max(a["erased"] for a in tried.values())
+    # ranked on the concept's images alone (the same images), the strongest then measured on every class
+    assert all(a["preserved"] is None for a in tried.values())
+    assert 0.0 <= report["accuracy"]["preserved"]["obfuscated_revived"] <= 1.0
+    assert report["timings"]["evaluate_obfuscated_revived"] > 0
     # stage 6: beside the shipped never-learned model, the shipped robust release holds like it: it
     # draws no sneaker and keeps the others; relearning (16 real images, 50 steps) is run on all three
     h = report["holds"]

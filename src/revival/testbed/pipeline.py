@@ -79,7 +79,8 @@ class TestbedPipeline:
             self._encoder = T.shared_encoder()
         enc = self._encoder
         return repr((type(self).__name__, str(self.device), str(self.dtype), dict(self.scheduler.config),
-                     self.classes, self.resolution, self.default_steps, self.default_guidance, ("equal chunks of at most", self.batch_size),
+                     self.classes, self.resolution, self.default_steps, self.default_guidance,
+                     ("equal chunks of at most", self.batch_size),
                      type(enc).__name__, enc.tokens, str(enc.device), module_digest(enc.model),
                      repr(self.unet.config)))
 

@@ -4,6 +4,7 @@ each revived model measured, the one that revives most kept -- the "defended + a
 defended-and-attacked technique."""
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Mapping
 
@@ -23,7 +24,7 @@ def strongest_attack(pipeline, release: Mapping[str, torch.Tensor], original: Ma
                      inference_steps: int | None = None, guidance: float | None = None, halves: str = "both",
                      progress: bool = False):
     """Every attacker against `release` in the audit's scope, each revived state measured by
-    `measure(state) -> (erased, preserved)`. `original`: the model's own weights before
+    `measure(state) -> (erased, preserved)` (preserved nan: not measured; the erased accuracy ranks). `original`: the model's own weights before
     unlearning; the attacked layers are those the release changed or is found pruned in and the
     other linear of their hidden units (`revival.release.layers.audit_layers`), each attacker told the
     share of entries changed there and its localisation scored against them. An attacker that
@@ -49,7 +50,8 @@ def strongest_attack(pipeline, release: Mapping[str, torch.Tensor], original: Ma
         measured = measure(state)
         facts[o.name].update(erased=measured[0], preserved=measured[1])
         loc = facts[o.name].get("localisation") or {}
-        _log(progress, f"  {o.name:<13} erased {measured[0]:.3f}  preserved {measured[1]:.3f}  (located "
+        kept = "" if math.isnan(measured[1]) else f"  preserved {measured[1]:.3f}"   # nan: not measured
+        _log(progress, f"  {o.name:<13} erased {measured[0]:.3f}{kept}  (located "
                        f"{facts[o.name].get('located', 0)}, entry AUC {loc.get('entry_auc', float('nan')):.2f})")
         if best[0] is None or measured[0] > best[2][0]:
             best = (o.name, state, measured)
